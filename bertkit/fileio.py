@@ -1,0 +1,263 @@
+"""File reading and writing with clear errors and atomic writes.
+
+Readers turn bad input into one :class:`~bertkit.errors.DataError` naming the file, the 1-based line and the field.
+Writers never leave a half-written file behind: they write a temporary file in the same directory, fsync it and
+``os.replace`` it onto the target (a rename is atomic on POSIX and Windows within one file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from bertkit.errors import DataError
+
+__all__ = [
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_write_bytes",
+    "atomic_dir",
+    "read_text",
+    "iter_jsonl",
+    "read_table",
+    "require",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------- writing
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename: fsync the directory entry (best effort; not possible on every OS/file system)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, ``os.replace``). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    # os.open with 0o666 lets the process umask decide the permissions, like a plain open() would.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically (no newline translation)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value: Any):
+    """JSON for the values reports and configs carry besides builtins: numpy scalars/arrays, paths, sets."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serialisable")
+
+
+def atomic_write_json(path, obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as pretty UTF-8 JSON (numpy values and paths converted) to ``path`` atomically."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default)
+    return atomic_write_text(path, text + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``path``; on normal exit it replaces ``path`` as a whole.
+
+    For outputs written by other libraries as several files (TF SavedModels, checkpoints): readers see either the
+    old complete directory or the new complete one. On an exception the temporary directory is removed and ``path``
+    is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists() or path.is_symlink():
+        # A directory cannot be os.replace'd onto a non-empty one: move the old one aside first.
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
+        os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+
+
+# ----------------------------------------------------------------------------------------------------------- reading
+def _decode_utf8(data: bytes, path) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        column = len(data[line_start : e.start].decode("utf-8", errors="replace")) + 1
+        raise DataError(
+            path, line, "encoding",
+            f"not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}); re-encode the file as UTF-8",
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte-order mark is not content
+
+
+def read_text(path) -> str:
+    """Read a UTF-8 text file (a leading BOM is dropped; ``\\r\\n`` and ``\\r`` become ``\\n`` like ``open()``).
+
+    A missing file -> ``DataError(path, None, None, "no such file")``; bytes that are not UTF-8 ->
+    ``DataError(path, line, "encoding", ...)`` naming the line of the first bad byte.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, None, None, "no such file") from None
+    except IsADirectoryError:
+        raise DataError(path, None, None, "is a directory, expected a file") from None
+    text = _decode_utf8(data, path)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_no, record)`` for each non-blank line of a JSON-lines file (``line_no`` 1-based).
+
+    A line that is not valid JSON, or JSON that is not an object, raises :class:`DataError` for that line.
+    """
+    text = read_text(path)
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line_no, None, f"malformed JSON at column {e.colno}: {e.msg}") from None
+        if not isinstance(record, dict):
+            raise DataError(path, line_no, None, f"expected a JSON object, got {type(record).__name__}")
+        yield line_no, record
+
+
+def read_table(path, columns=None, sep: str | None = None, *, quoting: int | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_no, row)`` for each data row of a delimited file with a header line.
+
+    ``row`` maps each requested column (all columns when ``columns`` is None) to its cell as a string ("" for an
+    empty cell, ``None`` when the line has too few fields). ``sep`` defaults from the extension: ``.tsv``/``.txt``
+    tab, anything else comma. TSV is read without quote processing (sentences often contain ``"``); CSV uses standard
+    quoting (pass ``quoting`` to override). ``line_no`` is the row's 1-based line in the file (header = line 1),
+    exact when no quoted field spans several lines. A requested column missing from the header raises
+    ``DataError(path, 1, column, "no such column; columns are ...")``.
+    """
+    import pandas as pd  # local: pandas is slow to import and only table readers need it
+
+    suffix = Path(path).suffix.lower()
+    if sep is None:
+        sep = "\t" if suffix in (".tsv", ".txt", ".tab") else ","
+    if quoting is None:
+        quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    text = read_text(path)
+    if not text.strip():
+        raise DataError(path, 1, None, "empty file; expected a header line")
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[],
+            quoting=quoting, skip_blank_lines=True, engine="c",
+        )
+    except pd.errors.ParserError as e:
+        message = str(e)
+        line = None
+        marker = " in line "
+        if marker in message:  # "Expected 2 fields in line 5, saw 3"
+            digits = message.split(marker, 1)[1].split(",")[0].strip()
+            line = int(digits) if digits.isdigit() else None
+        raise DataError(path, line, None, f"cannot parse table: {message.strip()}") from None
+    header = [str(c) for c in frame.columns]
+    wanted = header if columns is None else list(columns)
+    for column in wanted:
+        if column not in header:
+            raise DataError(path, 1, column, f"no such column; columns are {', '.join(map(repr, header))}")
+    # Line numbers: skip_blank_lines drops blank lines, so map data rows to their physical lines.
+    line_numbers = [i for i, line in enumerate(text.split("\n"), start=1) if line.strip()][1:]
+    values = frame[wanted].to_numpy(dtype=object)
+    for index, cells in enumerate(values):
+        row = {c: (None if (isinstance(v, float) and math.isnan(v)) else v) for c, v in zip(wanted, cells)}
+        line_no = line_numbers[index] if index < len(line_numbers) else index + 2
+        yield line_no, row
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list",
+               dict: "an object"}
+
+
+def _kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+
+
+def require(record, field: str, path, line: int | None, kind=str, allow_empty: bool = False):
+    """Return ``record[field]``, checked; otherwise raise ``DataError(path, line, field, ...)``.
+
+    Missing or ``None`` -> "missing". ``kind`` (a type or tuple of types; ``None`` skips the check) must match;
+    ``bool`` never passes for ``int``, while an ``int`` passes for ``float``. Unless ``allow_empty``, an empty
+    string (or whitespace only), list or dict -> "empty".
+    """
+    if not isinstance(record, dict) and not hasattr(record, "get"):
+        raise DataError(path, line, field, f"expected a record, got {type(record).__name__}")
+    value = record.get(field)
+    if value is None:
+        raise DataError(path, line, field, "missing")
+    if kind is not None:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds)
+        if ok and isinstance(value, bool) and bool not in kinds:
+            ok = False
+        if not ok and float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise DataError(path, line, field, f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r:.60}")
+    if not allow_empty:
+        if isinstance(value, str) and not value.strip():
+            raise DataError(path, line, field, "empty")
+        if isinstance(value, (list, dict, tuple)) and len(value) == 0:
+            raise DataError(path, line, field, "empty")
+    return value

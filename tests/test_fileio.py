@@ -1,0 +1,129 @@
+"""bertkit.errors and bertkit.fileio: error messages, atomic writes, readers that name file/line/field."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
+from bertkit.fileio import (
+    atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl, read_table, read_text, require,
+)
+
+
+def test_error_messages():
+    e = DataError("data/x.jsonl", 12, "label", "missing")
+    assert str(e) == "data/x.jsonl:12: field 'label': missing"
+    assert (e.path, e.line, e.field) == ("data/x.jsonl", 12, "label")
+    assert str(DataError("a.txt", None, None, "no such file")) == "a.txt: no such file"
+    assert str(DataError("a.txt", 3, None, "bad")) == "a.txt:3: bad"
+    assert str(CheckpointError("/ckpt", "missing vocab.txt")) == "/ckpt: missing vocab.txt"
+    assert str(ConfigError("--lr: must be positive")) == "--lr: must be positive"
+    for e in (DataError("p", 1, "f", "m"), ConfigError("m"), CheckpointError("p", "m")):
+        assert isinstance(e, BertkitError)
+
+
+def test_atomic_writes(tmp_path):
+    p = atomic_write_text(tmp_path / "sub" / "a.txt", "héllo\n")
+    assert p.read_bytes() == "héllo\n".encode()
+    atomic_write_text(p, "second")
+    assert p.read_text() == "second"
+    atomic_write_bytes(tmp_path / "b.bin", b"\x00\xff")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\xff"
+    atomic_write_json(tmp_path / "c.json", {"x": np.float32(0.5), "a": np.arange(3), "p": tmp_path / "q", "é": 1})
+    assert json.loads((tmp_path / "c.json").read_text("utf-8")) == {"x": 0.5, "a": [0, 1, 2], "p": str(tmp_path / "q"),
+                                                                      "é": 1}
+    # no temp files left behind
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["b.bin", "c.json", "sub"]
+    assert [f.name for f in (tmp_path / "sub").iterdir()] == ["a.txt"]
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path):
+    p = atomic_write_json(tmp_path / "r.json", {"ok": 1})
+    with pytest.raises(TypeError):
+        atomic_write_json(p, {"bad": object()})
+    assert json.loads(p.read_text()) == {"ok": 1}
+    assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_atomic_dir_replaces_whole_directory(tmp_path):
+    target = tmp_path / "model"
+    with atomic_dir(target) as d:
+        (d / "a").write_text("1")
+        assert not target.exists()
+    assert (target / "a").read_text() == "1"
+    with atomic_dir(target) as d:
+        (d / "b").write_text("2")
+    assert sorted(f.name for f in target.iterdir()) == ["b"]
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as d:
+            (d / "c").write_text("3")
+            raise RuntimeError("boom")
+    assert sorted(f.name for f in target.iterdir()) == ["b"]
+    assert [f.name for f in tmp_path.iterdir()] == ["model"]
+
+
+def test_read_text_utf8_errors(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_bytes("line one\nline two\r\nbad \xe9 here\n".encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        read_text(p)
+    assert info.value.line == 3 and info.value.field == "encoding"
+    assert str(info.value).startswith(f"{p}:3: field 'encoding': not valid UTF-8 (byte 0xe9 at column 5)")
+    p.write_bytes(b"\xef\xbb\xbfhi\r\nthere\r")
+    assert read_text(p) == "hi\nthere\n"
+    with pytest.raises(DataError, match="no such file"):
+        read_text(tmp_path / "nope.txt")
+
+
+def test_iter_jsonl(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"a": 1}\n\n  \n{"a": 2}\n', encoding="utf-8")
+    assert list(iter_jsonl(p)) == [(1, {"a": 1}), (4, {"a": 2})]
+    p.write_text('{"a": 1}\n{"a": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d.jsonl:2: malformed JSON"):
+        list(iter_jsonl(p))
+    p.write_text('{"a": 1}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d.jsonl:2: expected a JSON object, got list"):
+        list(iter_jsonl(p))
+
+
+def test_read_table(tmp_path):
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text('sentence\tlabel\nhe said "hi\t1\n\nNA\t0\n', encoding="utf-8")
+    rows = list(read_table(tsv, ["sentence", "label"]))
+    assert rows == [(2, {"sentence": 'he said "hi', "label": "1"}), (4, {"sentence": "NA", "label": "0"})]
+    with pytest.raises(DataError) as info:
+        list(read_table(tsv, ["text"]))
+    assert str(info.value) == f"{tsv}:1: field 'text': no such column; columns are 'sentence', 'label'"
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text('a,b\n"x, y",2\n3,\n', encoding="utf-8")
+    assert list(read_table(csv_path, ["a", "b"])) == [(2, {"a": "x, y", "b": "2"}), (3, {"a": "3", "b": ""})]
+    assert list(read_table(csv_path)) == [(2, {"a": "x, y", "b": "2"}), (3, {"a": "3", "b": ""})]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\n1\t2\n1\t2\t3\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.tsv:3: cannot parse table"):
+        list(read_table(bad, ["a"]))
+    bad.write_bytes(b"a\tb\n1\t\xff\n")
+    with pytest.raises(DataError, match=r"bad.tsv:2: field 'encoding'"):
+        list(read_table(bad, ["a"]))
+
+
+def test_require():
+    rec = {"text": "hi", "n": 3, "flag": True, "x": 1, "blank": "  ", "tags": []}
+    assert require(rec, "text", "f", 7) == "hi"
+    assert require(rec, "n", "f", 7, kind=int) == 3
+    assert require(rec, "x", "f", 7, kind=float) == 1
+    assert require(rec, "blank", "f", 7, allow_empty=True) == "  "
+    assert require(rec, "tags", "f", 7, kind=list, allow_empty=True) == []
+    with pytest.raises(DataError, match=r"^f:7: field 'label': missing$"):
+        require(rec, "label", "f", 7)
+    with pytest.raises(DataError, match=r"^f:7: field 'n': expected a string, got int 3$"):
+        require(rec, "n", "f", 7)
+    with pytest.raises(DataError, match=r"field 'flag': expected an integer"):
+        require(rec, "flag", "f", 7, kind=int)
+    with pytest.raises(DataError, match=r"field 'blank': empty"):
+        require(rec, "blank", "f", 7)
+    with pytest.raises(DataError, match=r"field 'tags': empty"):
+        require(rec, "tags", "f", 7, kind=list)
