@@ -1,0 +1,94 @@
+"""Convert GLUE SST-2 (English binary sentiment) into the sentiment recipe's JSONL.
+
+    python data_scripts/convert_sst2.py [--src ../shared/data/classification/sst2] [--out data/sst2]
+
+Source: TSV with header `sentence<TAB>label`, label 1 = positive, 0 = negative. Output: train/dev/test.jsonl with
+lines `{"text": ..., "label": "positive"|"negative"}` plus SOURCE.md. The source's test.tsv is the labelled GLUE dev
+set (872 sentences), so "test" accuracy here is comparable to published SST-2 dev accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from bertkit.errors import BertkitError, DataError
+from bertkit.fileio import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SRC = REPO.parent / "shared" / "data" / "classification" / "sst2"
+LABEL_NAMES = {"0": "negative", "1": "positive"}
+SPLITS = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+
+
+def read_sst2_tsv(path: Path) -> list[dict]:
+    """Rows of one SST-2 TSV as recipe records; any malformed row is a DataError naming its line."""
+    records = []
+    with open(path, encoding="utf-8", newline="") as f:
+        # QUOTE_NONE: the text is PTB-tokenised and may hold stray quote characters.
+        for line_no, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if line_no == 1:
+                if row != ["sentence", "label"]:
+                    raise DataError(path, 1, None, f"expected header 'sentence<TAB>label', got {row!r}")
+                continue
+            if len(row) != 2:
+                raise DataError(path, line_no, None, f"expected 2 tab-separated fields, got {len(row)}")
+            text, label = row[0].strip(), row[1].strip()
+            if not text:
+                raise DataError(path, line_no, "sentence", "empty text")
+            if label not in LABEL_NAMES:
+                raise DataError(path, line_no, "label", f"expected 0 or 1, got {label!r}")
+            records.append({"text": text, "label": LABEL_NAMES[label]})
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def source_md(src: Path, counts: dict[str, int]) -> str:
+    upstream = (src / "SOURCE.md").read_text(encoding="utf-8") if (src / "SOURCE.md").exists() else "(missing)\n"
+    rows = "\n".join(f"| {split}.jsonl | {SPLITS[split]} | {n:,} |" for split, n in counts.items())
+    return f"""# SST-2 for recipes/sentiment
+
+Converted by `python data_scripts/convert_sst2.py` (rerun it to regenerate; it is deterministic) from the public copy
+described below. Nothing was subset or filtered: every row is kept, texts are stripped of surrounding whitespace and
+labels 0/1 are renamed `negative`/`positive`. Lines are `{{"text": ..., "label": ...}}`.
+
+| file | source file | examples |
+|---|---|---|
+{rows}
+
+`test.jsonl` is the labelled GLUE SST-2 **dev** set (872 sentences): published "SST-2 dev accuracy" figures are
+comparable to accuracy on it. train + dev here together are the GLUE SST-2 train set (67,349 phrases).
+
+## Upstream source (copied from its SOURCE.md)
+
+{upstream}"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/dev/test.tsv")
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "sst2", help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        counts = {}
+        for split, name in SPLITS.items():
+            records = read_sst2_tsv(args.src / name)
+            write_jsonl(args.out / f"{split}.jsonl", records)
+            counts[split] = len(records)
+        atomic_write_text(args.out / "SOURCE.md", source_md(args.src, counts))
+    except (BertkitError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
