@@ -1,0 +1,400 @@
+"""Sequence labeling (NER) with a CRF on the shared BERT encoder: the whole story in one file.
+
+1. Read sentences: JSONL ``{"tokens": [...], "tags": [...]}`` or CoNLL columns (token first, tag last, blank line
+   between sentences, ``-DOCSTART-`` ignored). Tags are BIO/IOB2 or BIOES; bad input is one ``DataError``.
+2. Features: each word becomes its word pieces; the FIRST piece of a word carries the word's tag, the other pieces
+   only give context (they are never scored). Sentences longer than ``max_len`` pieces are cut into overlapping
+   windows (``bertkit.windows.split_windows``) and each word is predicted by the window that gives it the most
+   context on both sides, so nothing is truncated.
+3. Head: encoder -> gather the first piece of each word (so the head runs over words, not pieces) -> Dense(num_tags)
+   -> CRF (``bertkit.crf.CRF``: trained transition matrix, Viterbi decoding), or a softmax with ``use_crf=False``.
+4. Decode in batches, re-join windows, read entities off the tags; evaluate with seqeval (entity level).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bertkit.errors import DataError
+from bertkit.fileio import iter_jsonl, read_text, require
+
+TASK = "sequence_labeling"
+SCHEMES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}  # entity prefixes; "O" is outside in both
+DOCSTART = "-DOCSTART-"
+
+
+# ------------------------------------------------------------------------------------------------------------- data
+@dataclass
+class Sentence:
+    tokens: list[str]
+    tags: list[str] | None          # None for unlabeled input (prediction)
+    lines: list[int]                # 1-based source line of each token (JSONL: the record's line for all)
+
+
+@dataclass
+class Corpus:
+    path: str
+    sentences: list[Sentence]
+    scheme: str                     # "bio" or "bioes"
+    repaired: int = 0               # tags rewritten by repair=True (see check_tags)
+
+
+def read_corpus(path, *, scheme: str = "auto", repair: bool = False, labeled: bool = True) -> Corpus:
+    """Read JSONL (``.jsonl``/``.json``) or CoNLL columns (anything else), then check the tags (``check_tags``)."""
+    path = str(path)
+    if Path(path).suffix.lower() in (".jsonl", ".json"):
+        sentences = list(_read_jsonl(path, labeled))
+    else:
+        sentences = list(_read_conll(path, labeled))
+    if not sentences:
+        raise DataError(path, None, None, "no sentences in file")
+    if not labeled:
+        return Corpus(path, sentences, scheme if scheme != "auto" else "bio")
+    scheme, repaired = check_tags(sentences, path, scheme=scheme, repair=repair)
+    return Corpus(path, sentences, scheme, repaired)
+
+
+def _read_jsonl(path, labeled):
+    for line, record in iter_jsonl(path):
+        tokens = require(record, "tokens", path, line, kind=list)
+        for i, token in enumerate(tokens):
+            if not isinstance(token, str) or not token or token.isspace():
+                raise DataError(path, line, "tokens", f"token {i} is {token!r}: expected a non-blank string")
+        tags = None
+        if labeled:
+            tags = require(record, "tags", path, line, kind=list)
+            if len(tags) != len(tokens):
+                raise DataError(path, line, "tags", f"{len(tags)} tags for {len(tokens)} tokens")
+            for i, tag in enumerate(tags):
+                if not isinstance(tag, str) or not tag:
+                    raise DataError(path, line, "tags", f"tag {i} is {tag!r}: expected a non-empty string")
+        yield Sentence(list(tokens), list(tags) if tags is not None else None, [line] * len(tokens))
+
+
+def _read_conll(path, labeled):
+    """CoNLL columns: every token line of a file must have the same number of columns (token first, tag last)."""
+    tokens, tags, lines, columns = [], [], [], None
+    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
+        fields = line.split()
+        if not fields or fields[0] == DOCSTART:   # blank line or document start: a sentence break
+            if tokens:
+                yield Sentence(tokens, tags if labeled else None, lines)
+            tokens, tags, lines = [], [], []
+            continue
+        if columns is None:
+            columns = len(fields)
+            if labeled and columns < 2:
+                raise DataError(path, line_no, "columns", "1 column; expected the token first and the tag last")
+        if len(fields) != columns:
+            raise DataError(path, line_no, "columns", f"{len(fields)} columns, expected {columns} as on the first "
+                                                      f"token line")
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+        lines.append(line_no)
+    if tokens:
+        yield Sentence(tokens, tags if labeled else None, lines)
+
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+    """``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", None)``; anything else -> ``(tag, None)`` (invalid)."""
+    if tag == "O":
+        return "O", None
+    prefix, dash, kind = tag.partition("-")
+    return (prefix, kind) if dash and kind else (tag, None)
+
+
+def check_tags(sentences: list[Sentence], path, *, scheme: str = "auto", repair: bool = False) -> tuple[str, int]:
+    """Validate the tags of every sentence; returns ``(scheme, repaired_count)``.
+
+    The scheme is BIO/IOB2 (``B-X I-X O``) or BIOES (adds ``E-X S-X``); ``auto`` picks BIOES when an ``E-``/``S-``
+    tag occurs. Any other tag is an error. An entity must start with ``B-`` (or ``S-``): an ``I-X``/``E-X`` that
+    follows neither ``B-X`` nor ``I-X`` (IOB1 style, or a broken annotation) is an error, unless ``repair=True``,
+    which rewrites it to ``B-X`` (``I-``) or ``S-X`` (``E-``) and counts it. In BIOES an entity must also end with
+    ``E-``/``S-``: a ``B-X``/``I-X`` not followed by ``I-X``/``E-X`` is repaired to ``S-X``/``E-X`` likewise.
+    """
+    if scheme not in ("auto", *SCHEMES):
+        raise ValueError(f"unknown scheme {scheme!r}")
+    prefixes = set()
+    for sentence in sentences:
+        for tag, line in zip(sentence.tags, sentence.lines):
+            prefix, kind = split_tag(tag)
+            if prefix != "O" and (kind is None or prefix not in SCHEMES["bioes"]):
+                raise DataError(path, line, "tags", f"unknown tag scheme: tag {tag!r}; expected O or B-/I- (BIO, "
+                                                    f"IOB2) or B-/I-/E-/S- (BIOES) followed by a type")
+            prefixes.add(prefix)
+    if scheme == "auto":
+        scheme = "bioes" if prefixes & {"E", "S"} else "bio"
+    elif scheme == "bio" and prefixes & {"E", "S"}:
+        bad = next((t, ln) for s in sentences for t, ln in zip(s.tags, s.lines) if t[:2] in ("E-", "S-"))
+        raise DataError(path, bad[1], "tags", f"tag {bad[0]!r} is not BIO (the file uses BIOES: pass scheme bioes)")
+    repaired = 0
+    for sentence in sentences:
+        tags = sentence.tags
+        for i, tag in enumerate(tags):
+            prefix, kind = split_tag(tag)
+            prev_prefix, prev_kind = split_tag(tags[i - 1]) if i else ("O", None)
+            continues = prev_kind == kind and prev_prefix in ("B", "I")
+            fix = None
+            if prefix in ("I", "E") and not continues:
+                fix, why = ("B" if prefix == "I" else "S"), "starts an entity (must be B-)"
+            if scheme == "bioes" and fix is None and prefix in ("B", "I"):
+                next_prefix, next_kind = split_tag(tags[i + 1]) if i + 1 < len(tags) else ("O", None)
+                if not (next_kind == kind and next_prefix in ("I", "E")):
+                    fix, why = ("S" if prefix == "B" else "E"), "ends an entity (must be E- or S- in BIOES)"
+            if fix is not None:
+                if not repair:
+                    raise DataError(path, sentence.lines[i], "tags",
+                                    f"tag {tag!r} at token {i} {why}; pass --repair-tags to rewrite it as "
+                                    f"{fix}-{kind}")
+                tags[i] = f"{fix}-{kind}"
+                repaired += 1
+    return scheme, repaired
+
+
+def tag_vocab(corpus: Corpus) -> list[str]:
+    """Tags of the training corpus, ``"O"`` first (id 0), then by type and prefix."""
+    tags = {tag for s in corpus.sentences for tag in s.tags} - {"O"}
+    order = {p: i for i, p in enumerate("BIES")}
+    return ["O"] + sorted(tags, key=lambda t: (split_tag(t)[1], order[split_tag(t)[0]]))
+
+
+def tag_ids(corpus: Corpus, tags: list[str]) -> list[list[int]]:
+    """Tag ids per sentence; a tag not in ``tags`` (unseen in training) is a ``DataError``."""
+    index = {tag: i for i, tag in enumerate(tags)}
+    ids = []
+    for s in corpus.sentences:
+        for tag, line in zip(s.tags, s.lines):
+            if tag not in index:
+                raise DataError(corpus.path, line, "tags", f"tag {tag!r} does not occur in the training data")
+        ids.append([index[tag] for tag in s.tags])
+    return ids
+
+
+# ------------------------------------------------------------------------------------------------ raw text to words
+# Words of raw English text, close to CoNLL tokenisation: abbreviations like "U.S." stay whole, words keep inner
+# hyphens/apostrophes ("Jean-Pierre", "don't"), every other punctuation or symbol character is a word of its own.
+WORD_PATTERN = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:[-'’]\w+)*|[^\w\s]", re.UNICODE)
+
+
+def split_words(text: str, *, per_char: bool = False) -> list[tuple[str, int, int]]:
+    """``(word, start, end)`` with ``text[start:end] == word``; ``per_char`` (Chinese): one word per non-space char."""
+    if per_char:
+        return [(ch, i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
+    return [(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text)]
+
+
+def entities_from_tags(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Entities ``(type, first_word, end_word)`` (end exclusive) from BIO or BIOES tags, as seqeval reads them."""
+    from seqeval.metrics.sequence_labeling import get_entities
+    return [(kind, start, end + 1) for kind, start, end in get_entities(list(tags))]
+
+
+def char_entities(text: str, spans: list[tuple[int, int]], tags: list[str]) -> list[dict]:
+    """Entities with exact character offsets: ``spans[i]`` is word ``i``'s ``(start, end)`` in ``text``."""
+    out = []
+    for kind, first, end in entities_from_tags(tags):
+        start, stop = spans[first][0], spans[end - 1][1]
+        out.append({"type": kind, "start": start, "end": stop, "text": text[start:stop]})
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------- features
+@dataclass
+class Window:
+    """Where a model row comes from: sentence ``sentence``, its words ``words`` (consecutive word indices), and for
+    each of them whether this row is the one whose prediction counts (the window with the most context)."""
+    sentence: int
+    words: list[int]
+    owned: list[bool]
+
+
+def make_features(tokenizer, sentences: list[list[str]], max_len: int, tags: list[list[int]] | None = None):
+    """Model rows ``{"token_ids", "segment_ids", "word_index"[, "tags"]}`` and their ``Window`` s.
+
+    ``word_index[j]`` is the position of word ``j``'s first piece (>= 1, after ``[CLS]``); the model reads each word
+    there. A word that tokenises to nothing (e.g. only control characters) gets one ``[UNK]`` piece, and a word with
+    more than ``(max_len - 2) // 2`` pieces keeps only that many (only its first piece is scored). Sentences over
+    ``max_len - 2`` pieces become overlapping windows with stride ``(max_len - 2) // 2``, so every word lies whole in
+    some window; each word is owned by the window where it has the most context on both sides.
+    """
+    from bertkit.windows import split_windows
+    if max_len < 4:
+        raise ValueError(f"max_len must be at least 4, got {max_len}")
+    span, stride = max_len - 2, (max_len - 2) // 2
+    rows, windows = [], []
+    for index, words in enumerate(sentences):
+        encoding = tokenizer.encode_words(list(words))
+        pieces = [[] for _ in words]
+        for token_id, word in zip(encoding.token_ids, encoding.word_ids):
+            if word is not None:
+                pieces[word].append(token_id)
+        pieces = [p[:stride] or [tokenizer.unk_id] for p in pieces]
+        flat = [t for p in pieces for t in p]
+        starts = np.cumsum([0] + [len(p) for p in pieces])   # starts[w]..starts[w+1]: pieces of word w
+        spans = split_windows(len(flat), span, stride)
+        best, context = [None] * len(words), [-1] * len(words)
+        members = []
+        for k, (lo, hi) in enumerate(spans):
+            inside = [w for w in range(len(words)) if starts[w] >= lo and starts[w + 1] <= hi]
+            members.append(inside)
+            for w in inside:
+                room = min(starts[w] - lo, hi - starts[w + 1])
+                if room > context[w]:
+                    best[w], context[w] = k, room
+        assert all(b is not None for b in best), "split_windows left a word uncovered"
+        for k, inside in enumerate(members):
+            if not inside:
+                continue
+            first, last = inside[0], inside[-1]
+            token_ids = [tokenizer.cls_id] + flat[starts[first]:starts[last + 1]] + [tokenizer.sep_id]
+            row = {"token_ids": np.asarray(token_ids, np.int32),
+                   "segment_ids": np.zeros(len(token_ids), np.int32),
+                   "word_index": np.asarray([1 + starts[w] - starts[first] for w in inside], np.int32)}
+            if tags is not None:
+                row["tags"] = np.asarray([tags[index][w] for w in inside], np.int32)
+            rows.append(row)
+            windows.append(Window(index, inside, [best[w] == k for w in inside]))
+    return rows, windows
+
+
+def join_windows(windows: list[Window], window_tags, num_sentences: int, sentence_lengths: list[int]) -> list[list]:
+    """Per-sentence predictions from per-window ones, each word taken from the window that owns it."""
+    out = [[None] * n for n in sentence_lengths[:num_sentences]]
+    for window, predicted in zip(windows, window_tags):
+        for word, owned, value in zip(window.words, window.owned, predicted):
+            if owned:
+                out[window.sentence][word] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------- model
+def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float = 0.1,
+                trainable_layers: int | None = None):
+    """encoder -> first piece of each word -> dropout -> Dense(num_tags) -> CRF or softmax (built, ready to load)."""
+    import tensorflow as tf
+
+    from bertkit.crf import CRF
+    from bertkit.encoder import load_encoder
+
+    class Tagger(tf.keras.Model):
+        """Word-level tagger. ``call`` returns tag scores ``(batch, words, num_tags)``; ``compute_loss`` is the CRF
+        negative log-likelihood (or softmax cross-entropy) over real words only; ``decode`` returns tag ids."""
+
+        def __init__(self):
+            super().__init__(name="tagger")
+            self.encoder = load_encoder(bert_dir, trainable_layers=trainable_layers)
+            self.dropout = tf.keras.layers.Dropout(dropout)
+            self.scores = tf.keras.layers.Dense(num_tags, dtype="float32", name="tag_scores")
+            self.crf = CRF(num_tags, name="crf") if use_crf else None
+            self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+
+        def call(self, inputs, training=False):
+            hidden = self.encoder([inputs["token_ids"], inputs["segment_ids"]], training=training)
+            words = tf.gather(hidden, inputs["word_index"], batch_dims=1)   # (batch, words, hidden)
+            return self.scores(self.dropout(words, training=training))
+
+        @staticmethod
+        def word_lengths(inputs):
+            return tf.reduce_sum(tf.cast(inputs["word_index"] > 0, tf.int32), axis=1)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+            lengths = self.word_lengths(x)
+            if self.crf is not None:
+                loss = -tf.reduce_mean(self.crf.log_likelihood(y_pred, y, lengths))
+            else:
+                mask = tf.sequence_mask(lengths, tf.shape(y)[1], dtype=tf.float32)
+                per_word = tf.keras.losses.sparse_categorical_crossentropy(y, y_pred, from_logits=True)
+                loss = tf.reduce_sum(per_word * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+            if self.losses:
+                loss += tf.add_n(self.losses)
+            self.loss_tracker.update_state(loss)
+            return loss
+
+        @property
+        def metrics(self):
+            return [self.loss_tracker]
+
+        def decode(self, inputs):
+            """Best tag ids ``(batch, words)`` (0 on padding): Viterbi with the CRF, argmax without."""
+            scores, lengths = self(inputs, training=False), self.word_lengths(inputs)
+            if self.crf is not None:
+                return self.crf(scores, lengths)
+            mask = tf.sequence_mask(lengths, tf.shape(scores)[1])
+            return tf.where(mask, tf.argmax(scores, axis=-1, output_type=tf.int32), 0)
+
+    model = Tagger()
+    dummy = {"token_ids": tf.constant([[1, 5, 2]]), "segment_ids": tf.zeros((1, 3), tf.int32),
+             "word_index": tf.constant([[1]])}
+    model(dummy)
+    if model.crf is not None:
+        model.crf.build(None)
+    return model
+
+
+def predict_tags(model, rows: list[dict], batch_size: int = 64) -> list[np.ndarray]:
+    """Decoded tag ids per row, in batches (rows padded per batch; no XLA, tfa's CRF ops do not compile)."""
+    import tensorflow as tf
+
+    from bertkit.batching import make_dataset
+    decode = tf.function(model.decode, reduce_retracing=True)
+    keys = ("token_ids", "segment_ids", "word_index")
+    dataset = make_dataset([{k: r[k] for k in keys} for r in rows], batch_size, input_keys=keys, target_keys=())
+    out = []
+    for inputs in dataset:
+        for row in decode(inputs).numpy():
+            out.append(row)
+    return [tags[:len(r["word_index"])] for tags, r in zip(out, rows)]
+
+
+# ------------------------------------------------------------------------------------------------------ evaluation
+def evaluate_tags(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    """Entity-level scores (seqeval, conlleval rules): micro precision/recall/f1, per-type and the type confusion.
+
+    ``confusion[gold_type][pred_type]`` counts gold entities by the type predicted for the SAME span; a gold entity
+    with no prediction on exactly its span counts under ``"(missed)"``, and a predicted span that is no gold entity
+    is counted as ``confusion["(spurious)"][pred_type]``.
+    """
+    from seqeval.metrics import classification_report
+
+    report = classification_report(gold, pred, output_dict=True, zero_division=0)
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
+    per_type = {kind: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
+                       "support": int(v["support"])}
+                for kind, v in report.items() if not kind.endswith(" avg")}
+    confusion: dict[str, Counter] = {}
+    for g_tags, p_tags in zip(gold, pred):
+        g = {(s, e): t for t, s, e in entities_from_tags(g_tags)}
+        p = {(s, e): t for t, s, e in entities_from_tags(p_tags)}
+        for span, kind in g.items():
+            confusion.setdefault(kind, Counter())[p.get(span, "(missed)")] += 1
+        for span, kind in p.items():
+            if span not in g:
+                confusion.setdefault("(spurious)", Counter())[kind] += 1
+    return {"f1": float(micro["f1-score"]), "precision": float(micro["precision"]),
+            "recall": float(micro["recall"]), "support": int(micro["support"]),
+            "macro_f1": float(report.get("macro avg", {}).get("f1-score", 0.0)),
+            "per_type": per_type, "confusion": {k: dict(v) for k, v in confusion.items()}}
+
+
+def markdown_sections(metrics: dict) -> list[tuple[str, str]]:
+    """Report sections: the per-type table and the entity-type confusion."""
+    from bertkit.reports import md_table
+    per_type = md_table(["type", "precision", "recall", "f1", "support"],
+                        [[k, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
+                         for k, v in sorted(metrics["per_type"].items())])
+    kinds = sorted(metrics["per_type"])
+    rows_gold = kinds + ["(spurious)"]
+    cols = kinds + ["(missed)"]
+    confusion = md_table(["gold \\ predicted"] + cols,
+                         [[g] + [metrics["confusion"].get(g, {}).get(c, 0) if not (g == "(spurious)" and c == "(missed)")
+                                 else "" for c in cols] for g in rows_gold])
+    note = ("Rows: gold entity type; columns: type predicted for exactly the same span. (missed): no entity predicted"
+            " on that span (nothing, or wrong boundaries); (spurious): predicted span that is not a gold entity.")
+    return [("Per entity type (seqeval, entity level)", per_type), ("Entity-type confusion", note + "\n\n" + confusion)]

@@ -1,0 +1,194 @@
+"""Sequence labeling (NER) recipe: readers and bad input, tag schemes, CRF decoding, windows, offsets, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bertkit.errors import DataError
+from recipes.sequence_labeling import task
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def jsonl(tmp_path, records, name="x.jsonl"):
+    return write(tmp_path, name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+# ---------------------------------------------------------------------------------------------------------- readers
+CONLL = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+call NN I-NP O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+"""
+
+
+def test_reads_conll_columns_and_docstart(tmp_path):
+    corpus = task.read_corpus(write(tmp_path, "a.txt", CONLL))
+    assert [s.tokens for s in corpus.sentences] == [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]]
+    assert corpus.sentences[1].tags == ["B-PER", "I-PER"]
+    assert corpus.sentences[1].lines == [8, 9]
+    assert corpus.scheme == "bio"
+
+
+def test_ragged_conll_line_names_file_line_and_field(tmp_path):
+    path = write(tmp_path, "a.txt", CONLL.replace("call NN I-NP O", "call O"))
+    with pytest.raises(DataError, match=r"a\.txt:6: field 'columns': 2 columns, expected 4"):
+        task.read_corpus(path)
+
+
+def test_jsonl_length_mismatch_and_empty_sentence(tmp_path):
+    path = jsonl(tmp_path, [{"tokens": ["a", "b"], "tags": ["O", "O"]}, {"tokens": ["a", "b"], "tags": ["O"]}])
+    with pytest.raises(DataError, match=r"x\.jsonl:2: field 'tags': 1 tags for 2 tokens"):
+        task.read_corpus(path)
+    path = jsonl(tmp_path, [{"tokens": [], "tags": []}])
+    with pytest.raises(DataError, match=r"x\.jsonl:1: field 'tokens': empty"):
+        task.read_corpus(path)
+    path = jsonl(tmp_path, [{"tokens": ["a", " "], "tags": ["O", "O"]}])
+    with pytest.raises(DataError, match=r"x\.jsonl:1: field 'tokens': token 1"):
+        task.read_corpus(path)
+
+
+def test_unknown_tag_scheme_is_an_error(tmp_path):
+    path = jsonl(tmp_path, [{"tokens": ["a"], "tags": ["O"]}, {"tokens": ["a", "b"], "tags": ["B-X", "M-X"]}])
+    with pytest.raises(DataError, match=r"x\.jsonl:2: field 'tags': unknown tag scheme: tag 'M-X'"):
+        task.read_corpus(path)
+    path = jsonl(tmp_path, [{"tokens": ["a"], "tags": ["PER"]}])
+    with pytest.raises(DataError, match="unknown tag scheme"):
+        task.read_corpus(path)
+
+
+def test_entity_starting_with_i_is_an_error_or_repaired_by_flag(tmp_path):
+    records = [{"tokens": ["a", "b", "c"], "tags": ["I-PER", "I-PER", "O"]},
+               {"tokens": ["a", "b"], "tags": ["B-LOC", "I-PER"]}]
+    path = jsonl(tmp_path, records)
+    with pytest.raises(DataError, match=r"x\.jsonl:1: field 'tags': tag 'I-PER' at token 0 starts an entity"):
+        task.read_corpus(path)
+    corpus = task.read_corpus(path, repair=True)
+    assert corpus.repaired == 2
+    assert corpus.sentences[0].tags == ["B-PER", "I-PER", "O"]
+    assert corpus.sentences[1].tags == ["B-LOC", "B-PER"]
+
+
+def test_bioes_detected_and_checked(tmp_path):
+    good = [{"tokens": list("abcd"), "tags": ["B-PER", "E-PER", "S-LOC", "O"]}]
+    assert task.read_corpus(jsonl(tmp_path, good)).scheme == "bioes"
+    bad = [{"tokens": list("abc"), "tags": ["S-LOC", "B-PER", "O"]}]
+    with pytest.raises(DataError, match="ends an entity"):
+        task.read_corpus(jsonl(tmp_path, bad))
+    assert task.read_corpus(jsonl(tmp_path, bad), repair=True).sentences[0].tags == ["S-LOC", "S-PER", "O"]
+    with pytest.raises(DataError, match="is not BIO"):
+        task.read_corpus(jsonl(tmp_path, good), scheme="bio")
+
+
+def test_tag_vocab_and_unseen_tag(tmp_path):
+    train = task.read_corpus(jsonl(tmp_path, [{"tokens": list("abc"), "tags": ["B-PER", "I-PER", "B-LOC"]}]))
+    tags = task.tag_vocab(train)
+    assert tags == ["O", "B-LOC", "B-PER", "I-PER"]
+    dev = task.read_corpus(jsonl(tmp_path, [{"tokens": ["a"], "tags": ["B-ORG"]}], "dev.jsonl"))
+    with pytest.raises(DataError, match=r"dev\.jsonl:1: field 'tags': tag 'B-ORG' does not occur"):
+        task.tag_ids(dev, tags)
+
+
+# ------------------------------------------------------------------------------------------------ words and offsets
+TRICKY = "  The U.S. ban on Jean-Pierre's café (Zürich)\tdoesn't\u00a0stop\u200b Naïve-Co.,  $5.3bn — 東京 ok!  "
+
+
+def test_split_words_offsets_round_trip():
+    words = task.split_words(TRICKY)
+    assert all(TRICKY[s:e] == w for w, s, e in words)
+    assert [w for w, _, _ in words][:8] == ["The", "U.S.", "ban", "on", "Jean-Pierre's", "café", "(", "Zürich"]
+    # nothing but whitespace is lost between words
+    covered = set(i for _, s, e in words for i in range(s, e))
+    assert all(TRICKY[i].isspace() or TRICKY[i] == "\u200b" for i in range(len(TRICKY)) if i not in covered)
+    chars = task.split_words("高 勇：男", per_char=True)
+    assert chars == [("高", 0, 1), ("勇", 2, 3), ("：", 3, 4), ("男", 4, 5)]
+
+
+def test_char_entities_exact_offsets():
+    words = task.split_words(TRICKY)
+    tags = ["O"] * len(words)
+    tags[1] = "B-LOC"                       # U.S.
+    tags[4], tags[5] = "B-PER", "I-PER"     # Jean-Pierre's café
+    tags[7] = "B-LOC"                       # Zürich
+    entities = task.char_entities(TRICKY, [(s, e) for _, s, e in words], tags)
+    assert [(e["type"], e["text"]) for e in entities] == [("LOC", "U.S."), ("PER", "Jean-Pierre's café"),
+                                                          ("LOC", "Zürich")]
+    assert all(TRICKY[e["start"]:e["end"]] == e["text"] for e in entities)
+
+
+# -------------------------------------------------------------------------------------------------------- metrics
+def test_evaluate_tags_entity_level_and_confusion():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    pred = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "B-MISC"]]
+    m = task.evaluate_tags(gold, pred)
+    assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == pytest.approx(1 / 3)
+    assert m["per_type"]["PER"]["f1"] == 1.0 and m["per_type"]["LOC"]["support"] == 1
+    assert m["confusion"]["LOC"] == {"ORG": 1}
+    assert m["confusion"]["ORG"] == {"(missed)": 1}
+    assert m["confusion"]["(spurious)"] == {"MISC": 1}
+    titles = [t for t, _ in task.markdown_sections(m)]
+    assert "Entity-type confusion" in titles
+
+
+# ------------------------------------------------------------------------------------------------------------- CRF
+def test_viterbi_equals_brute_force_on_random_cases():
+    import tensorflow as tf
+
+    from bertkit.crf import CRF, brute_force_decode
+    rng = np.random.default_rng(0)
+    for case in range(12):
+        num_tags, steps = int(rng.integers(2, 5)), int(rng.integers(1, 6))
+        crf = CRF(num_tags)
+        crf.build(None)
+        transitions = rng.normal(size=(num_tags, num_tags)).astype(np.float32) * 2
+        crf.transitions.assign(transitions)
+        emissions = rng.normal(size=(3, steps, num_tags)).astype(np.float32)
+        lengths = np.array([steps, max(1, steps - 1), 1], np.int32)
+        tags, scores = crf.decode(tf.constant(emissions), tf.constant(lengths))
+        for row in range(3):
+            n = lengths[row]
+            best, best_score = brute_force_decode(emissions[row, :n], transitions)
+            assert list(tags.numpy()[row, :n]) == best, (case, row)
+            assert scores.numpy()[row] == pytest.approx(best_score, rel=1e-5, abs=1e-5)
+            assert not tags.numpy()[row, n:].any()   # padding decodes to 0
+
+
+def test_crf_learns_transitions_when_emissions_carry_no_information():
+    """Tags alternate 0,1,0,1... after a tag chosen by the input at step 0 only: only transitions can learn it."""
+    import tensorflow as tf
+
+    from bertkit.crf import CRF
+    tf.keras.utils.set_random_seed(0)
+    steps, n = 6, 64
+    first = np.arange(n) % 2
+    tags = np.stack([(first + t) % 2 for t in range(steps)], axis=1).astype(np.int32)
+    emissions_in = np.zeros((n, steps, 2), np.float32)
+    emissions_in[np.arange(n), 0, first] = 1.0
+    crf = CRF(2)
+    crf.build(None)
+    scale = tf.Variable(1.0)
+    initial = crf.transitions.numpy().copy()
+    optimizer = tf.keras.optimizers.Adam(0.1)
+    lengths = tf.fill([n], steps)
+    for _ in range(60):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(crf.log_likelihood(emissions_in * scale, tags, lengths))
+        variables = [crf.transitions, scale]
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    learned = crf.transitions.numpy()
+    assert np.abs(learned - initial).max() > 0.5
+    assert learned[0, 1] > learned[0, 0] and learned[1, 0] > learned[1, 1]
+    decoded = crf(tf.constant(emissions_in * scale.numpy()), lengths).numpy()
+    assert (decoded == tags).all()
