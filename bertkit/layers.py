@@ -1,0 +1,188 @@
+"""Keras building blocks around the keras-bert encoder: exact GELU, masking, pooling, a mixed-precision-safe
+attention layer, and the custom objects needed to reload a saved model.
+
+Importing this module registers nothing: Keras sees these objects only through :func:`custom_objects` (used as a
+``tf.keras.utils.custom_object_scope``) or when a layer is built explicitly.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+__all__ = [
+    "NEG_INF",
+    "gelu_exact",
+    "masked_logits",
+    "MaskedLogits",
+    "Pooler",
+    "DtypeSafeMultiHeadAttention",
+    "custom_objects",
+]
+
+# Large enough that softmax/exp of it is exactly 0 next to ordinary logits, small enough in magnitude that it stays
+# finite in float16 (max 65504) and bfloat16 even when up to six masked scores are added together (as CRF path
+# scores or start+end span scores do).
+NEG_INF = -1.0e4
+
+
+def gelu_exact(x):
+    """GELU with the exact erf, as Hugging Face's ``"gelu"`` (keras-bert reads ``"gelu"`` as the tanh approximation,
+    Google's convention). Converted checkpoints name it ``"hidden_act": "gelu_exact"``."""
+    return tf.nn.gelu(x, approximate=False)
+
+
+def masked_logits(logits, mask):
+    """``logits`` where ``mask`` is true, :data:`NEG_INF` elsewhere (in the logits' dtype).
+
+    ``mask`` broadcasts against ``logits`` (bool or 0/1 numbers). Replacing rather than adding keeps the result
+    finite in float16 whatever the logits are.
+    """
+    logits = tf.convert_to_tensor(logits)
+    mask = tf.convert_to_tensor(mask)
+    if mask.dtype != tf.bool:
+        mask = tf.not_equal(mask, tf.zeros((), mask.dtype))
+    neg = tf.constant(NEG_INF, dtype=logits.dtype)
+    return tf.where(mask, logits, neg)
+
+
+class MaskedLogits(tf.keras.layers.Layer):
+    """Layer form of :func:`masked_logits`: ``MaskedLogits()([logits, mask])``.
+
+    With ``from_token_ids=True`` the second input is the ``token_ids`` tensor and the mask is ``token_ids != 0``,
+    broadcast over any trailing logits axes (e.g. ``(batch, seq, labels)``).
+    """
+
+    def __init__(self, from_token_ids: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.from_token_ids = from_token_ids
+
+    def call(self, inputs):
+        logits, mask = inputs
+        if self.from_token_ids:
+            mask = tf.not_equal(tf.cast(mask, tf.int32), 0)
+        mask = tf.convert_to_tensor(mask)
+        extra = tf.rank(logits) - tf.rank(mask)
+        mask = tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([extra], tf.int32)], axis=0))
+        return masked_logits(logits, mask)
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # the padding is encoded in the values now
+
+    def get_config(self):
+        return {**super().get_config(), "from_token_ids": self.from_token_ids}
+
+
+class Pooler(tf.keras.layers.Layer):
+    """Sequence output ``(batch, seq, hidden)`` -> a fixed-size vector, or the sequence unchanged.
+
+    Modes: ``"cls"`` the first position (``[CLS]``); ``"mean"`` the mean over non-padding positions;
+    ``"none"`` the hidden states as they are. Call as ``Pooler(mode)([hidden, token_ids])``; padding is
+    ``token_ids == 0``. The mean is computed in float32 and cast back, so it is exact under mixed precision too.
+    """
+
+    MODES = ("cls", "mean", "none")
+
+    def __init__(self, mode: str = "cls", **kwargs):
+        if mode not in self.MODES:
+            raise ValueError(f"Pooler mode must be one of {', '.join(self.MODES)}; got {mode!r}")
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, inputs):
+        hidden, token_ids = inputs
+        if self.mode == "none":
+            return hidden
+        if self.mode == "cls":
+            return hidden[:, 0]
+        mask = tf.cast(tf.not_equal(tf.cast(token_ids, tf.int32), 0), tf.float32)[:, :, None]
+        total = tf.reduce_sum(tf.cast(hidden, tf.float32) * mask, axis=1)
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)  # an all-padding row pools to zeros, not NaN
+        return tf.cast(total / count, hidden.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        if self.mode == "none" and isinstance(mask, (list, tuple)):
+            return mask[0]
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _multi_head_base():
+    from keras_multi_head import MultiHeadAttention
+
+    return MultiHeadAttention
+
+
+class DtypeSafeMultiHeadAttention(_multi_head_base()):
+    """keras-multi-head's ``MultiHeadAttention`` with the same weights, config and outputs, computed in the input's
+    dtype.
+
+    The original delegates to keras-self-attention's ``ScaledDotProductAttention``, which casts the scale and the
+    mask to ``K.floatx()`` (float32) and so fails under ``mixed_float16`` / ``mixed_bfloat16`` with a dtype mismatch.
+    Here the scale and mask follow the logits' dtype, and the masked scores get :data:`NEG_INF`. The bertkit encoder
+    is always built with this class (see ``bertkit.encoder.load_encoder``); :func:`custom_objects` maps the original
+    class name to it, so saved keras-bert models reload with it as well.
+    """
+
+    def call(self, inputs, mask=None):
+        if isinstance(inputs, list):
+            q, k, v = inputs
+        else:
+            q = k = v = inputs
+        key_mask = mask[1] if isinstance(mask, list) else mask
+        q = self._project(q, self.Wq, self.bq)
+        k = self._project(k, self.Wk, self.bk)
+        v = self._project(v, self.Wv, self.bv)
+        q, k, v = (self._split_heads(t) for t in (q, k, v))  # (batch, heads, seq, head_dim)
+        head_dim = tf.cast(tf.shape(q)[-1], q.dtype)
+        scores = tf.matmul(q, k, transpose_b=True) / tf.sqrt(head_dim)  # (batch, heads, q_seq, k_seq)
+        if self.history_only:
+            q_len, k_len = tf.shape(q)[2], tf.shape(k)[2]
+            causal = tf.range(k_len)[None, :] <= tf.range(q_len)[:, None]
+            scores = masked_logits(scores, causal[None, None])
+        if key_mask is not None:
+            scores = masked_logits(scores, tf.cast(key_mask, tf.bool)[:, None, None, :])
+        weights = tf.nn.softmax(scores, axis=-1)
+        y = self._merge_heads(tf.matmul(weights, v))
+        return self._project(y, self.Wo, self.bo)
+
+    def _project(self, x, kernel, bias):
+        y = tf.tensordot(x, tf.cast(kernel, x.dtype), axes=[[-1], [0]])
+        if self.use_bias:
+            y = y + tf.cast(bias, y.dtype)
+        if self.activation is not None:
+            y = self.activation(y)
+        return y
+
+    def _split_heads(self, x):
+        shape = tf.shape(x)
+        x = tf.reshape(x, [shape[0], shape[1], self.head_num, shape[2] // self.head_num])
+        return tf.transpose(x, [0, 2, 1, 3])
+
+    def _merge_heads(self, x):
+        x = tf.transpose(x, [0, 2, 1, 3])
+        shape = tf.shape(x)
+        y = tf.reshape(x, [shape[0], shape[1], shape[2] * shape[3]])
+        return tf.ensure_shape(y, [None, None, self.Wo.shape[0]])
+
+
+def custom_objects() -> dict:
+    """Every custom object a saved Keras model containing the bertkit/keras-bert encoder needs, for
+    ``tf.keras.models.load_model(path, custom_objects=custom_objects())`` or ``tf.keras.utils.custom_object_scope``.
+
+    ``"gelu"`` stays keras-bert's tanh approximation (Google checkpoints); ``"gelu_exact"`` is the erf GELU.
+    """
+    import keras_bert
+
+    objects = dict(keras_bert.get_custom_objects())
+    objects.update(
+        {
+            "gelu_exact": gelu_exact,
+            "MultiHeadAttention": DtypeSafeMultiHeadAttention,
+            "DtypeSafeMultiHeadAttention": DtypeSafeMultiHeadAttention,
+            "MaskedLogits": MaskedLogits,
+            "Pooler": Pooler,
+        }
+    )
+    return objects

@@ -1,0 +1,112 @@
+"""Helpers for fast tests: a tiny random BERT checkpoint in Google format, written in about a second."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SPECIAL_TOKENS", "default_vocab_tokens", "write_random_checkpoint"]
+
+SPECIAL_TOKENS = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+_WORDS = """
+the a an and or but not no yes is are was were be been being it its this that these those there here i you he she
+we they me him her us them my your his our their what which who whom when where why how all any some one two three
+of to in on at by for with from as into about over after before under between up down out off again than then so
+very too just only also more most less much many such own same other new old good great bad best worst well better
+worse nice fine poor awful terrible wonderful excellent boring funny fun love loved like liked hate hated enjoy movie
+movies film films story plot actor actors acting director scene scenes music time year years day days man men woman
+women people world life work city country company john mary paris london new york berlin google apple university
+say said make made go went see saw know knew think get got come came take took give gave find found tell told do did
+does done have has had can could will would should may might must shall born lives lived works worked founded
+located president capital member part team game play played win won lost high low big small long short first last
+next week month today yesterday tomorrow morning night home house school book books word words name names question
+answer text sentence data model test train example
+""".split()
+
+_SUFFIXES = ["##s", "##es", "##ed", "##ing", "##ly", "##er", "##est", "##ion", "##ness", "##ment", "##ful", "##less",
+             "##able", "##y", "##n", "##t", "##'s"]
+
+# Common CJK characters (and a few place/organisation characters) so Chinese text is not all [UNK].
+_CJK = ("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起"
+        "还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声"
+        "北京上海南广州深圳香港台湾中华人民共和国政府大学银行公司市省区东西")
+
+
+def default_vocab_tokens() -> list[str]:
+    """A small English WordPiece vocabulary: the special tokens (``[PAD]`` = 0, ``[unused1]``, ``[UNK]``, ``[CLS]``,
+    ``[SEP]``, ``[MASK]``), ASCII punctuation, digits and lowercase letters (whole and ``##``), common words,
+    suffix pieces and some CJK characters. Any lowercase ASCII text tokenizes without ``[UNK]``."""
+    pieces = list(string.punctuation) + list(string.digits) + list(string.ascii_lowercase)
+    pieces += ["##" + c for c in string.digits + string.ascii_lowercase]
+    pieces += _WORDS + _SUFFIXES + list(_CJK)
+    tokens = list(SPECIAL_TOKENS)
+    seen = set(tokens)
+    for piece in pieces:
+        if piece not in seen:
+            seen.add(piece)
+            tokens.append(piece)
+    return tokens
+
+
+def write_random_checkpoint(out_dir, *, vocab_tokens=None, layers: int = 2, hidden: int = 32, heads: int = 2,
+                            intermediate: int = 64, max_position: int = 128, hidden_act: str = "gelu",
+                            seed: int = 0) -> Path:
+    """Write a tiny random BERT in Google format (``bert_config.json``, ``bert_model.ckpt.*``, ``checkpoint``,
+    ``vocab.txt``) into ``out_dir`` and return it. Same arguments, same weights. Includes the pooler so the
+    directory looks like a released checkpoint; ``hidden_act`` is written as given (``"gelu"`` = tanh, keras-bert's
+    reading; ``"gelu_exact"`` = erf)."""
+    from bertkit.convert import write_google_checkpoint
+    from bertkit.fileio import atomic_dir
+
+    if hidden % heads:
+        raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+    tokens = list(vocab_tokens) if vocab_tokens is not None else default_vocab_tokens()
+    if not tokens or tokens[0] != "[PAD]":
+        raise ValueError("vocab_tokens must start with [PAD] (id 0 is padding)")
+    rng = np.random.default_rng(seed)
+    std = 0.05
+
+    def normal(*shape):
+        return rng.normal(0.0, std, size=shape).astype(np.float32)
+
+    def norm(prefix):
+        return {f"{prefix}/gamma": (1.0 + normal(hidden)).astype(np.float32), f"{prefix}/beta": normal(hidden)}
+
+    variables = {
+        "bert/embeddings/word_embeddings": normal(len(tokens), hidden),
+        "bert/embeddings/position_embeddings": normal(max_position, hidden),
+        "bert/embeddings/token_type_embeddings": normal(2, hidden),
+        **norm("bert/embeddings/LayerNorm"),
+        "bert/pooler/dense/kernel": normal(hidden, hidden),
+        "bert/pooler/dense/bias": normal(hidden),
+    }
+    for i in range(layers):
+        layer = f"bert/encoder/layer_{i}"
+        for name, shape in (("attention/self/query", (hidden, hidden)), ("attention/self/key", (hidden, hidden)),
+                            ("attention/self/value", (hidden, hidden)), ("attention/output/dense", (hidden, hidden)),
+                            ("intermediate/dense", (hidden, intermediate)), ("output/dense", (intermediate, hidden))):
+            variables[f"{layer}/{name}/kernel"] = normal(*shape)
+            variables[f"{layer}/{name}/bias"] = normal(shape[1])
+        variables.update(norm(f"{layer}/attention/output/LayerNorm"))
+        variables.update(norm(f"{layer}/output/LayerNorm"))
+    config = {
+        "attention_probs_dropout_prob": 0.1,
+        "do_lower_case": True,
+        "hidden_act": hidden_act,
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": hidden,
+        "initializer_range": std,
+        "intermediate_size": intermediate,
+        "max_position_embeddings": max_position,
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "type_vocab_size": 2,
+        "vocab_size": len(tokens),
+    }
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        write_google_checkpoint(tmp, variables, config, tokens)
+    return out_dir
