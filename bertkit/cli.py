@@ -1,0 +1,265 @@
+"""The command line and config surface shared by every recipe's ``train.py``.
+
+A recipe calls :func:`build_parser` with its own defaults, adds its own flags, then :func:`parse_args`. A JSON file
+given with ``--config`` may set any flag (keys spelled with ``_`` or ``-``); flags typed on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from bertkit.errors import ConfigError
+
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option unless its help already says what the default is."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if "default:" in help_text or "%(default)" in help_text:
+            return help_text
+        if action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0:
+            return help_text
+        return help_text + " (default: %(default)s)"
+
+
+def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, batch_size: int, max_len: int,
+                 lr: float, warmup_ratio: float = 0.1, weight_decay: float = 0.01,
+                 description: str | None = None) -> argparse.ArgumentParser:
+    """The parser every recipe's ``train.py`` starts from; the recipe may add its own flags to it."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m recipes.{task}.train", description=description, formatter_class=_HelpFormatter,
+        allow_abbrev=False)  # no prefixes: --config must know exactly which flags were typed
+    parser.set_defaults(task=task)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--bert-dir", help="encoder directory in Google BERT checkpoint format "
+                      "(default: the converted all-MiniLM-L6-v2, bertkit.encoder.default_bert_dir())")
+    data.add_argument("--train-file", default=None if train_file is None else str(train_file),
+                      help="training data")
+    data.add_argument("--dev-file", default=None if dev_file is None else str(dev_file),
+                      help="development data, evaluated after every epoch to keep the best weights")
+    data.add_argument("--test-file", default=None if test_file is None else str(test_file),
+                      help="test data, evaluated once at the end for the report")
+    data.add_argument("--max-train-examples", type=int, default=None, metavar="N",
+                      help="train on a seeded random sample of N examples (default: all)")
+    data.add_argument("--output-dir", help=f"run directory (default: runs/{task}/<YYYYmmdd-HHMMSS>)")
+    data.add_argument("--config", metavar="FILE.json",
+                      help="JSON object of options (same names as the flags); command-line flags win")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    train.add_argument("--batch-size", type=int, default=batch_size, help="examples per step (all replicas)")
+    train.add_argument("--max-len", type=int, default=max_len, help="maximum tokens per sequence, with specials")
+    train.add_argument("--lr", type=float, default=lr, help="peak learning rate of AdamW")
+    train.add_argument("--warmup-ratio", type=float, default=warmup_ratio,
+                       help="fraction of the total steps spent warming the learning rate up from 0, "
+                            "then it decays linearly to 0")
+    train.add_argument("--weight-decay", type=float, default=weight_decay,
+                       help="decoupled weight decay (LayerNorm and bias weights are never decayed)")
+    train.add_argument("--seed", type=int, default=42, help="seed of Python, NumPy, TensorFlow and shuffling")
+    train.add_argument("--trainable-layers", type=int, default=None, metavar="K",
+                       help="fine-tune only the top K encoder blocks; 0 freezes the encoder (default: all)")
+    train.add_argument("--early-stopping-patience", type=int, default=2, metavar="EPOCHS",
+                       help="stop after this many epochs without a better dev headline metric; 0 disables")
+    train.add_argument("--deterministic", action="store_true",
+                       help="enable TensorFlow op determinism (reproducible, slower)")
+
+    run = parser.add_argument_group("running")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run from its last backup (mid-epoch) in --output-dir "
+                          "(default: the latest run of this task that has a backup)")
+    run.add_argument("--backup-every-steps", type=int, default=200, metavar="STEPS",
+                     help="back up the training state for --resume every this many steps")
+    run.add_argument("--eval-only", action="store_true",
+                     help="skip training: load --checkpoint and evaluate on the dev and test data")
+    run.add_argument("--checkpoint", metavar="DIR",
+                     help="weights directory to evaluate with --eval-only (e.g. runs/<task>/<run>/best)")
+    run.add_argument("--strategy", choices=STRATEGIES, default="default",
+                     help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    run.add_argument("--mixed-precision", action="store_true", help="compute in float16 (keeps float32 weights)")
+    return parser
+
+
+# --- parse_args ------------------------------------------------------------------------------------------------
+
+def _option_actions(parser):
+    return {action.dest: action for action in parser._actions
+            if action.option_strings and action.dest not in ("help", "config")}
+
+
+def _typed_on_command_line(parser, argv) -> set[str]:
+    """Dests of the options present in ``argv`` (exact option strings; the parser allows no abbreviations)."""
+    by_option = {opt: action.dest for action in parser._actions for opt in action.option_strings}
+    typed = set()
+    for token in argv:
+        if token == "--":
+            break
+        if token.startswith("-"):
+            dest = by_option.get(token.split("=", 1)[0])
+            if dest is not None:
+                typed.add(dest)
+    return typed
+
+
+def _flag(action) -> str:
+    return max(action.option_strings, key=len)
+
+
+def _convert(action, value, where: str):
+    """A config value checked and converted the way argparse would have done it for the flag."""
+    flag = _flag(action)
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {flag} must be true or false, got {value!r}")
+        return value
+    if action.nargs in ("*", "+") or isinstance(action.nargs, int):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {flag} must be a list, got {value!r}")
+        return [_convert_one(action, item, where) for item in value]
+    return _convert_one(action, value, where)
+
+
+def _convert_one(action, value, where: str):
+    flag = _flag(action)
+    kind = action.type
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}: {flag} must be a single value, got {value!r}")
+    if isinstance(value, bool) and kind is not None:
+        raise ConfigError(f"{where}: {flag} must be a {kind.__name__}, got {value!r}")
+    try:
+        if kind is int:
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                value = int(value)
+            converted = int(value)
+        elif kind is not None:
+            converted = kind(value)
+        else:
+            converted = str(value)
+    except (TypeError, ValueError):
+        name = getattr(kind, "__name__", "value")
+        raise ConfigError(f"{where}: {flag} must be a {name}, got {value!r}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise ConfigError(f"{where}: {flag} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return converted
+
+
+def _read_config(path) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"--config {path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not UTF-8 text") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: must hold a JSON object of options, got {type(config).__name__}")
+    return config
+
+
+def _merge_config(parser, args, argv) -> None:
+    config = _read_config(args.config)
+    actions = _option_actions(parser)
+    typed = _typed_on_command_line(parser, argv)
+    for key, value in config.items():
+        dest = str(key).replace("-", "_")
+        if dest == "config":
+            raise ConfigError(f"{args.config}: key {key!r}: a config file cannot include another")
+        action = actions.get(dest)
+        if action is None:
+            known = ", ".join(sorted(actions))
+            raise ConfigError(f"{args.config}: unknown key {key!r}; known keys are {known}")
+        converted = _convert(action, value, f"{args.config}: key {key!r}")
+        if dest not in typed:
+            setattr(args, dest, converted)
+
+
+# (dest, predicate, what it must be) checked after merging so command line and config get the same errors.
+_CHECKS = (
+    ("epochs", lambda v: v >= 1, "at least 1"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("max_len", lambda v: 2 <= v <= 512, "between 2 and 512"),
+    ("lr", lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    ("warmup_ratio", lambda v: 0 <= v <= 1, "between 0 and 1"),
+    ("weight_decay", lambda v: math.isfinite(v) and v >= 0, "zero or positive"),
+    ("trainable_layers", lambda v: v >= 0, "zero or positive"),
+    ("max_train_examples", lambda v: v >= 1, "at least 1"),
+    ("early_stopping_patience", lambda v: v >= 0, "zero or positive"),
+    ("backup_every_steps", lambda v: v >= 1, "at least 1"),
+)
+
+
+def _check_values(args) -> None:
+    for dest, ok, what in _CHECKS:
+        value = getattr(args, dest, None)
+        if value is not None and not ok(value):
+            raise ConfigError(f"--{dest.replace('_', '-')} must be {what}, got {value!r}")
+    if args.eval_only and not args.checkpoint:
+        raise ConfigError("--eval-only needs --checkpoint DIR (the weights to evaluate, e.g. a run's best/)")
+    if args.checkpoint and not args.eval_only:
+        raise ConfigError("--checkpoint is only used with --eval-only")
+    if args.resume and args.eval_only:
+        raise ConfigError("--resume and --eval-only exclude each other")
+
+
+def _latest_resumable_run(task: str) -> Path:
+    runs = Path("runs") / task
+    candidates = sorted(p for p in runs.glob("*") if (p / "backup").is_dir()) if runs.is_dir() else []
+    if not candidates:
+        raise ConfigError(f"--resume: no run of {task!r} with a backup under {runs}/; give --output-dir")
+    return candidates[-1]
+
+
+def default_output_dir(task: str) -> Path:
+    """``runs/<task>/<YYYYmmdd-HHMMSS>``; a suffix keeps two runs started in the same second apart."""
+    base = Path("runs") / task / time.strftime("%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``), merge ``--config``, check values, resolve default paths."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        _merge_config(parser, args, argv)
+    _check_values(args)
+    task = getattr(args, "task", None) or "task"
+    if args.output_dir is None:
+        args.output_dir = str(_latest_resumable_run(task) if args.resume else default_output_dir(task))
+    if args.bert_dir is None:
+        from bertkit.encoder import default_bert_dir  # converts the default encoder on first use only
+
+        args.bert_dir = str(default_bert_dir())
+    return args
+
+
+def args_to_dict(args: argparse.Namespace) -> dict:
+    """The options as a JSON-able dict (for run_config.json and report.json)."""
+    out = {}
+    for key, value in sorted(vars(args).items()):
+        if isinstance(value, Path):
+            value = str(value)
+        if isinstance(value, (str, int, float, bool, type(None))) or (
+                isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value)):
+            out[key] = list(value) if isinstance(value, tuple) else value
+        else:
+            out[key] = repr(value)
+    return out

@@ -1,0 +1,117 @@
+"""make_dataset: dynamic padding, pad values, multi-dim targets, bucketing, seeded reshuffling, sampling."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bertkit.batching import make_dataset, sample_examples, steps_per_epoch
+from bertkit.errors import ConfigError
+
+
+def _examples(n=10, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        length = int(rng.integers(3, 12))
+        out.append({"token_ids": rng.integers(1, 100, length).tolist(), "segment_ids": [0] * length,
+                    "tags": np.full(length, 2), "label": i % 3, "score": float(i) / 2, "id": i})
+    return out
+
+
+def test_dynamic_padding_to_each_batch_longest():
+    examples = _examples()
+    batches = list(make_dataset(examples, 4))
+    assert len(batches) == steps_per_epoch(len(examples), 4) == 3
+    for b, (inputs, labels) in enumerate(batches):
+        chunk = examples[4 * b: 4 * b + 4]
+        longest = max(len(e["token_ids"]) for e in chunk)
+        assert inputs["token_ids"].shape == (len(chunk), longest)
+        assert inputs["token_ids"].dtype == tf.int32 and inputs["segment_ids"].dtype == tf.int32
+        for row, example in zip(inputs["token_ids"].numpy(), chunk):
+            n = len(example["token_ids"])
+            assert row[:n].tolist() == example["token_ids"] and not row[n:].any()
+        assert labels.numpy().tolist() == [e["label"] for e in chunk]
+
+
+def test_pad_values_multi_targets_and_floats():
+    examples = _examples(5)
+    for e in examples:
+        n = len(e["token_ids"])
+        e["pairs"] = np.ones((n, 3, 2), dtype=np.int64)
+        e["grid"] = np.ones((n, n))
+    ds = make_dataset(examples, 5, target_keys=("tags", "pairs", "grid", "score"), pad_values={"tags": -1})
+    inputs, targets = next(iter(ds))
+    longest = max(len(e["token_ids"]) for e in examples)
+    assert set(targets) == {"tags", "pairs", "grid", "score"}
+    assert targets["pairs"].shape == (5, longest, 3, 2) and targets["pairs"].dtype == tf.int32
+    assert targets["grid"].shape == (5, longest, longest) and targets["grid"].dtype == tf.float32
+    assert targets["score"].dtype == tf.float32
+    for row, grid, e in zip(targets["tags"].numpy(), targets["grid"].numpy(), examples):
+        n = len(e["token_ids"])
+        assert (row[:n] == 2).all() and (row[n:] == -1).all()
+        assert grid[:n, :n].all() and not grid[n:].any() and not grid[:, n:].any()
+
+
+def test_no_targets_gives_inputs_only():
+    element = next(iter(make_dataset(_examples(), 3, input_keys=("token_ids", "id"), target_keys=())))
+    assert isinstance(element, dict) and set(element) == {"token_ids", "id"}
+
+
+def test_shuffle_is_seeded_and_reshuffles_each_epoch():
+    examples = _examples(30)
+
+    def epochs(seed, n=2):
+        ds = make_dataset(examples, 30, input_keys=("id",), target_keys=(), shuffle=True, seed=seed).repeat(n)
+        return [batch["id"].numpy().tolist() for batch in ds]
+
+    first = epochs(1)
+    assert sorted(first[0]) == list(range(30)) and sorted(first[1]) == list(range(30))
+    assert first[0] != first[1] and first[0] != list(range(30))  # reshuffled every epoch
+    assert epochs(1) == first  # same seed, same order (in any process)
+    assert epochs(2) != first
+
+
+def test_bucketing_groups_similar_lengths():
+    examples = _examples(200)
+    padded_plain = padded_bucketed = 0
+    seen = []
+    for inputs, _ in make_dataset(examples, 16, bucket_by_length=True, shuffle=True, seed=3):
+        ids = inputs["token_ids"].numpy()
+        padded_bucketed += ids.size
+        seen.append(ids.shape[0])
+    for inputs, _ in make_dataset(examples, 16, shuffle=True, seed=3):
+        padded_plain += inputs["token_ids"].numpy().size
+    assert sum(seen) == 200
+    assert padded_bucketed < 0.8 * padded_plain
+
+
+def test_bad_features():
+    with pytest.raises(ConfigError, match="example 1: missing feature"):
+        make_dataset([{"token_ids": [1], "segment_ids": [0], "label": 0}, {"token_ids": [1]}], 2)
+    with pytest.raises(ConfigError, match="pad_values for unknown"):
+        make_dataset(_examples(), 2, pad_values={"tag": -1})
+    with pytest.raises(ConfigError, match="no examples"):
+        make_dataset([], 2)
+
+
+def test_sample_examples():
+    examples = list(range(100))
+    sample = sample_examples(examples, 10, seed=0)
+    assert len(sample) == 10 and sample == sorted(sample) and len(set(sample)) == 10
+    assert sample_examples(examples, 10, seed=0) == sample
+    assert sample_examples(examples, 10, seed=1) != sample
+    assert sample_examples(examples, None, seed=0) == examples
+    assert sample_examples(examples, 500, seed=0) == examples
+
+
+def test_sixty_thousand_examples_build_quickly():
+    import time
+
+    rng = np.random.default_rng(0)
+    examples = [{"token_ids": rng.integers(1, 1000, int(n)), "segment_ids": np.zeros(int(n), np.int32),
+                 "label": int(n) % 2} for n in rng.integers(5, 64, 60_000)]
+    start = time.perf_counter()
+    ds = make_dataset(examples, 32, shuffle=True, seed=0)
+    n = sum(1 for _ in ds)
+    assert n == steps_per_epoch(60_000, 32)
+    assert time.perf_counter() - start < 60  # generous bound for the shared 2-core box; typically a few seconds

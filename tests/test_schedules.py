@@ -1,0 +1,133 @@
+"""Schedules and AdamW: values at known steps, serialisation round trips, and that weight decay really skips
+keras-bert's LayerNorm and bias variables."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bertkit.errors import ConfigError
+from bertkit.optim import (NO_DECAY_PATTERNS, build_optimizer, is_decayed, optimizer_from_config,
+                           optimizer_to_config)
+from bertkit.schedules import (PiecewiseLinear, WarmupLinearDecay, plot_schedule, schedule_from_config,
+                               schedule_to_config, schedule_values)
+
+
+def test_warmup_linear_decay_values():
+    schedule = WarmupLinearDecay(1e-3, total_steps=100, warmup_steps=10)
+    values = schedule_values(schedule, 120)
+    assert values[0] == 0.0
+    assert values[5] == pytest.approx(5e-4)
+    assert values[10] == pytest.approx(1e-3)
+    assert values.max() == pytest.approx(1e-3)
+    assert values[55] == pytest.approx(1e-3 * 45 / 90)
+    assert values[100] == 0.0 and values[120] == 0.0
+    assert np.all(np.diff(values[:11]) > 0) and np.all(np.diff(values[10:101]) < 0)
+
+
+def test_warmup_zero_starts_at_peak():
+    values = schedule_values(WarmupLinearDecay(2e-5, total_steps=4, warmup_steps=0), 4)
+    np.testing.assert_allclose(values, [2e-5, 1.5e-5, 1e-5, 0.5e-5, 0.0], rtol=1e-6, atol=1e-12)
+
+
+def test_piecewise_linear_values():
+    schedule = PiecewiseLinear([0, 100, 200], [0.0, 5e-5, 1e-5])
+    values = schedule_values(schedule, 300)
+    assert values[0] == 0.0
+    assert values[50] == pytest.approx(2.5e-5)
+    assert values[100] == pytest.approx(5e-5)
+    assert values[150] == pytest.approx(3e-5)
+    assert values[200] == pytest.approx(1e-5) and values[300] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("schedule", [WarmupLinearDecay(3e-5, 1000, 100), PiecewiseLinear([0, 10], [1e-4, 0.0])])
+def test_schedule_config_round_trip(schedule):
+    config = json.loads(json.dumps(schedule_to_config(schedule)))
+    rebuilt = schedule_from_config(config)
+    assert type(rebuilt) is type(schedule)
+    np.testing.assert_allclose(schedule_values(rebuilt, 50), schedule_values(schedule, 50))
+    # Keras's own serialisation finds the registered class too.
+    keras_copy = tf.keras.optimizers.schedules.deserialize(tf.keras.optimizers.schedules.serialize(schedule))
+    np.testing.assert_allclose(schedule_values(keras_copy, 50), schedule_values(schedule, 50))
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"class": "Cosine"}, "unknown learning-rate schedule 'Cosine'"),
+    ({"class": "WarmupLinearDecay", "peak_lr": 1e-3, "total_steps": 10, "warmup": 1}, "warmup"),
+    ({"class": "WarmupLinearDecay", "peak_lr": 1e-3, "total_steps": 10, "warmup_steps": 11}, "warmup_steps"),
+    ({"class": "PiecewiseLinear", "boundaries": [0, 0], "values": [1, 2]}, "increase"),
+    ({"peak_lr": 1}, "'class'"),
+])
+def test_bad_schedule_config(config, words):
+    with pytest.raises(ConfigError, match=words):
+        schedule_from_config(config)
+
+
+def test_plot_schedule_writes_png(tmp_path):
+    path = plot_schedule(WarmupLinearDecay(1e-3, 100, 10), 100, tmp_path / "plots" / "lr.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _keras_bert_model():
+    import keras_bert
+
+    inputs, outputs = keras_bert.get_model(token_num=30, head_num=2, transformer_num=1, embed_dim=8,
+                                           feed_forward_dim=16, seq_len=None, training=False, trainable=True)
+    hidden = tf.keras.layers.Lambda(lambda x: x[:, 0])(outputs)
+    logits = tf.keras.layers.Dense(2, name="classifier")(hidden)
+    return tf.keras.Model(inputs, logits)
+
+
+def test_weight_decay_skips_keras_bert_layernorm_and_bias():
+    model = _keras_bert_model()
+    optimizer = build_optimizer(1e-3, 0.01)
+    decayed = {v.name for v in model.trainable_variables if is_decayed(optimizer, v)}
+    skipped = {v.name for v in model.trainable_variables} - decayed
+    assert "Encoder-1-MultiHeadSelfAttention-Norm/gamma:0" in skipped
+    assert "Encoder-1-FeedForward-Norm/beta:0" in skipped
+    assert "Embedding-Norm/gamma:0" in skipped
+    assert "Encoder-1-MultiHeadSelfAttention/Encoder-1-MultiHeadSelfAttention_bq:0" in skipped
+    assert "Encoder-1-FeedForward/Encoder-1-FeedForward_b1:0" in skipped
+    assert "classifier/bias:0" in skipped
+    assert "Encoder-1-MultiHeadSelfAttention/Encoder-1-MultiHeadSelfAttention_Wq:0" in decayed
+    assert "Encoder-1-FeedForward/Encoder-1-FeedForward_W2:0" in decayed
+    assert "Embedding-Token/embeddings:0" in decayed
+    assert "classifier/kernel:0" in decayed
+    # Every 1-D weight (norm scales/offsets and biases) is skipped, every matrix decayed.
+    for v in model.trainable_variables:
+        assert is_decayed(optimizer, v) == (len(v.shape) > 1), v.name
+
+
+def test_weight_decay_really_applied_only_to_decayed_weights():
+    """With zero gradients Adam moves nothing, so any change is the decay itself."""
+    kernel = tf.Variable(tf.ones((2, 2)), name="dense/kernel")
+    norm = tf.Variable(tf.ones((2,)), name="Encoder-1-FeedForward-Norm/gamma")
+    bias = tf.Variable(tf.ones((2,)), name="Encoder-1-FeedForward/Encoder-1-FeedForward_b1")
+    optimizer = build_optimizer(0.1, 0.5)
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in (kernel, norm, bias)])
+    np.testing.assert_allclose(kernel.numpy(), np.full((2, 2), 1 - 0.1 * 0.5), rtol=1e-6)
+    np.testing.assert_array_equal(norm.numpy(), np.ones(2))
+    np.testing.assert_array_equal(bias.numpy(), np.ones(2))
+
+
+def test_optimizer_config_round_trip():
+    optimizer = build_optimizer(WarmupLinearDecay(5e-5, 200, 20), 0.01, epsilon=1e-8)
+    config = json.loads(json.dumps(optimizer_to_config(optimizer)))
+    assert config["learning_rate"]["class"] == "WarmupLinearDecay"
+    assert config["exclude_from_weight_decay"] == list(NO_DECAY_PATTERNS)
+    rebuilt = optimizer_from_config(config)
+    assert isinstance(rebuilt, tf.keras.optimizers.AdamW)
+    assert optimizer_to_config(rebuilt) == config
+    assert float(rebuilt.learning_rate) == 0.0  # step 0 of the warmup
+    variable = tf.Variable(tf.ones(3), name="x/bias")
+    assert not is_decayed(rebuilt, variable)
+
+
+def test_optimizer_config_errors():
+    with pytest.raises(ConfigError, match="unknown key"):
+        optimizer_from_config({"learning_rate": 1e-3, "weight_decay": 0.0, "momentum": 0.9})
+    with pytest.raises(ConfigError, match="only AdamW"):
+        optimizer_from_config({"class": "SGD", "learning_rate": 1e-3, "weight_decay": 0.0})
+    with pytest.raises(ConfigError, match="weight decay"):
+        build_optimizer(1e-3, -1.0)
