@@ -1,0 +1,554 @@
+"""Joint (subject, predicate, object) extraction with the cascade ("CasRel") design.
+
+The story, top to bottom:
+1. Data: JSONL lines ``{"text": ..., "spo_list": [{"subject", "predicate", "object"}]}`` (the Baidu DuIE form),
+   optionally with ``subject_start`` / ``object_start`` character offsets pinning the annotated mention. Without
+   offsets every occurrence of the entity string is labelled (counted in the report).
+2. Targets: per sentence, 0/1 tags for subject starts and ends; per (sentence, subject), 0/1 tags per predicate for
+   object starts and ends. Training shows one randomly sampled subject per sentence per epoch (``subjects="sample"``)
+   or every subject as its own example (``subjects="all"``).
+3. Model: encoder -> two sigmoid Dense(1) heads (subject start/end). The subject's vector, the mean of the encoder
+   vectors at its start and end tokens, is added to every position, then two sigmoid Dense(num_predicates) heads tag
+   object starts/ends per predicate. Padding is masked out of every loss.
+4. Decoding, batched over sentences and then over (sentence, subject) pairs: each start above the threshold is paired
+   with the nearest end at or after it that is above the threshold. Token spans are mapped back to exact substrings
+   of the original text by character offsets.
+5. Metrics: triple precision/recall/F1 (exact match of subject string, predicate, object string), micro and per
+   predicate; subject-only and (subject, object)-pair scores as diagnostics.
+Importing this module builds nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bertkit.errors import DataError
+from bertkit.fileio import iter_jsonl
+
+SUBJECT_MODES = ("sample", "all")
+# Threshold grid of the dev sweep run after training (the report shows the whole table).
+THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
+TARGET_KEYS = ("subject_start", "subject_end", "object_start", "object_end")
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class Triple:
+    subject: str
+    predicate: str
+    object: str
+    subject_start: int | None = None  # character offset of the annotated subject mention, if pinned
+    object_start: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.subject, self.predicate, self.object)
+
+
+@dataclass
+class Example:
+    text: str
+    triples: list[Triple]
+    path: str = "<input>"
+    line: int | None = None
+
+
+@dataclass
+class DataNotes:
+    """What the reader and the feature builder had to say about a file (goes into the report)."""
+    path: str
+    sentences: int = 0
+    triples: int = 0
+    without_offsets: int = 0          # entity strings labelled at every occurrence
+    unknown_predicates: int = 0       # triples whose predicate the model was not trained on (always missed)
+    truncated: int = 0                # triples with a mention cut off by --max-len (cannot be found)
+    misaligned: int = 0               # entity boundaries inside a token (decoded span is wider)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str, limit: int = 10) -> None:
+        if len(self.warnings) < limit:
+            self.warnings.append(message)
+
+    def summary(self) -> str:
+        return (f"{self.path}: {self.sentences} sentences, {self.triples} triples; {self.without_offsets} entity "
+                f"mentions without offsets (every occurrence labelled); {self.unknown_predicates} with a predicate "
+                f"unseen in training; {self.truncated} cut off by --max-len; {self.misaligned} not on token "
+                f"boundaries")
+
+
+def _optional_offset(spo: dict, key: str, text: str, value: str, path, line: int, where: str) -> int | None:
+    start = spo.get(key)
+    if start is None:
+        return None
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(text) - len(value):
+        raise DataError(path, line, f"{where}.{key}", f"expected a character offset into the text, got {start!r}")
+    if text[start:start + len(value)] != value:
+        raise DataError(path, line, f"{where}.{key}",
+                        f"text at offset {start} is {text[start:start + len(value)]!r}, not {value!r}")
+    return start
+
+
+def parse_example(record: dict, path, line: int) -> Example:
+    """One JSONL record -> Example; any problem is a DataError naming the file, line and field."""
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(path, line, "text", "missing or not a non-empty string")
+    spo_list = record.get("spo_list", None)
+    if spo_list is None:
+        raise DataError(path, line, "spo_list", "missing (use [] for a sentence without triples)")
+    if not isinstance(spo_list, list):
+        raise DataError(path, line, "spo_list", f"expected a list, got {type(spo_list).__name__}")
+    triples = []
+    for i, spo in enumerate(spo_list):
+        where = f"spo_list[{i}]"
+        if not isinstance(spo, dict):
+            raise DataError(path, line, where, f"expected an object, got {type(spo).__name__}")
+        values = {}
+        for part in ("subject", "predicate", "object"):
+            value = spo.get(part)
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(path, line, f"{where}.{part}", "missing or not a non-empty string")
+            if part != "predicate" and value not in text:
+                raise DataError(path, line, f"{where}.{part}", f"{value!r} does not occur in the text")
+            values[part] = value
+        triples.append(Triple(
+            values["subject"], values["predicate"], values["object"],
+            _optional_offset(spo, "subject_start", text, values["subject"], path, line, where),
+            _optional_offset(spo, "object_start", text, values["object"], path, line, where)))
+    return Example(text, triples, str(path), line)
+
+
+def read_examples(path) -> list[Example]:
+    """All sentences of a JSONL file (an empty ``spo_list`` is valid: a sentence without triples)."""
+    examples = [parse_example(record, path, line) for line, record in iter_jsonl(path)]
+    if not examples:
+        raise DataError(path, None, None, "no sentences")
+    return examples
+
+
+def read_texts(path) -> list[str]:
+    """Raw text lines for prediction (blank lines skipped; the line numbers are kept by the caller if needed)."""
+    from bertkit.fileio import read_text
+
+    return [line for line in read_text(path).split("\n") if line.strip()]
+
+
+def predicate_vocab(examples: list[Example]) -> list[str]:
+    return sorted({t.predicate for e in examples for t in e.triples})
+
+
+def check_predicates(examples: list[Example], predicates: list[str], notes: DataNotes) -> None:
+    """Unknown predicates at test time are a counted warning: the triple stays gold (a guaranteed miss)."""
+    known = set(predicates)
+    for e in examples:
+        for i, t in enumerate(e.triples):
+            if t.predicate not in known:
+                notes.unknown_predicates += 1
+                notes.warn(f"{e.path}:{e.line}: field 'spo_list[{i}].predicate': {t.predicate!r} was not in the "
+                           f"training data; this triple cannot be predicted")
+
+
+# ---------------------------------------------------------------------------------------------------- alignment
+def occurrences(text: str, value: str) -> list[int]:
+    """Start offsets of every (possibly overlapping) occurrence of ``value`` in ``text``."""
+    starts, i = [], text.find(value)
+    while i >= 0:
+        starts.append(i)
+        i = text.find(value, i + 1)
+    return starts
+
+
+def char_to_token_span(offsets, sequence_ids, start: int, end: int) -> tuple[int, int] | None:
+    """The first and last text token overlapping characters [start, end), or None (cut off by truncation)."""
+    first = last = None
+    for t, ((a, b), seq) in enumerate(zip(offsets, sequence_ids)):
+        if seq != 0 or b <= a:
+            continue
+        if a < end and b > start:
+            first = t if first is None else first
+            last = t
+    return None if first is None else (first, last)
+
+
+def token_span_to_chars(offsets, span: tuple[int, int]) -> tuple[int, int]:
+    return offsets[span[0]][0], offsets[span[1]][1]
+
+
+def _mention_spans(example: Example, value: str, pinned: int | None, encoding, notes: DataNotes | None):
+    """Token spans of the mentions of an entity: the pinned one, else every occurrence."""
+    starts = [pinned] if pinned is not None else occurrences(example.text, value)
+    if pinned is None and notes is not None:
+        notes.without_offsets += 1
+    spans = []
+    for s in starts:
+        span = char_to_token_span(encoding.offsets, encoding.sequence_ids, s, s + len(value))
+        if span is None:
+            continue
+        if notes is not None and token_span_to_chars(encoding.offsets, span) != (s, s + len(value)):
+            notes.misaligned += 1
+        spans.append(span)
+    return spans
+
+
+def sentence_targets(example: Example, encoding, predicate_ids: dict[str, int], notes: DataNotes | None = None):
+    """``{subject token span: [(predicate id, object token span), ...]}`` for one sentence."""
+    subjects: dict[tuple[int, int], set] = defaultdict(set)
+    for t in example.triples:
+        if t.predicate not in predicate_ids:
+            continue
+        subject_spans = _mention_spans(example, t.subject, t.subject_start, encoding, notes)
+        object_spans = _mention_spans(example, t.object, t.object_start, encoding, notes)
+        if (not subject_spans or not object_spans) and notes is not None:
+            notes.truncated += 1
+        for s in subject_spans:
+            for o in object_spans:
+                subjects[s].add((predicate_ids[t.predicate], o))
+    return {s: sorted(objs) for s, objs in subjects.items()}
+
+
+def _object_tags(length: int, num_predicates: int, objects):
+    start = np.zeros((length, num_predicates), np.float32)
+    end = np.zeros((length, num_predicates), np.float32)
+    for p, (s, e) in objects:
+        start[s, p] = 1.0
+        end[e, p] = 1.0
+    return start, end
+
+
+@dataclass
+class SentenceFeatures:
+    """Encoded sentence + its subject tags + the objects of each subject (token spans)."""
+    token_ids: list[int]
+    segment_ids: list[int]
+    subject_start: np.ndarray
+    subject_end: np.ndarray
+    subjects: dict  # {(start, end): [(predicate id, (start, end)), ...]}
+
+
+def encode_sentences(examples: list[Example], tokenizer, predicates: list[str], max_len: int,
+                     notes: DataNotes | None = None) -> list[SentenceFeatures]:
+    predicate_ids = {p: i for i, p in enumerate(predicates)}
+    out = []
+    for example in examples:
+        encoding = tokenizer.encode(example.text, max_len=max_len)
+        subjects = sentence_targets(example, encoding, predicate_ids, notes)
+        n = len(encoding.token_ids)
+        start, end = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        for s, e in subjects:
+            start[s], end[e] = 1.0, 1.0
+        out.append(SentenceFeatures(encoding.token_ids, encoding.segment_ids, start, end, subjects))
+    if notes is not None:
+        notes.sentences = len(examples)
+        notes.triples = sum(len(e.triples) for e in examples)
+    return out
+
+
+def training_features(sentences: list[SentenceFeatures], num_predicates: int, *, subjects: str = "sample",
+                      rng: random.Random | None = None) -> list[dict]:
+    """Model examples: one per sentence with a randomly chosen subject ("sample"), or one per subject ("all").
+
+    A sentence without subjects still trains the subject head (all-zero tags); its object example uses the
+    [CLS] position as a dummy subject with all-zero object tags, which teaches "no objects" for a non-subject.
+    """
+    if subjects not in SUBJECT_MODES:
+        raise ValueError(f"subjects must be one of {SUBJECT_MODES}, got {subjects!r}")
+    rng = rng or random.Random(0)
+    features = []
+    for sent in sentences:
+        spans = sorted(sent.subjects) or [(0, 0)]
+        chosen = spans if subjects == "all" else [rng.choice(spans)]
+        for span in chosen:
+            o_start, o_end = _object_tags(len(sent.token_ids), num_predicates, sent.subjects.get(span, []))
+            features.append({
+                "token_ids": sent.token_ids, "segment_ids": sent.segment_ids,
+                "subject_span": np.array(span, np.int32),
+                "subject_start": sent.subject_start, "subject_end": sent.subject_end,
+                "object_start": o_start, "object_end": o_end,
+            })
+    return features
+
+
+# ------------------------------------------------------------------------------------------------------- decoding
+def decode_spans(start_probs: np.ndarray, end_probs: np.ndarray, valid: np.ndarray, threshold: float):
+    """Spans from start/end probabilities of one sequence: ``(seq,)`` -> [(s, e)], or ``(seq, P)`` -> [(p, (s, e))].
+
+    Each position whose start probability exceeds ``threshold`` is paired with the nearest position at or after it
+    whose end probability exceeds ``threshold``; only ``valid`` (text) positions count.
+    """
+    if start_probs.ndim == 1:
+        return [span for _, span in decode_spans(start_probs[:, None], end_probs[:, None], valid, threshold)]
+    valid = np.asarray(valid, bool)[:, None]
+    starts = np.argwhere((start_probs > threshold) & valid)
+    ends = np.argwhere((end_probs > threshold) & valid)
+    ends_by_label = defaultdict(list)
+    for e, p in ends:  # argwhere is row-major, so each label's ends come out sorted
+        ends_by_label[p].append(e)
+    spans = []
+    for s, p in starts:
+        label_ends = ends_by_label.get(p, [])
+        k = bisect.bisect_left(label_ends, s)
+        if k < len(label_ends):
+            spans.append((int(p), (int(s), int(label_ends[k]))))
+    return sorted(spans, key=lambda x: (x[1], x[0]))
+
+
+@dataclass(frozen=True)
+class PredictedTriple:
+    subject: str
+    predicate: str
+    object: str
+    subject_start: int
+    subject_end: int
+    object_start: int
+    object_end: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.subject, self.predicate, self.object)
+
+    def to_json(self) -> dict:
+        return {"subject": self.subject, "predicate": self.predicate, "object": self.object,
+                "subject_start": self.subject_start, "subject_end": self.subject_end,
+                "object_start": self.object_start, "object_end": self.object_end}
+
+
+def spans_to_triples(text: str, offsets, subject: tuple[int, int], objects, predicates) -> list[PredictedTriple]:
+    """Token spans -> triples of exact substrings of ``text`` (via the tokens' character offsets)."""
+    ss, se = token_span_to_chars(offsets, subject)
+    out = []
+    for p, span in objects:
+        os_, oe = token_span_to_chars(offsets, span)
+        out.append(PredictedTriple(text[ss:se], predicates[p], text[os_:oe], ss, se, os_, oe))
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------- metrics
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
+
+
+def _set_counts(gold: list[set], pred: list[set]) -> tuple[int, int, int]:
+    tp = sum(len(g & p) for g, p in zip(gold, pred))
+    return tp, sum(len(p) for p in pred) - tp, sum(len(g) for g in gold) - tp
+
+
+def score_triples(gold: list[set], pred: list[set], predicates: list[str] | None = None) -> dict:
+    """Exact-match triple scores (sets of (subject, predicate, object) strings per sentence).
+
+    ``triple_*`` micro over all sentences; ``per_predicate`` by predicate; ``subject_*`` on the set of subject
+    strings and ``pair_*`` on (subject, object) pairs, as diagnostics of which stage loses triples.
+    """
+    metrics = {}
+    for name, project in (("triple", lambda t: t), ("subject", lambda t: t[0]), ("pair", lambda t: (t[0], t[2]))):
+        scores = _prf(*_set_counts([{project(t) for t in g} for g in gold], [{project(t) for t in p} for p in pred]))
+        metrics.update({f"{name}_{k}": v for k, v in scores.items()})
+    names = sorted(set(predicates or []) | {t[1] for s in gold + pred for t in s})
+    metrics["per_predicate"] = {
+        name: {**_prf(*_set_counts([{t for t in g if t[1] == name} for g in gold],
+                                   [{t for t in p if t[1] == name} for p in pred])),
+               "support": sum(1 for g in gold for t in g if t[1] == name)}
+        for name in names}
+    return metrics
+
+
+def error_examples(examples: list[Example], pred: list[set], limit: int = 5) -> list[dict]:
+    """The first ``limit`` sentences with missing or spurious triples, for the report."""
+    out = []
+    for example, p in zip(examples, pred):
+        gold = {t.key for t in example.triples}
+        if gold != p:
+            out.append({"text": example.text, "line": example.line, "missing": sorted(gold - p),
+                        "spurious": sorted(p - gold)})
+            if len(out) >= limit:
+                break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- model
+def masked_binary_crossentropy(y_true, y_pred):
+    """Mean binary cross-entropy over real positions; padded positions carry the target -1 and are ignored.
+
+    For ``(batch, seq, P)`` object tags the per-position loss is summed over predicates (as in CasRel) so the
+    loss does not shrink with the number of predicates.
+    """
+    import tensorflow as tf
+
+    y_true = tf.cast(y_true, tf.float32)
+    y_pred = tf.cast(y_pred, tf.float32)
+    mask = tf.cast(y_true >= 0.0, tf.float32)
+    eps = tf.keras.backend.epsilon()
+    y_pred = tf.clip_by_value(y_pred, eps, 1.0 - eps)
+    target = tf.clip_by_value(y_true, 0.0, 1.0)
+    bce = -(target * tf.math.log(y_pred) + (1.0 - target) * tf.math.log(1.0 - y_pred)) * mask
+    if len(bce.shape) == 3:
+        bce, mask = tf.reduce_sum(bce, axis=-1), mask[..., 0]
+    return tf.reduce_sum(bce) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def _object_head_class():
+    import tensorflow as tf
+
+    class ObjectHead(tf.keras.layers.Layer):
+        """``[hidden (b, seq, H), subject_span (b, 2)]`` -> object start/end probabilities ``(b, seq, P)`` each.
+
+        The subject vector (mean of the hidden states at its start and end tokens) is added to every position.
+        """
+
+        def __init__(self, num_predicates: int, **kwargs):
+            super().__init__(**kwargs)
+            self.num_predicates = num_predicates
+            self.start = tf.keras.layers.Dense(num_predicates, activation="sigmoid", dtype="float32",
+                                               name="object_start")
+            self.end = tf.keras.layers.Dense(num_predicates, activation="sigmoid", dtype="float32",
+                                             name="object_end")
+
+        def call(self, inputs):
+            hidden, span = inputs
+            hidden = tf.cast(hidden, tf.float32)
+            ends = tf.gather(hidden, tf.cast(span, tf.int32), batch_dims=1)  # (b, 2, H)
+            conditioned = hidden + tf.reduce_mean(ends, axis=1, keepdims=True)
+            return self.start(conditioned), self.end(conditioned)
+
+        def get_config(self):
+            return {**super().get_config(), "num_predicates": self.num_predicates}
+
+    return ObjectHead
+
+
+@dataclass
+class RelationModels:
+    """The training model and the two inference halves sharing its layers."""
+    train: object     # [token_ids, segment_ids, subject_span] -> {subject_start, subject_end, object_start, object_end}
+    subjects: object  # [token_ids, segment_ids] -> (hidden, subject_start, subject_end)
+    objects: object   # [hidden, subject_span] -> (object_start, object_end)
+
+
+def build_models(bert_dir, num_predicates: int, *, trainable_layers=None, dropout=None) -> RelationModels:
+    import tensorflow as tf
+
+    from bertkit.encoder import load_encoder
+
+    token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
+    segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
+    subject_span = tf.keras.Input((2,), dtype=tf.int32, name="subject_span")
+    hidden = load_encoder(bert_dir, trainable_layers=trainable_layers, dropout=dropout)([token_ids, segment_ids])
+    squeeze = tf.keras.layers.Reshape((-1,))
+    subject_start = squeeze(tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32",
+                                                  name="subject_start")(hidden))
+    subject_end = squeeze(tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32",
+                                                name="subject_end")(hidden))
+    object_head = _object_head_class()(num_predicates, name="object_head")
+    object_start, object_end = object_head([hidden, subject_span])
+    outputs = {"subject_start": subject_start, "subject_end": subject_end,
+               "object_start": object_start, "object_end": object_end}
+    train = tf.keras.Model([token_ids, segment_ids, subject_span], outputs, name="relation_extract")
+    subjects = tf.keras.Model([token_ids, segment_ids], [hidden, subject_start, subject_end], name="subjects")
+    hidden_in = tf.keras.Input((None, hidden.shape[-1]), name="hidden")
+    objects = tf.keras.Model([hidden_in, subject_span], list(object_head([hidden_in, subject_span])), name="objects")
+    return RelationModels(train, subjects, objects)
+
+
+def losses() -> dict:
+    return {key: masked_binary_crossentropy for key in TARGET_KEYS}
+
+
+# -------------------------------------------------------------------------------------------------- batched inference
+def _pad(rows: list[list[int]]) -> np.ndarray:
+    out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+class Extractor:
+    """Batched prediction: subjects for a batch of sentences, then objects for all (sentence, subject) pairs.
+
+    ``extract(texts, subject_thresholds, object_thresholds)`` returns ``{(st, ot): [[PredictedTriple], ...]}``:
+    the probabilities are computed once and decoded at every threshold pair (the dev sweep costs no extra model
+    calls beyond the extra candidate subjects of lower thresholds).
+    """
+
+    def __init__(self, models: RelationModels, tokenizer, predicates: list[str], *, max_len: int,
+                 batch_size: int = 32):
+        self.models, self.tokenizer, self.predicates = models, tokenizer, predicates
+        self.max_len, self.batch_size = max_len, batch_size
+
+    def extract(self, texts: list[str], subject_thresholds=(0.5,), object_thresholds=(0.5,), progress=None):
+        results = {(st, ot): [None] * len(texts) for st in subject_thresholds for ot in object_thresholds}
+        encodings = [self.tokenizer.encode(t, max_len=self.max_len) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].token_ids))  # similar lengths per batch
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b:b + self.batch_size]
+            batch = [encodings[i] for i in idx]
+            token_ids, segment_ids = _pad([e.token_ids for e in batch]), _pad([e.segment_ids for e in batch])
+            hidden, s_start, s_end = self.models.subjects.predict_on_batch(
+                {"token_ids": token_ids, "segment_ids": segment_ids})
+            hidden, s_start, s_end = np.asarray(hidden, np.float32), np.asarray(s_start), np.asarray(s_end)
+            valid = [np.array([seq == 0 for seq in e.sequence_ids] + [False] * (token_ids.shape[1] - len(e.token_ids)))
+                     for e in batch]
+            # Candidate subjects at every subject threshold; each distinct (row, span) is run once.
+            subjects_at = {st: [decode_spans(s_start[r], s_end[r], valid[r], st) for r in range(len(idx))]
+                           for st in subject_thresholds}
+            pairs = sorted({(r, span) for per_row in subjects_at.values() for r, spans in enumerate(per_row)
+                            for span in spans})
+            objects_of = {}
+            for c in range(0, len(pairs), self.batch_size * 4):
+                chunk = pairs[c:c + self.batch_size * 4]
+                rows = np.array([r for r, _ in chunk])
+                o_start, o_end = self.models.objects.predict_on_batch(
+                    {"hidden": hidden[rows], "subject_span": np.array([span for _, span in chunk], np.int32)})
+                o_start, o_end = np.asarray(o_start), np.asarray(o_end)
+                for k, (r, span) in enumerate(chunk):
+                    for ot in object_thresholds:
+                        objects_of[(r, span, ot)] = decode_spans(o_start[k], o_end[k], valid[r], ot)
+            for r, i in enumerate(idx):
+                for st in subject_thresholds:
+                    for ot in object_thresholds:
+                        triples = []
+                        for span in subjects_at[st][r]:
+                            triples += spans_to_triples(texts[i], encodings[i].offsets, span,
+                                                        objects_of[(r, span, ot)], self.predicates)
+                        results[(st, ot)][i] = triples
+            if progress is not None:
+                progress(min(b + self.batch_size, len(order)), len(order))
+        return results
+
+
+def evaluate_examples(extractor: Extractor, examples: list[Example], *, subject_threshold: float,
+                      object_threshold: float, sweep: bool = False) -> dict:
+    """Scores at the given thresholds; with ``sweep`` also the triple F1 over THRESHOLD_GRID x THRESHOLD_GRID.
+
+    Returns ``{"metrics": ..., "predictions": [set], "triples": [[PredictedTriple]], "sweep": [...]}``.
+    """
+    st_grid = sorted(set(THRESHOLD_GRID) | {subject_threshold}) if sweep else [subject_threshold]
+    ot_grid = sorted(set(THRESHOLD_GRID) | {object_threshold}) if sweep else [object_threshold]
+    results = extractor.extract([e.text for e in examples], st_grid, ot_grid)
+    gold = [{t.key for t in e.triples} for e in examples]
+    table = []
+    for (st, ot), triples in sorted(results.items()):
+        m = score_triples(gold, [{t.key for t in ts} for ts in triples])
+        table.append({"subject_threshold": st, "object_threshold": ot, "triple_f1": m["triple_f1"],
+                      "triple_precision": m["triple_precision"], "triple_recall": m["triple_recall"]})
+    chosen = results[(subject_threshold, object_threshold)]
+    predictions = [{t.key for t in ts} for ts in chosen]
+    return {"metrics": score_triples(gold, predictions, extractor.predicates), "predictions": predictions,
+            "triples": chosen, "sweep": table}
+
+
+def best_thresholds(sweep: list[dict]) -> tuple[float, float]:
+    best = max(sweep, key=lambda row: (row["triple_f1"], -abs(row["subject_threshold"] - 0.5)
+                                       - abs(row["object_threshold"] - 0.5)))
+    return best["subject_threshold"], best["object_threshold"]
+
+
+def default_data_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "data" / "conll04"
