@@ -1,0 +1,105 @@
+"""Convert CMRC 2018 (SQuAD-style JSON) into the span-extraction JSONL format, repairing what the raw files get wrong.
+
+    python data_scripts/convert_cmrc2018.py      # -> runs/data/cmrc2018/{train,dev}.jsonl (not shipped; ~4 MB)
+
+Only ``cmrc2018_trial.json`` (1,002 questions) and ``cmrc2018_dev.json`` (3,219) are on this machine (the official
+train file is not), so ``trial`` becomes ``train.jsonl`` and ``dev`` stays ``dev.jsonl``: train on trial, evaluate on
+dev. Published CMRC 2018 scores train on the 10k train set, so they are not comparable.
+
+``recipes/span_extract/train.py`` also reads the raw SQuAD JSON directly, but strictly: the raw trial/dev files have
+answers whose ``answer_start`` is off by a few characters and a question that is empty, which the reader reports as
+errors. This script repairs them, each with a warning naming file, id and field, and counts in the summary:
+an answer not found at ``answer_start`` is moved to the nearest occurrence of its text; an answer text that is
+nowhere in the context (dev has ~190: annotators' second/third references written in their own words) is kept with
+``"start": null`` -- scored against like the official evaluation does, never trained on; duplicate answers are
+merged; a question with an empty question/context is dropped.
+
+Output records: ``{"id", "title", "question", "context", "answers": [{"text", "start"}]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bertkit.errors import BertkitError, DataError
+from bertkit.fileio import atomic_write_json, atomic_write_text
+from recipes.span_extract.task import ReadStats, _check_answer, _iter_squad
+
+DEFAULT_SRC = Path("/work/shared/data/span_extraction/cmrc2018")
+SPLITS = {"train": "cmrc2018_trial.json", "dev": "cmrc2018_dev.json"}
+
+
+def convert_file(path: Path, *, stats: Counter, warn) -> list[dict]:
+    out = []
+    read_stats = ReadStats()
+    for _, record in _iter_squad(path):
+        qid = str(record["id"])
+        stats["questions_in"] += 1
+        empty = [name for name in ("question", "context")
+                 if not isinstance(record.get(name), str) or not record[name].strip()]
+        if empty:
+            stats["questions_dropped_empty"] += 1
+            warn(f"{path}: id {qid}: field {empty[0]!r}: empty; question dropped")
+            continue
+        answers = []
+        for i, item in enumerate(record.get("answers") or []):
+            stats["answers_in"] += 1
+            text, start = item.get("text"), item.get("answer_start")
+            if not isinstance(text, str) or not text.strip():
+                stats["answers_dropped_empty"] += 1
+                warn(f"{path}: id {qid}: field 'answers[{i}].text': empty; answer dropped")
+                continue
+            answer = _check_answer(record["context"], text, start if isinstance(start, int) else None, path=path,
+                                   line=None, qid=qid, field_name=f"answers[{i}].answer_start", fix=True,
+                                   stats=read_stats, warn=warn)
+            if {"text": answer.text, "start": answer.start} not in answers:
+                answers.append({"text": answer.text, "start": answer.start})
+        if not answers:
+            stats["questions_dropped_no_answer"] += 1
+            warn(f"{path}: id {qid}: field 'answers': no answer; question dropped")
+            continue
+        out.append({"id": qid, "title": record.get("title") or "", "question": record["question"].strip(),
+                    "context": record["context"], "answers": answers})
+    stats["answers_moved"] += read_stats.answers_moved
+    stats["answers_scoring_only"] += read_stats.answers_unplaced
+    stats["questions_out"] += len(out)
+    return out
+
+
+def convert(src: Path, out_dir: Path, *, warn=None) -> dict:
+    warn = warn or (lambda message: print("warning:", message, file=sys.stderr))
+    summary = {"source": str(src), "splits": {}}
+    for split, name in SPLITS.items():
+        path = src / name
+        if not path.is_file():
+            raise DataError(path, None, None, "no such file")
+        stats = Counter()
+        records = convert_file(path, stats=stats, warn=warn)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        atomic_write_text(out_dir / f"{split}.jsonl", text)
+        summary["splits"][split] = {"from": name, **dict(sorted(stats.items()))}
+    atomic_write_json(out_dir / "conversion_summary.json", summary)
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="dir with cmrc2018_trial.json, cmrc2018_dev.json")
+    parser.add_argument("--out-dir", type=Path, default=Path("runs/data/cmrc2018"))
+    parser.add_argument("--quiet", action="store_true", help="print only the summary, not each repair")
+    args = parser.parse_args(argv)
+    try:
+        summary = convert(args.src, args.out_dir, warn=(lambda m: None) if args.quiet else None)
+    except BertkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
