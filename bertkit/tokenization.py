@@ -89,7 +89,8 @@ def is_cjk(ch: str) -> bool:
 # Character plans: what one original character contributes to the normalised text.
 #   a str          -> these normalised characters, all inside the current word ("" for a removed character)
 #   _BREAK         -> whitespace: ends the current word
-#   a tuple of ops -> (kind, char) with kind _WORD (joins the word), _ALONE (a word of its own), _BREAK (ends it)
+#   a tuple of ops -> (kind, char) with kind _WORD (joins the word), _ALONE (a word of its own), _BREAK (ends it;
+#                     char is " " for whitespace produced by normalisation, "" for the boundaries around a CJK char)
 _WORD, _ALONE, _BREAK = 0, 1, 2
 
 _ASCII_PUNCT = "".join(chr(c) for c in range(33, 127) if is_punctuation(chr(c)))
@@ -122,7 +123,7 @@ def _plan_char(ch: str, lowercase: bool):
     ops = []
     for n in normalized:
         if is_whitespace(n) or n.isspace():
-            ops.append((_BREAK, ""))
+            ops.append((_BREAK, " "))
         elif is_punctuation(n):
             ops.append((_ALONE, n))
         else:
@@ -294,7 +295,7 @@ class Tokenizer:
             elif plan == _BREAK:
                 out.append(" ")
             else:
-                out.extend(" " if kind == _BREAK else n for kind, n in plan)
+                out.extend(n for _, n in plan)
         return "".join(out)
 
     def _words(self, text: str) -> list[tuple[str, list[int] | int]]:
