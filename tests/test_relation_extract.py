@@ -144,22 +144,35 @@ def test_truncated_mentions_are_counted_not_labelled():
     assert sent.subjects == {} and notes.truncated == 1
 
 
-def test_training_features_sample_one_subject_or_all():
+def test_training_features_and_in_graph_subject_sampling():
     tokenizer = tiny_tokenizer()
     example = task.parse_example({"text": "john and mary work for google .", "spo_list": [
         {"subject": "john", "predicate": "w", "object": "google"},
-        {"subject": "mary", "predicate": "w", "object": "google"}]},
-        "m", 1)
-    empty = task.parse_example({"text": "nothing .", "spo_list": []}, "m", 2)
-    sents = task.encode_sentences([example, empty], tokenizer, ["w"], 32)
-    sampled = task.training_features(sents, 1, subjects="sample", rng=random.Random(1))
-    everything = task.training_features(sents, 1, subjects="all")
+        {"subject": "mary", "predicate": "v", "object": "john"}]}, "m", 1)
+    empty = task.parse_example({"text": "no .", "spo_list": []}, "m", 2)
+    sents = task.encode_sentences([example, empty], tokenizer, ["v", "w"], 32)
+    sampled = task.training_features(sents, subjects="sample")
+    everything = task.training_features(sents, subjects="all")
     assert len(sampled) == 2 and len(everything) == 3
-    assert [list(f["subject_span"]) for f in everything] == [[1, 1], [3, 3], [0, 0]]
-    first = everything[0]
-    assert first["subject_start"].tolist() == [0, 1, 0, 1, 0, 0, 0, 0, 0]  # [CLS] john and mary work for google . [SEP]
-    assert first["object_start"][:, 0].tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0]
-    assert not everything[2]["object_start"].any()  # no subjects: dummy [CLS] subject without objects
+    assert sampled[0]["subject_spans"].tolist() == [[1, 1], [3, 3]]  # [CLS] john and mary work for google . [SEP]
+    assert sampled[0]["objects"].tolist() == [[0, 1, 6, 6], [1, 0, 1, 1]]
+    assert [f["subject_spans"].tolist() for f in everything] == [[[1, 1]], [[3, 3]], [[0, 0]]]
+    assert sampled[0]["subject_start"].tolist() == [0, 1, 0, 1, 0, 0, 0, 0, 0]
+
+    # The dataset draws a subject per sentence per batch and builds that subject's dense object tags.
+    seen = set()
+    dataset = task.make_train_dataset(sampled, 2, 2, seed=0, shuffle=False)
+    for _ in range(8):
+        inputs, targets = next(iter(dataset))
+        span = tuple(inputs["subject_span"].numpy()[0])
+        start = targets["object_start"].numpy()
+        seen.add(span)
+        expected = {(1, 1): (6, 1), (3, 3): (1, 0)}[span]  # john -> google (w); mary -> john (v)
+        assert np.argwhere(start[0] == 1).tolist() == [list(expected)]
+        assert tuple(inputs["subject_span"].numpy()[1]) == (0, 0) and not (start[1] == 1).any()
+        assert (start[1, 4:] == -1).all() and (start[1, :4] == 0).all()  # padding of the short sentence is -1
+        assert (targets["subject_end"].numpy()[1, 4:] == -1).all()
+    assert seen == {(1, 1), (3, 3)}
 
 
 # ---------------------------------------------------------------------------------------------------- metrics

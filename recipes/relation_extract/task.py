@@ -5,8 +5,8 @@ The story, top to bottom:
    optionally with ``subject_start`` / ``object_start`` character offsets pinning the annotated mention. Without
    offsets every occurrence of the entity string is labelled (counted in the report).
 2. Targets: per sentence, 0/1 tags for subject starts and ends; per (sentence, subject), 0/1 tags per predicate for
-   object starts and ends. Training shows one randomly sampled subject per sentence per epoch (``subjects="sample"``)
-   or every subject as its own example (``subjects="all"``).
+   object starts and ends. Training draws one random subject per sentence each time the sentence is batched
+   (``subjects="sample"``, CasRel's choice) or shows every subject as its own example (``subjects="all"``).
 3. Model: encoder -> two sigmoid Dense(1) heads (subject start/end). The subject's vector, the mean of the encoder
    vectors at its start and end tokens, is added to every position, then two sigmoid Dense(num_predicates) heads tag
    object starts/ends per predicate. Padding is masked out of every loss.
@@ -249,29 +249,79 @@ def encode_sentences(examples: list[Example], tokenizer, predicates: list[str], 
     return out
 
 
-def training_features(sentences: list[SentenceFeatures], num_predicates: int, *, subjects: str = "sample",
-                      rng: random.Random | None = None) -> list[dict]:
-    """Model examples: one per sentence with a randomly chosen subject ("sample"), or one per subject ("all").
+def training_features(sentences: list[SentenceFeatures], *, subjects: str = "sample") -> list[dict]:
+    """Model examples with SPARSE object targets (dense per-predicate tags are built per batch, in the graph).
 
-    A sentence without subjects still trains the subject head (all-zero tags); its object example uses the
-    [CLS] position as a dummy subject with all-zero object tags, which teaches "no objects" for a non-subject.
+    ``subject_spans`` (n, 2) lists the sentence's subjects and ``objects`` (m, 4) rows ``[subject index, predicate,
+    start, end]``. With ``subjects="sample"`` there is one example per sentence and :func:`make_train_dataset`
+    draws one of its subjects at random every time the batch is drawn (so every epoch sees a fresh choice); with
+    ``"all"`` there is one example per subject. A sentence without subjects still trains the subject head (all-zero
+    tags); its object example uses the [CLS] position as a dummy subject without objects ("no objects here").
     """
     if subjects not in SUBJECT_MODES:
         raise ValueError(f"subjects must be one of {SUBJECT_MODES}, got {subjects!r}")
-    rng = rng or random.Random(0)
     features = []
     for sent in sentences:
         spans = sorted(sent.subjects) or [(0, 0)]
-        chosen = spans if subjects == "all" else [rng.choice(spans)]
-        for span in chosen:
-            o_start, o_end = _object_tags(len(sent.token_ids), num_predicates, sent.subjects.get(span, []))
+        groups = [spans] if subjects == "sample" else [[span] for span in spans]
+        for group in groups:
+            objects = [[k, p, s, e] for k, span in enumerate(group) for p, (s, e) in sent.subjects.get(span, [])]
             features.append({
                 "token_ids": sent.token_ids, "segment_ids": sent.segment_ids,
-                "subject_span": np.array(span, np.int32),
+                "subject_spans": np.array(group, np.int32).reshape(-1, 2),
+                "objects": np.array(objects or [[-1, -1, -1, -1]], np.int32).reshape(-1, 4),
                 "subject_start": sent.subject_start, "subject_end": sent.subject_end,
-                "object_start": o_start, "object_end": o_end,
             })
     return features
+
+
+def choose_subject(inputs: dict, targets: dict, num_predicates: int, random_seed):
+    """One batch: pick one subject per sentence at random and build its dense object tags ``(b, seq, P)``.
+
+    ``random_seed`` is a shape-(2,) int seed for the stateless draw. Padding positions get the target -1 so
+    :func:`masked_binary_crossentropy` ignores them.
+    """
+    import tensorflow as tf
+
+    spans, objects = inputs["subject_spans"], inputs["objects"]          # padded with -1
+    count = tf.reduce_sum(tf.cast(spans[..., 0] >= 0, tf.int32), axis=1)  # subjects per sentence (>= 1)
+    draw = tf.random.stateless_uniform(tf.shape(count), seed=random_seed)
+    chosen = tf.minimum(tf.cast(draw * tf.cast(count, tf.float32), tf.int32), count - 1)
+    span = tf.gather(spans, chosen, batch_dims=1)                          # (b, 2)
+    keep = tf.where(tf.equal(objects[..., 0], chosen[:, None]))            # (k, 2): [row, object index]
+    rows = tf.gather_nd(objects, keep)                                     # (k, 4)
+    token_ids = inputs["token_ids"]
+    shape = tf.stack([tf.shape(token_ids)[0], tf.shape(token_ids)[1], num_predicates])
+    real = tf.not_equal(token_ids, 0)[..., None]
+
+    def tags(position):
+        index = tf.stack([tf.cast(keep[:, 0], tf.int32), rows[:, position], rows[:, 1]], axis=1)
+        dense = tf.minimum(tf.scatter_nd(index, tf.ones(tf.shape(index)[:1]), shape), 1.0)
+        return tf.where(real, dense, -1.0)
+
+    model_inputs = {"token_ids": token_ids, "segment_ids": inputs["segment_ids"], "subject_span": span}
+    return model_inputs, {**targets, "object_start": tags(2), "object_end": tags(3)}
+
+
+def make_train_dataset(features: list[dict], batch_size: int, num_predicates: int, *, seed: int = 0,
+                       shuffle: bool = True):
+    """Batches of (inputs, targets) for the training model, padded per batch, a subject drawn per sentence.
+
+    The draws come from a seeded random stream that is re-randomized on every pass over the data, so each epoch
+    samples afresh and a run is reproducible given ``seed``.
+    """
+    import tensorflow as tf
+
+    from bertkit.batching import make_dataset
+
+    dataset = make_dataset(
+        features, batch_size, input_keys=("token_ids", "segment_ids", "subject_spans", "objects"),
+        target_keys=("subject_start", "subject_end"), shuffle=shuffle, seed=seed, bucket_by_length=False,
+        pad_values={"subject_spans": -1, "objects": -1, "subject_start": -1.0, "subject_end": -1.0})
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((dataset, seeds)).map(
+        lambda batch, random_seed: choose_subject(*batch, num_predicates, random_seed),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------------------------- decoding
@@ -441,15 +491,15 @@ def build_models(bert_dir, num_predicates: int, *, trainable_layers=None, dropou
     segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
     subject_span = tf.keras.Input((2,), dtype=tf.int32, name="subject_span")
     hidden = load_encoder(bert_dir, trainable_layers=trainable_layers, dropout=dropout)([token_ids, segment_ids])
-    squeeze = tf.keras.layers.Reshape((-1,))
-    subject_start = squeeze(tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32",
-                                                  name="subject_start")(hidden))
-    subject_end = squeeze(tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32",
-                                                name="subject_end")(hidden))
+    subject_start, subject_end = (
+        tf.keras.layers.Reshape((-1,), name=key)(
+            tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{key}_dense")(hidden))
+        for key in ("subject_start", "subject_end"))
     object_head = _object_head_class()(num_predicates, name="object_head")
-    object_start, object_end = object_head([hidden, subject_span])
+    # Identity layers only give the outputs the names the losses, logs and metrics.csv use.
     outputs = {"subject_start": subject_start, "subject_end": subject_end,
-               "object_start": object_start, "object_end": object_end}
+               **{key: tf.keras.layers.Activation("linear", dtype="float32", name=key)(tensor)
+                  for key, tensor in zip(("object_start", "object_end"), object_head([hidden, subject_span]))}}
     train = tf.keras.Model([token_ids, segment_ids, subject_span], outputs, name="relation_extract")
     subjects = tf.keras.Model([token_ids, segment_ids], [hidden, subject_start, subject_end], name="subjects")
     hidden_in = tf.keras.Input((None, hidden.shape[-1]), name="hidden")
