@@ -64,7 +64,7 @@ def char_tables(lowercase: bool):
         elif plan == _BREAK:
             norm, cls = "", SPACE
         else:
-            ops = [op for op in plan if op != (_BREAK, "")]
+            ops = [op for op in plan if op[0] != _BREAK]
             if not ops:  # whitespace (or a line/paragraph separator that normalizes to whitespace)
                 norm, cls = "", SPACE
             elif len(ops) == 1 and (ops[0][0] == _ALONE or len(plan) > 1):
