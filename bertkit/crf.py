@@ -24,18 +24,35 @@ class CRF(tf.keras.layers.Layer):
 
     ``emissions``: ``(batch, steps, num_tags)`` scores; ``lengths``: ``(batch,)`` valid steps per row. The layer
     computes in float32 whatever the mixed-precision policy, since the forward algorithm sums many scores.
+
+    ``lr_multiplier``: the stored weight is ``transitions / lr_multiplier``, so an Adam-type optimizer moves the
+    transitions ``lr_multiplier`` times faster than the encoder. Fine-tuning learning rates (~5e-5) would leave a
+    freshly initialised transition matrix almost where it started.
     """
 
-    def __init__(self, num_tags: int, *, initializer="glorot_uniform", **kwargs):
+    def __init__(self, num_tags: int, *, lr_multiplier: float = 1.0, initializer="glorot_uniform", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.num_tags = int(num_tags)
+        self.lr_multiplier = float(lr_multiplier)
         self.initializer = tf.keras.initializers.get(initializer)
 
     def build(self, input_shape=None):
-        self.transitions = self.add_weight(
-            name="transitions", shape=(self.num_tags, self.num_tags), initializer=self.initializer, trainable=True)
+        init = self.initializer
+        scale = 1.0 / self.lr_multiplier
+        self.scaled_transitions = self.add_weight(
+            name="transitions", shape=(self.num_tags, self.num_tags), trainable=True,
+            initializer=lambda shape, dtype=None: init(shape, dtype=dtype) * scale)
         super().build(input_shape)
+
+    @property
+    def transitions(self):
+        """The transition scores ``(num_tags, num_tags)``: ``[i, j]`` scores tag ``j`` right after tag ``i``."""
+        return self.scaled_transitions * self.lr_multiplier
+
+    def set_transitions(self, matrix) -> None:
+        self._ensure_built()
+        self.scaled_transitions.assign(np.asarray(matrix, np.float32) / self.lr_multiplier)
 
     def _ensure_built(self):
         if not self.built:
@@ -64,7 +81,7 @@ class CRF(tf.keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_tags=self.num_tags, initializer=tf.keras.initializers.serialize(self.initializer))
+        config.update(num_tags=self.num_tags, lr_multiplier=self.lr_multiplier, initializer=tf.keras.initializers.serialize(self.initializer))
         return config
 
 

@@ -150,10 +150,9 @@ def test_viterbi_equals_brute_force_on_random_cases():
     rng = np.random.default_rng(0)
     for case in range(12):
         num_tags, steps = int(rng.integers(2, 5)), int(rng.integers(1, 6))
-        crf = CRF(num_tags)
-        crf.build(None)
+        crf = CRF(num_tags, lr_multiplier=10.0)
         transitions = rng.normal(size=(num_tags, num_tags)).astype(np.float32) * 2
-        crf.transitions.assign(transitions)
+        crf.set_transitions(transitions)
         emissions = rng.normal(size=(3, steps, num_tags)).astype(np.float32)
         lengths = np.array([steps, max(1, steps - 1), 1], np.int32)
         tags, scores = crf.decode(tf.constant(emissions), tf.constant(lengths))
@@ -185,7 +184,7 @@ def test_crf_learns_transitions_when_emissions_carry_no_information():
     for _ in range(60):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(crf.log_likelihood(emissions_in * scale, tags, lengths))
-        variables = [crf.transitions, scale]
+        variables = [crf.scaled_transitions, scale]
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
     learned = crf.transitions.numpy()
     assert np.abs(learned - initial).max() > 0.5

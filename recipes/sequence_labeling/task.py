@@ -180,14 +180,23 @@ def tag_ids(corpus: Corpus, tags: list[str]) -> list[list[int]]:
 # ------------------------------------------------------------------------------------------------ raw text to words
 # Words of raw English text, close to CoNLL tokenisation: abbreviations like "U.S." stay whole, words keep inner
 # hyphens/apostrophes ("Jean-Pierre", "don't"), every other punctuation or symbol character is a word of its own.
+# Invisible format/control characters (category C*, e.g. a zero-width space) are not words. WORD_PATTERN_RE2 is the
+# same rule for the exported graph (RE2 has no Unicode \w / \s, but has \p{..} classes).
 WORD_PATTERN = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:[-'’]\w+)*|[^\w\s]", re.UNICODE)
+WORD_PATTERN_RE2 = r"(?:\p{L}\.){2,}|[\p{L}\p{N}_]+(?:[-'’][\p{L}\p{N}_]+)*|[^\p{L}\p{N}_\s\p{Z}\p{C}]"
+SPACE_PATTERN_RE2 = r"[\s\p{Z}\p{C}]+"
+
+
+def _visible(word: str) -> bool:
+    return not all(unicodedata.category(ch)[0] in "CZ" for ch in word)
 
 
 def split_words(text: str, *, per_char: bool = False) -> list[tuple[str, int, int]]:
-    """``(word, start, end)`` with ``text[start:end] == word``; ``per_char`` (Chinese): one word per non-space char."""
+    """``(word, start, end)`` with ``text[start:end] == word``; ``per_char`` (Chinese): one word per character that
+    is not whitespace or invisible."""
     if per_char:
-        return [(ch, i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
-    return [(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text)]
+        return [(ch, i, i + 1) for i, ch in enumerate(text) if not ch.isspace() and _visible(ch)]
+    return [(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text) if _visible(m.group())]
 
 
 def entities_from_tags(tags: list[str]) -> list[tuple[str, int, int]]:
@@ -276,7 +285,7 @@ def join_windows(windows: list[Window], window_tags, num_sentences: int, sentenc
 
 # ----------------------------------------------------------------------------------------------------------- model
 def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float = 0.1,
-                trainable_layers: int | None = None):
+                trainable_layers: int | None = None, crf_lr_multiplier: float = 200.0):
     """encoder -> first piece of each word -> dropout -> Dense(num_tags) -> CRF or softmax (built, ready to load)."""
     import tensorflow as tf
 
@@ -292,7 +301,7 @@ def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float
             self.encoder = load_encoder(bert_dir, trainable_layers=trainable_layers)
             self.dropout = tf.keras.layers.Dropout(dropout)
             self.scores = tf.keras.layers.Dense(num_tags, dtype="float32", name="tag_scores")
-            self.crf = CRF(num_tags, name="crf") if use_crf else None
+            self.crf = CRF(num_tags, lr_multiplier=crf_lr_multiplier, name="crf") if use_crf else None
             self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
         def call(self, inputs, training=False):
@@ -321,6 +330,10 @@ def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float
         def metrics(self):
             return [self.loss_tracker]
 
+        @tf.function(input_signature=[{k: tf.TensorSpec([None, None], tf.int32, name=k) for k in MODEL_KEYS}])
+        def decode_batch(self, inputs):
+            return self.decode(inputs)
+
         def decode(self, inputs):
             """Best tag ids ``(batch, words)`` (0 on padding): Viterbi with the CRF, argmax without."""
             scores, lengths = self(inputs, training=False), self.word_lengths(inputs)
@@ -343,7 +356,7 @@ def predict_tags(model, rows: list[dict], batch_size: int = 64) -> list[np.ndarr
     import tensorflow as tf
 
     from bertkit.batching import make_dataset
-    decode = tf.function(model.decode, reduce_retracing=True)
+    decode = model.decode_batch
     keys = ("token_ids", "segment_ids", "word_index")
     dataset = make_dataset([{k: r[k] for k in keys} for r in rows], batch_size, input_keys=keys, target_keys=())
     out = []
@@ -398,3 +411,177 @@ def markdown_sections(metrics: dict) -> list[tuple[str, str]]:
     note = ("Rows: gold entity type; columns: type predicted for exactly the same span. (missed): no entity predicted"
             " on that span (nothing, or wrong boundaries); (spurious): predicted span that is not a gold entity.")
     return [("Per entity type (seqeval, entity level)", per_type), ("Entity-type confusion", note + "\n\n" + confusion)]
+
+
+# ------------------------------------------------------------------------------------------------- training plumbing
+@dataclass
+class Splits:
+    train: Corpus
+    dev: Corpus
+    test: Corpus
+    tags: list[str]
+    scheme: str
+    repaired: int
+
+
+def load_splits(args) -> Splits:
+    """Train/dev/test corpora (one scheme, tag vocab from the full train file, then the seeded train subset)."""
+    import sys
+
+    from bertkit.batching import sample_examples
+    read = {}
+    for split in ("train", "dev", "test"):
+        path = getattr(args, f"{split}_file")
+        scheme = args.tag_scheme if split == "train" else read["train"].scheme
+        read[split] = read_corpus(path, scheme=scheme, repair=args.repair_tags)
+        if read[split].repaired:
+            print(f"{path}: repaired {read[split].repaired} tags (--repair-tags)", file=sys.stderr)
+    tags = tag_vocab(read["train"])
+    for split in ("dev", "test"):
+        tag_ids(read[split], tags)   # fail early on a tag the model cannot output
+    if args.max_train_examples:
+        read["train"].sentences = sample_examples(read["train"].sentences, args.max_train_examples, args.seed)
+    if getattr(args, "max_dev_examples", None):
+        read["dev"].sentences = sample_examples(read["dev"].sentences, args.max_dev_examples, args.seed)
+    return Splits(read["train"], read["dev"], read["test"], tags, read["train"].scheme,
+                  sum(c.repaired for c in read.values()))
+
+
+def make_tokenizer(bert_dir, *, per_char: bool = False):
+    from bertkit.tokenization import Tokenizer
+    return Tokenizer.from_bert_dir(bert_dir, per_char=per_char)
+
+
+MODEL_KEYS = ("token_ids", "segment_ids", "word_index")
+
+
+def train_dataset(rows: list[dict], batch_size: int, seed: int):
+    """Shuffled batches of similar length (less padding: CPU time is the budget); returns (dataset, batches)."""
+    from bertkit.batching import make_dataset
+    dataset = make_dataset(rows, batch_size, input_keys=MODEL_KEYS, target_keys=("tags",), shuffle=True, seed=seed,
+                           bucket_by_length=True, length_key="token_ids")
+    steps = sum(1 for _ in dataset)   # bucketing leaves one partial batch per bucket: count them
+    return dataset, steps
+
+
+def write_run_config(trainer, args, tags: list[str], scheme: str) -> Path:
+    """``run_config.json`` (via the Trainer): what ``Predictor.from_run_dir`` needs to rebuild the model."""
+    return trainer.write_run_config({"tags": tags, "scheme": scheme, "model": {
+        "bert_dir": str(args.bert_dir), "use_crf": args.crf, "per_char": args.per_char, "max_len": args.max_len,
+        "dropout": args.dropout, "crf_lr_multiplier": args.crf_lr_multiplier}})
+
+
+class Evaluation:
+    """``evaluation(model) -> metrics`` on one labeled corpus: features built once, decoding in batches."""
+
+    def __init__(self, tokenizer, corpus: Corpus, tags: list[str], max_len: int, batch_size: int = 64):
+        self.corpus, self.tags, self.batch_size = corpus, tags, batch_size
+        self.rows, self.windows = make_features(tokenizer, [s.tokens for s in corpus.sentences], max_len)
+        self.gold = [s.tags for s in corpus.sentences]
+
+    def predictions(self, model) -> list[list[str]]:
+        window_tags = predict_tags(model, self.rows, self.batch_size)
+        joined = join_windows(self.windows, window_tags, len(self.gold), [len(g) for g in self.gold])
+        return [[self.tags[i] for i in sentence] for sentence in joined]
+
+    def __call__(self, model) -> dict:
+        return evaluate_tags(self.gold, self.predictions(model))
+
+
+class Predictor:
+    """A trained tagger: ``predict_tokens(list of token lists)`` -> tags, ``predict_texts(raw texts)`` -> entities."""
+
+    def __init__(self, model, tokenizer, tags: list[str], *, max_len: int, per_char: bool, batch_size: int = 64):
+        self.model, self.tokenizer, self.tags = model, tokenizer, tags
+        self.max_len, self.per_char, self.batch_size = max_len, per_char, batch_size
+
+    @classmethod
+    def from_run_dir(cls, run_dir, *, checkpoint=None, batch_size: int = 64, bert_dir=None) -> "Predictor":
+        """Rebuild the model from ``run_config.json`` and load ``best/`` (or ``checkpoint``)."""
+        from bertkit.training import load_weights, read_run_config
+        config = read_run_config(run_dir)
+        model_config = config["model"]
+        bert_dir = bert_dir or model_config["bert_dir"]
+        model = build_model(bert_dir, len(config["tags"]), use_crf=model_config["use_crf"],
+                            dropout=model_config["dropout"], crf_lr_multiplier=model_config["crf_lr_multiplier"])
+        load_weights(model, checkpoint or Path(run_dir) / "best")
+        return cls(model, make_tokenizer(bert_dir, per_char=model_config["per_char"]), config["tags"],
+                   max_len=model_config["max_len"], per_char=model_config["per_char"], batch_size=batch_size)
+
+    def predict_tokens(self, sentences: list[list[str]]) -> list[list[str]]:
+        rows, windows = make_features(self.tokenizer, sentences, self.max_len)
+        window_tags = predict_tags(self.model, rows, self.batch_size) if rows else []
+        joined = join_windows(windows, window_tags, len(sentences), [len(s) for s in sentences])
+        return [[self.tags[i] for i in sentence] for sentence in joined]
+
+    def predict_texts(self, texts: list[str]) -> list[dict]:
+        """``{"text", "entities": [{"type", "start", "end", "text"}]}`` with character offsets into each text."""
+        words = [split_words(text, per_char=self.per_char) for text in texts]
+        nonempty = [i for i, w in enumerate(words) if w]
+        tagged = dict(zip(nonempty, self.predict_tokens([[w for w, _, _ in words[i]] for i in nonempty])))
+        return [{"text": text, "entities": char_entities(text, [(s, e) for _, s, e in words[i]], tagged[i])
+                 if i in tagged else []} for i, text in enumerate(texts)]
+
+
+# ---------------------------------------------------------------------------------------------------------- export
+def export_tagger(model, bert_dir, tags: list[str], path, *, per_char: bool = False, lowercase: bool = True,
+                  max_len: int = 512) -> Path:
+    """SavedModel whose ``serving_default(texts)`` takes raw strings and returns, per word (padded):
+    ``words``, ``tags`` (Viterbi in the graph when the model has a CRF), ``starts``/``ends`` (character offsets into
+    the text) and ``num_words`` (words in the text) with ``num_tagged`` (words that fit in ``max_len`` pieces:
+    the export does not window, so a longer text is reported, not silently cut; use ``Predictor`` for those).
+
+    Words are split with the same rule as ``split_words`` (``WORD_PATTERN_RE2``), each word is tokenised on its own
+    by ``bertkit.export.InGraphTokenizer`` and read at its first piece, exactly as in training.
+    """
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    from bertkit.export import InGraphTokenizer, export_saved_model
+    tokenizer = InGraphTokenizer(Path(bert_dir) / "vocab.txt", lowercase=lowercase, max_len=max_len,
+                                 per_char=per_char)
+    names = tf.constant(tags)
+    word_pattern = r"[^\s\p{Z}\p{C}]" if per_char else WORD_PATTERN_RE2
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+    def serve(texts):
+        words, byte_starts, byte_ends = tf_text.regex_split_with_offsets(
+            texts, SPACE_PATTERN_RE2 + "|" + word_pattern, word_pattern)
+        # byte offsets -> character offsets: position of each word's first/last byte among the text's characters
+        _, char_bytes = tf.strings.unicode_decode_with_offsets(texts, "UTF-8", errors="replace")
+        big = tf.int64.max
+        char_bytes = char_bytes.to_tensor(big)
+        starts = tf.searchsorted(char_bytes, byte_starts.to_tensor(big), side="left")
+        ends = tf.searchsorted(char_bytes, byte_ends.to_tensor(big), side="left")
+        pieces = tokenizer.tokenize(words.flat_values)["token_ids"]              # (all words, pieces)
+        empty = tf.equal(pieces.row_lengths(), 0)                                # e.g. only accents: [UNK]
+        unk = tf.ragged.boolean_mask(tf.fill(tf.stack([pieces.nrows(), 1]), tokenizer.unk_id), empty[:, None])
+        pieces = tf.concat([pieces, unk], axis=1)
+        per_text = tf.RaggedTensor.from_row_splits(pieces, words.row_splits)     # (texts, words, pieces)
+        first = tf.cumsum(per_text.row_lengths(axis=2), axis=1, exclusive=True) + 1   # first-piece positions
+        budget = tokenizer.max_len - 2
+        fits = first <= budget
+        word_index = tf.ragged.boolean_mask(first, fits)
+        flat = per_text.merge_dims(1, 2)[:, :budget]
+        n = flat.nrows()
+        column = lambda v: tf.fill(tf.stack([n, 1]), tf.constant(v, flat.dtype))
+        token_ids = tf.concat([column(tokenizer.cls_id), flat, column(tokenizer.sep_id)], axis=1).to_tensor(0)
+        inputs = {"token_ids": tf.cast(token_ids, tf.int32), "segment_ids": tf.zeros_like(token_ids, tf.int32),
+                  "word_index": tf.cast(word_index.to_tensor(0), tf.int32)}
+        tag_ids = model.decode(inputs)
+        num_tagged = tf.cast(word_index.row_lengths(), tf.int32)
+        mask = tf.sequence_mask(num_tagged, tf.shape(tag_ids)[1])
+        return {"words": words.to_tensor(""),
+                "tags": tf.where(mask, tf.gather(names, tag_ids), ""),
+                "starts": tf.cast(starts, tf.int32), "ends": tf.cast(ends, tf.int32),
+                "num_words": tf.cast(words.row_lengths(), tf.int32), "num_tagged": num_tagged}
+
+    return export_saved_model(path, model, serve)
+
+
+def entities_from_export(text: str, output: dict, row: int) -> list[dict]:
+    """Entities of row ``row`` of the exported signature's output (NumPy values), like ``Predictor.predict_texts``."""
+    n = int(output["num_tagged"][row])
+    tags = [t.decode() for t in output["tags"][row][:n]]
+    spans = list(zip(output["starts"][row][:n].tolist(), output["ends"][row][:n].tolist()))
+    return char_entities(text, spans, tags)
