@@ -217,7 +217,7 @@ def _check_values(args) -> None:
 
 def _latest_resumable_run(task: str) -> Path:
     runs = Path("runs") / task
-    candidates = sorted(p for p in runs.glob("*") if (p / "backup").is_dir()) if runs.is_dir() else []
+    candidates = sorted(p for p in runs.glob("*") if (p / "backup" / "chief").is_dir()) if runs.is_dir() else []
     if not candidates:
         raise ConfigError(f"--resume: no run of {task!r} with a backup under {runs}/; give --output-dir")
     return candidates[-1]

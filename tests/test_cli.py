@@ -124,7 +124,8 @@ def test_resume_finds_latest_run_with_backup(tmp_path, monkeypatch):
         _parse(["--resume"], tmp_path)
     for name in ("20260101-000000", "20260102-000000", "20260103-000000"):
         (tmp_path / "runs/sentiment" / name).mkdir(parents=True)
-    (tmp_path / "runs/sentiment/20260102-000000/backup").mkdir()
+    (tmp_path / "runs/sentiment/20260102-000000/backup/chief").mkdir(parents=True)
+    (tmp_path / "runs/sentiment/20260103-000000/backup").mkdir()  # a finished run's leftover: not resumable
     assert _parse(["--resume"], tmp_path).output_dir == str(Path("runs/sentiment/20260102-000000"))
 
 

@@ -1,0 +1,479 @@
+"""The training loop every recipe shares: Keras ``fit`` plus dev evaluation, best weights, early stopping, resume.
+
+A recipe builds its model and datasets and gives :class:`Trainer` a function ``evaluate(model) -> dict`` that
+predicts the dev set in batches; the Trainer does the rest:
+
+- seeds (Python, NumPy, TensorFlow; op determinism with ``--deterministic``), the ``tf.distribute`` strategy and
+  the mixed-precision policy;
+- AdamW with linear warmup/decay over ``epochs * steps_per_epoch`` steps;
+- after every epoch: ``evaluate`` on dev, its numbers in the Keras logs as ``dev_<name>`` (so in the CSV and
+  TensorBoard), the best weights by the headline metric saved atomically to ``output_dir/best/weights.h5``, early
+  stopping, and the best weights restored at the end;
+- ``output_dir/backup``: the whole training state (weights, optimizer, step) every ``--backup-every-steps`` steps
+  and at each epoch end, from which ``--resume`` continues mid-epoch at the same data and schedule position.
+
+Data position on resume: the training dataset is repeated and the batches already trained are skipped, so the
+order is the one an uninterrupted run sees (``make_dataset`` shuffles with an explicit seed). Dropout masks are not
+replayed: a resumed run with dropout matches an uninterrupted one in schedule and data, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bertkit.errors import CheckpointError, ConfigError
+
+log = logging.getLogger("bertkit.training")
+
+BEST_DIR = "best"
+WEIGHTS_FILE = "weights.h5"
+METRICS_CSV = "metrics.csv"
+RUN_CONFIG = "run_config.json"
+_RESERVED_RUN_CONFIG_KEYS = ("task", "args", "encoder", "optimizer")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------ weights I/O
+def save_weights(model, directory, *, info: dict | None = None) -> Path:
+    """Write ``model``'s weights (no optimizer state) to ``directory/weights.h5`` atomically, with ``info.json``."""
+    from bertkit.fileio import atomic_dir, atomic_write_json
+
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        model.save_weights(str(tmp / WEIGHTS_FILE))
+        if info is not None:
+            atomic_write_json(tmp / "info.json", info)
+    return directory / WEIGHTS_FILE
+
+
+def _weights_path(checkpoint) -> tuple[str, str]:
+    """(path to load, format) for a weights directory, an .h5 file, or a TF checkpoint directory/prefix."""
+    import tensorflow as tf
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        if (path / WEIGHTS_FILE).is_file():
+            return str(path / WEIGHTS_FILE), "h5"
+        h5 = sorted(path.glob("*.h5"))
+        if h5:
+            return str(h5[0]), "h5"
+        prefix = tf.train.latest_checkpoint(str(path))
+        if prefix:
+            return prefix, "tf"
+        raise CheckpointError(path, f"no weights here (expected {WEIGHTS_FILE} or a TF checkpoint)")
+    if path.is_file() and path.suffix in (".h5", ".hdf5"):
+        return str(path), "h5"
+    if Path(str(path) + ".index").is_file():
+        return str(path), "tf"
+    raise CheckpointError(path, "no such weights directory or file")
+
+
+def load_weights(model, checkpoint) -> Path:
+    """Load weights written by :func:`save_weights` (or a TF checkpoint) into ``model``; a checkpoint of another
+    model shape raises :class:`CheckpointError` saying so, instead of a TensorFlow stack trace."""
+    import tensorflow as tf
+
+    path, kind = _weights_path(checkpoint)
+    try:
+        if kind == "h5":
+            model.load_weights(path)
+        else:
+            model.load_weights(path).expect_partial().assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError, KeyError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if len(first) > 300:
+            first = first[:300] + "..."
+        raise CheckpointError(path, f"does not fit this model (another architecture, label set or encoder "
+                                    f"size?): {first}") from None
+    return Path(path)
+
+
+def read_run_config(run_dir) -> dict:
+    """``run_dir/run_config.json`` as a dict, or a ``CheckpointError`` when the directory is not a run."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise CheckpointError(run_dir, f"no {RUN_CONFIG}: not a trained run directory")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(path, f"unreadable run config: {error}") from None
+
+
+# ----------------------------------------------------------------------------------------------------- metrics CSV
+def read_metrics_csv(path) -> list[dict]:
+    """Rows of ``metrics.csv`` (numbers as floats, ``epoch`` as int); empty when there is no file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            parsed = {}
+            for key, value in row.items():
+                if value in ("", None):
+                    continue
+                try:
+                    parsed[key] = float(value)
+                except ValueError:
+                    parsed[key] = value
+            parsed["epoch"] = int(parsed["epoch"])
+            rows.append(parsed)
+    return rows
+
+
+def write_metrics_csv(path, rows: list[dict]) -> Path:
+    """All epochs' rows rewritten atomically (an interrupted write leaves the previous complete file)."""
+    from bertkit.fileio import atomic_write_text
+
+    keys = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: r["epoch"]):
+        writer.writerow({k: row.get(k, "") for k in keys})
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def history_from_rows(rows: list[dict]) -> dict[str, list]:
+    keys = sorted({k for row in rows for k in row})
+    return {k: [row.get(k, math.nan) for row in rows] for k in keys}
+
+
+# -------------------------------------------------------------------------------------------------------- callbacks
+def _scalar_metrics(result: dict) -> dict[str, float]:
+    """The plain numbers of an ``evaluate`` result (nested per-class tables and lists stay out of the logs)."""
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, (bool, np.bool_)):
+            continue
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            out[str(key)] = float(value)
+    return out
+
+
+def _make_callbacks_module():
+    """Callback classes are defined lazily so importing this module does not import TensorFlow."""
+    import tensorflow as tf
+
+    class EvaluateEachEpoch(tf.keras.callbacks.Callback):
+        """After each epoch: dev evaluation into the logs, best weights kept, early stopping, CSV row."""
+
+        def __init__(self, trainer, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch):
+            super().__init__()
+            self.trainer, self.evaluate, self.headline = trainer, evaluate, headline
+            self.higher_is_better, self.patience, self.rows = higher_is_better, patience, rows
+            self.examples_per_epoch = examples_per_epoch
+            self.best, self.best_epoch, self.wait = None, None, 0
+            for row in sorted(rows, key=lambda r: r["epoch"]):  # resumed: replay the finished epochs
+                self._update_best(row.get(f"dev_{headline}"), row["epoch"])
+            self._epoch_start = None
+
+        def _better(self, value) -> bool:
+            if value is None or not math.isfinite(value):
+                return False
+            if self.best is None:
+                return True
+            return value > self.best if self.higher_is_better else value < self.best
+
+        def _update_best(self, value, epoch) -> bool:
+            if self._better(value):
+                self.best, self.best_epoch, self.wait = value, epoch, 0
+                return True
+            self.wait += 1
+            return False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch_start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            train_seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
+            logs["lr"] = _current_lr(self.model.optimizer)
+            start = time.perf_counter()
+            result = self.evaluate(self.model)
+            eval_seconds = time.perf_counter() - start
+            if not isinstance(result, dict):
+                raise ConfigError(f"evaluate(model) must return a dict of metrics, got {type(result).__name__}")
+            scalars = _scalar_metrics(result)
+            if self.headline not in scalars:
+                raise ConfigError(f"evaluate(model) returned no number {self.headline!r} (the headline metric); "
+                                  f"it returned {sorted(result)}")
+            for key, value in scalars.items():
+                logs[f"dev_{key}"] = value
+            logs["train_seconds"], logs["eval_seconds"] = train_seconds, eval_seconds
+            logs["examples"] = float(self.examples_per_epoch)
+            value, number = scalars[self.headline], epoch + 1
+            improved = self._update_best(value, number)
+            if improved:
+                save_weights(self.model, self.trainer.output_dir / BEST_DIR,
+                             info={"epoch": number, "metric": self.headline, "value": value})
+            row = {"epoch": number, **{k: float(v) for k, v in logs.items() if _is_number(v)}}
+            self.rows[:] = [r for r in self.rows if r["epoch"] != number] + [row]
+            write_metrics_csv(self.trainer.output_dir / METRICS_CSV, self.rows)
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in scalars.items())
+            _say(f"epoch {number}: loss {logs.get('loss', math.nan):.4f}  dev {shown}  "
+                 f"({'new best, saved' if improved else f'best {self.best:.4f} at epoch {self.best_epoch}'}; "
+                 f"train {train_seconds:.0f}s, eval {eval_seconds:.0f}s)")
+            if self.patience and self.wait >= self.patience:
+                _say(f"early stopping: dev {self.headline} has not improved for {self.wait} epoch(s)")
+                self.model.stop_training = True
+
+    class Backup(tf.keras.callbacks.BackupAndRestore):
+        """BackupAndRestore that also backs up at each epoch end, after the dev evaluation (so a resumed run
+        never skips an epoch's evaluation), instead of at the epoch's last batch."""
+
+        def __init__(self, backup_dir, save_every_steps, steps_per_epoch):
+            super().__init__(str(backup_dir), save_freq=int(save_every_steps), delete_checkpoint=True)
+            self.steps_per_epoch = steps_per_epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch >= self.steps_per_epoch - 1:
+                return  # the epoch-end backup covers the last batch
+            super().on_train_batch_end(batch, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._training_state._ckpt_saved_batch.assign(self.steps_per_epoch - 1)
+            self._backup(epoch=epoch, batch=self.steps_per_epoch - 1)
+            self._batches_count = 0
+
+    return EvaluateEachEpoch, Backup
+
+
+def _current_lr(optimizer) -> float:
+    """The learning rate of the next update (schedules evaluated at the optimizer's step)."""
+    import tensorflow as tf
+
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # mixed precision: LossScaleOptimizer
+    lr = getattr(inner, "_learning_rate", None)
+    if isinstance(lr, tf.keras.optimizers.schedules.LearningRateSchedule):
+        return float(lr(inner.iterations))
+    return float(tf.keras.backend.get_value(inner.learning_rate))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def resume_position(backup_dir, steps_per_epoch: int) -> tuple[int, int] | None:
+    """``(epoch, step)`` a run backed up in ``backup_dir`` continues at (Keras's own rule), or None."""
+    import tensorflow as tf
+
+    prefix = tf.train.latest_checkpoint(str(Path(backup_dir) / "chief"))
+    if prefix is None:
+        return None
+    reader = tf.train.load_checkpoint(prefix)
+    epoch = int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    batch = int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE"))
+    if batch >= 0:
+        return (epoch + 1, 0) if batch >= steps_per_epoch - 1 else (epoch, batch + 1)
+    return (epoch + 1, 0) if epoch >= 0 else (0, 0)
+
+
+# ---------------------------------------------------------------------------------------------------------- Trainer
+class Trainer:
+    """Seeds, strategy, mixed precision and the output directory of one run; then compile, fit, report."""
+
+    def __init__(self, args, task: str, *, verbose="auto"):
+        self.args, self.task, self.verbose = args, task, verbose
+        self.output_dir = Path(getattr(args, "output_dir", None) or Path("runs") / task / time.strftime("%Y%m%d-%H%M%S"))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.strategy = self._make_strategy()  # first: multi-worker needs it before any other TF op
+        self.seed = int(getattr(args, "seed", 0) or 0)
+        self._seed_everything()
+        self.policy = self._set_precision()
+        self.schedule = None
+        self.steps_per_epoch = None
+        self.history: dict[str, list] = {}
+        self.train_stats = {"epochs": 0, "steps": 0, "seconds": 0.0, "examples_per_second": None}
+        self.extra: dict = {}
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def _make_strategy(self):
+        name = getattr(self.args, "strategy", "default") or "default"
+        try:
+            from bertkit.distribute import make_strategy
+        except ImportError:  # pragma: no cover - distribute.py is part of bertkit
+            import tensorflow as tf
+
+            if name != "default":
+                raise ConfigError(f"--strategy {name}: bertkit.distribute is not available") from None
+            return tf.distribute.get_strategy()
+        return make_strategy(name)
+
+    def _seed_everything(self):
+        import tensorflow as tf
+
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        tf.keras.utils.set_random_seed(self.seed)
+        if getattr(self.args, "deterministic", False):
+            tf.config.experimental.enable_op_determinism()
+
+    def _set_precision(self) -> str:
+        from bertkit.distribute import set_mixed_precision
+
+        return set_mixed_precision(bool(getattr(self.args, "mixed_precision", False)))
+
+    # -- compile -----------------------------------------------------------------------------------------------
+    def make_schedule(self, steps_per_epoch: int):
+        from bertkit.schedules import WarmupLinearDecay
+
+        total = max(1, int(self.args.epochs) * int(steps_per_epoch))
+        warmup = int(round(float(getattr(self.args, "warmup_ratio", 0.0)) * total))
+        return WarmupLinearDecay(float(self.args.lr), total, min(warmup, total))
+
+    def compile(self, build_model: Callable, *, steps_per_epoch: int, loss=None, metrics=None, lr_schedule=None,
+                **compile_kwargs):
+        """``build_model()`` inside the strategy scope, compiled with AdamW and ``lr_schedule`` (default: linear
+        warmup over ``--warmup-ratio`` of ``epochs * steps_per_epoch`` steps, then linear decay to 0).
+        ``loss=None`` suits models that compute their own loss (custom ``train_step`` or ``add_loss``)."""
+        from bertkit.optim import build_optimizer
+
+        if steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.schedule = lr_schedule if lr_schedule is not None else self.make_schedule(steps_per_epoch)
+        with self.strategy.scope():
+            model = build_model()
+            optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)))
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_kwargs)
+        return model
+
+    # -- run config --------------------------------------------------------------------------------------------
+    def run_config(self, extra: dict | None = None) -> dict:
+        from bertkit.cli import args_to_dict
+
+        extra = {**self.extra, **(extra or {})}
+        clash = sorted(set(extra) & set(_RESERVED_RUN_CONFIG_KEYS))
+        if clash:
+            raise ConfigError(f"run config: keys {clash} are written by the Trainer")
+        config = {"task": self.task, "args": args_to_dict(self.args), "encoder": self._encoder_summary()}
+        if self.schedule is not None:
+            from bertkit.schedules import schedule_to_config
+
+            try:
+                config["optimizer"] = {"weight_decay": float(getattr(self.args, "weight_decay", 0.0)),
+                                       "schedule": schedule_to_config(self.schedule)}
+            except ConfigError:
+                pass
+        config.update(extra)
+        return config
+
+    def write_run_config(self, extra: dict | None = None) -> Path:
+        """``output_dir/run_config.json`` (atomic): task, args, encoder summary, schedule, plus ``extra`` (label
+        vocabularies and whatever else ``predict.py`` needs to rebuild the model)."""
+        from bertkit.fileio import atomic_write_json
+
+        return atomic_write_json(self.output_dir / RUN_CONFIG, self.run_config(extra))
+
+    def _encoder_summary(self) -> dict:
+        bert_dir = getattr(self.args, "bert_dir", None)
+        if not bert_dir:
+            return {}
+        try:
+            from bertkit.encoder import validate_bert_dir
+
+            return validate_bert_dir(bert_dir).to_dict()
+        except Exception:  # the report must not fail on an encoder summary
+            return {"bert_dir": str(bert_dir)}
+
+    # -- fit ---------------------------------------------------------------------------------------------------
+    def fit(self, model, train_dataset, *, steps_per_epoch: int, evaluate: Callable, headline: str,
+            higher_is_better: bool = True, train_examples: int | None = None, callbacks=()) -> dict:
+        """Train for ``--epochs`` epochs of ``steps_per_epoch`` steps; returns the history (one list per metric,
+        every epoch of the run including those before a resume). ``train_examples`` (default: steps x batch size)
+        only feeds the examples/s figure."""
+        import tensorflow as tf
+
+        EvaluateEachEpoch, Backup = _make_callbacks_module()
+        args, out = self.args, self.output_dir
+        if steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+        if self.steps_per_epoch is not None and steps_per_epoch != self.steps_per_epoch:
+            log.warning("fit steps_per_epoch %d differs from compile's %d (the schedule uses compile's)",
+                        steps_per_epoch, self.steps_per_epoch)
+        backup_dir = out / "backup"
+        resume = bool(getattr(args, "resume", False))
+        position = resume_position(backup_dir, steps_per_epoch) if backup_dir.exists() else None
+        if resume and position is None:
+            raise ConfigError(f"--resume: {backup_dir} holds no backup to resume from (a finished run deletes it)")
+        if not resume and position is not None:
+            raise ConfigError(f"{out} holds the backup of an unfinished run: pass --resume to continue it, "
+                              f"or choose another --output-dir")
+        rows = read_metrics_csv(out / METRICS_CSV) if resume else []
+        skip = 0
+        if position is not None:
+            rows = [r for r in rows if r["epoch"] <= position[0]]
+            skip = position[0] * steps_per_epoch + position[1]
+            _say(f"resuming {out} at epoch {position[0] + 1}, step {position[1]} ({skip} steps done)")
+        data = train_dataset.repeat()
+        if skip:
+            data = data.skip(skip)  # replay the data order of an uninterrupted run
+
+        batch_size = int(getattr(args, "batch_size", 1) or 1)
+        examples_per_epoch = train_examples if train_examples is not None else steps_per_epoch * batch_size
+        patience = int(getattr(args, "early_stopping_patience", 0) or 0)
+        evaluator = EvaluateEachEpoch(self, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch)
+        backup = Backup(backup_dir, int(getattr(args, "backup_every_steps", 200) or 200), steps_per_epoch)
+        tensorboard = tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False, profile_batch=0)
+        # Order matters: evaluation adds dev_* to the logs before TensorBoard sees them and before the backup.
+        all_callbacks = [evaluator, tensorboard, *callbacks, backup]
+        epochs = int(args.epochs)
+        fit_start = time.perf_counter()
+        model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
+                  verbose=self.verbose)
+        wall = time.perf_counter() - fit_start
+        shutil.rmtree(backup_dir, ignore_errors=True)  # Keras removes backup/chief only
+
+        best = out / BEST_DIR / WEIGHTS_FILE
+        if best.is_file():
+            load_weights(model, best)
+            _say(f"restored the best weights: dev {headline} {evaluator.best:.4f} at epoch {evaluator.best_epoch}")
+        rows = sorted(evaluator.rows, key=lambda r: r["epoch"])
+        self.history = history_from_rows(rows)
+        seconds = sum(r.get("train_seconds", 0.0) for r in rows)
+        examples = sum(r.get("examples", 0.0) for r in rows)
+        self.train_stats = {
+            "epochs": len(rows), "steps": int(model.optimizer.iterations.numpy()), "seconds": round(seconds, 2),
+            "examples_per_second": round(examples / seconds, 2) if seconds > 0 else None,
+            "wall_seconds_this_process": round(wall, 2), "best_epoch": evaluator.best_epoch,
+            "best_dev": {"metric": headline, "value": evaluator.best}, "resumed": position is not None,
+        }
+        return self.history
+
+    # -- eval-only ---------------------------------------------------------------------------------------------
+    def restore(self, model, checkpoint_dir) -> Path:
+        """Load weights for ``--eval-only --checkpoint DIR`` (a run's ``best/``, a weights file or a TF
+        checkpoint); another model shape raises :class:`CheckpointError`."""
+        path = load_weights(model, checkpoint_dir)
+        self.train_stats = {**self.train_stats, "checkpoint": str(path)}
+        _say(f"loaded weights from {path}")
+        return path
+
+    # -- report ------------------------------------------------------------------------------------------------
+    def write_report(self, *, dataset, split, headline, metrics: dict, markdown_sections=(), figures=None) -> Path:
+        """``report.json``, ``report.md`` and per-epoch plots in the output dir; returns the report.json path.
+
+        ``headline`` is the metric name (its value is ``metrics[headline]``) or a ``(name, value)`` pair.
+        ``markdown_sections`` is a sequence of ``(title, markdown)`` pairs (or ready markdown strings) the recipe
+        adds: per-class tables, wrong predictions. ``figures`` maps a caption to a PNG the recipe wrote."""
+        from bertkit.reports import write_run_report
+
+        return write_run_report(self, dataset=dataset, split=split, headline=headline, metrics=metrics,
+                                markdown_sections=markdown_sections, figures=figures)

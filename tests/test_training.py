@@ -1,0 +1,224 @@
+"""Trainer: fit with dev evaluation, best weights, early stopping, CSV/TensorBoard, exact mid-epoch resume,
+restore with clear errors, models computing their own loss, run config. Tiny Keras models: seconds per test."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bertkit.batching import make_dataset
+from bertkit.cli import build_parser, parse_args
+from bertkit.errors import CheckpointError, ConfigError
+from bertkit.training import Trainer, load_weights, read_metrics_csv, read_run_config, resume_position
+
+STEPS = 5
+BATCH = 4
+
+
+def _args(tmp_path, *extra):
+    parser = build_parser("toy", train_file=None, dev_file=None, test_file=None, epochs=3, batch_size=BATCH,
+                          max_len=16, lr=1e-2, warmup_ratio=0.2, weight_decay=0.01)
+    return parse_args(parser, ["--bert-dir", str(tmp_path / "no-bert"), "--output-dir", str(tmp_path / "run"),
+                               "--seed", "7", *extra])
+
+
+def _features(n=STEPS * BATCH, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        length = int(rng.integers(3, 10))
+        ids = rng.integers(1, 20, length)
+        out.append({"token_ids": ids, "segment_ids": np.zeros(length, np.int32), "label": int(ids.sum() % 2)})
+    return out
+
+
+def _build_model(hidden=8, classes=2):
+    token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
+    segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
+    embedded = tf.keras.layers.Embedding(20, hidden)(token_ids) + tf.keras.layers.Embedding(2, hidden)(segment_ids)
+    pooled = tf.keras.layers.GlobalAveragePooling1D()(embedded)
+    normed = tf.keras.layers.LayerNormalization(name="pool-Norm")(pooled)
+    logits = tf.keras.layers.Dense(classes, name="classifier")(normed)
+    return tf.keras.Model([token_ids, segment_ids], logits)
+
+
+def _loss():
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _dataset(features=None):
+    return make_dataset(features or _features(), BATCH, shuffle=True, seed=7)
+
+
+class Scripted:
+    """An evaluate() returning a fixed headline sequence, remembering the weights it saw each epoch."""
+
+    def __init__(self, values):
+        self.values, self.weights = list(values), []
+
+    def __call__(self, model):
+        self.weights.append([w.copy() for w in model.get_weights()])
+        return {"acc": self.values[len(self.weights) - 1], "per_class": {"a": {"f1": 1.0}}}
+
+
+def test_fit_keeps_and_restores_the_best_weights(tmp_path):
+    trainer = Trainer(_args(tmp_path, "--early-stopping-patience", "0"), "toy", verbose=0)
+    model = trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss(), metrics=["accuracy"])
+    evaluate = Scripted([0.5, 0.9, 0.7])
+    history = trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=evaluate, headline="acc")
+
+    assert history["epoch"] == [1, 2, 3] and history["dev_acc"] == [0.5, 0.9, 0.7]
+    for got, best in zip(model.get_weights(), evaluate.weights[1]):
+        np.testing.assert_array_equal(got, best)
+    assert not np.array_equal(evaluate.weights[1][-1], evaluate.weights[2][-1])
+    out = trainer.output_dir
+    assert json.loads((out / "best" / "info.json").read_text()) == {"epoch": 2, "metric": "acc", "value": 0.9}
+    rows = read_metrics_csv(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and {"loss", "accuracy", "lr", "dev_acc"} <= set(rows[0])
+    assert rows[-1]["lr"] == pytest.approx(0.0)  # linear decay reached 0 after epochs * steps
+    assert list((out / "tensorboard").rglob("events.out.tfevents*"))
+    assert not (out / "backup").exists()  # a finished run deletes its backup
+    assert int(model.optimizer.iterations.numpy()) == 3 * STEPS
+    assert trainer.train_stats["epochs"] == 3 and trainer.train_stats["steps"] == 3 * STEPS
+    assert trainer.train_stats["best_epoch"] == 2 and trainer.train_stats["examples_per_second"] > 0
+
+
+def test_early_stopping_and_lower_is_better(tmp_path):
+    trainer = Trainer(_args(tmp_path, "--epochs", "6", "--early-stopping-patience", "2"), "toy", verbose=0)
+    model = trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss())
+    evaluate = Scripted([3.0, 1.0, 2.0, 1.5, 0.5, 0.1])  # a loss-like metric: lower is better
+    history = trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=evaluate, headline="acc",
+                          higher_is_better=False)
+    assert history["epoch"] == [1, 2, 3, 4]  # no better than 1.0 for 2 epochs
+    assert trainer.train_stats["best_epoch"] == 2
+
+
+def test_evaluate_must_return_the_headline(tmp_path):
+    trainer = Trainer(_args(tmp_path, "--epochs", "1"), "toy", verbose=0)
+    model = trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss())
+    with pytest.raises(ConfigError, match="returned no number 'f1'"):
+        trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=lambda m: {"acc": 1.0}, headline="f1")
+
+
+class Crash(tf.keras.callbacks.Callback):
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step, self.seen = at_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at_step:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def _run(tmp_path, name, *extra, callbacks=()):
+    args = _args(tmp_path, "--output-dir", str(tmp_path / name), "--backup-every-steps", "2",
+                 "--early-stopping-patience", "0", *extra)
+    trainer = Trainer(args, "toy", verbose=0)
+    model = trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss())
+    evaluate = lambda m: {"acc": float(np.abs(m.get_weights()[-2]).sum())}  # noqa: E731 - deterministic
+    trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=evaluate, headline="acc", callbacks=callbacks)
+    return trainer, model
+
+
+# Backups every 2 steps, counted from each epoch's start, plus one after each epoch's evaluation. Crash after
+# global step 8 (epoch 2, batch 2): last backup after batch 1 -> resume at (epoch index 1, batch 2). Crash after
+# step 10 (epoch 2's last batch, before its evaluation): last backup after batch 3 -> resume at (1, 4).
+@pytest.mark.parametrize("crash_at, position", [(8, (1, 2)), (10, (1, 4))])
+def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, crash_at, position):
+    reference, reference_model = _run(tmp_path, "whole")
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "crashed", callbacks=[Crash(crash_at)])
+    backup = tmp_path / "crashed" / "backup"
+    assert backup.is_dir()
+    assert resume_position(backup, STEPS) == position
+    assert [r["epoch"] for r in read_metrics_csv(tmp_path / "crashed" / "metrics.csv")] == [1]
+
+    with pytest.raises(ConfigError, match="pass --resume"):
+        _run(tmp_path, "crashed")
+    resumed, resumed_model = _run(tmp_path, "crashed", "--resume")
+
+    assert int(resumed_model.optimizer.iterations.numpy()) == 3 * STEPS
+    # Same data order, same schedule position: the same final (best) weights and per-epoch numbers.
+    for got, want in zip(resumed_model.get_weights(), reference_model.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(resumed.history["dev_acc"], reference.history["dev_acc"], rtol=1e-5)
+    np.testing.assert_allclose(resumed.history["lr"], reference.history["lr"], rtol=1e-6)
+    assert resumed.train_stats["resumed"] and resumed.history["epoch"] == [1, 2, 3]
+    assert not backup.exists()
+
+
+def test_resume_without_backup_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no backup to resume"):
+        _run(tmp_path, "fresh", "--resume")
+
+
+def test_restore_and_mismatched_checkpoint(tmp_path):
+    trainer, model = _run(tmp_path, "run", "--epochs", "1")
+    best = trainer.output_dir / "best"
+    fresh = _build_model()
+    load_weights(fresh, best)
+    for got, want in zip(fresh.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+    other = Trainer(_args(tmp_path, "--output-dir", str(tmp_path / "eval")), "toy", verbose=0)
+    wider = other.compile(lambda: _build_model(hidden=16), steps_per_epoch=STEPS, loss=_loss())
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        other.restore(wider, best)
+    more_classes = _build_model(classes=3)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_weights(more_classes, best / "weights.h5")
+    with pytest.raises(CheckpointError, match="no weights here"):
+        load_weights(fresh, tmp_path)
+    with pytest.raises(CheckpointError, match="no such weights"):
+        load_weights(fresh, tmp_path / "missing")
+
+
+class OwnLoss(tf.keras.Model):
+    """A model with its own train_step (like a CRF head): compiled with loss=None."""
+
+    def train_step(self, data):
+        inputs, labels = data
+        with tf.GradientTape() as tape:
+            logits = self(inputs, training=True)
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        return {"loss": loss}
+
+
+def test_models_computing_their_own_loss(tmp_path):
+    def build():
+        base = _build_model()
+        return OwnLoss(base.inputs, base.outputs)
+
+    trainer = Trainer(_args(tmp_path, "--epochs", "2", "--lr", "0.05", "--warmup-ratio", "0"), "toy", verbose=0)
+    model = trainer.compile(build, steps_per_epoch=STEPS, loss=None)
+    history = trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=lambda m: {"acc": 0.5},
+                          headline="acc")
+    assert history["loss"][1] < history["loss"][0]
+
+
+def test_run_config_round_trip(tmp_path):
+    trainer = Trainer(_args(tmp_path), "toy", verbose=0)
+    trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss())
+    path = trainer.write_run_config({"labels": ["neg", "pos"]})
+    config = read_run_config(path.parent)
+    assert config["task"] == "toy" and config["labels"] == ["neg", "pos"]
+    assert config["args"]["lr"] == 1e-2 and config["args"]["seed"] == 7
+    assert config["optimizer"]["schedule"] == {"class": "WarmupLinearDecay", "peak_lr": 1e-2,
+                                               "total_steps": 15, "warmup_steps": 3, "name": None}
+    with pytest.raises(ConfigError, match="written by the Trainer"):
+        trainer.write_run_config({"args": {}})
+    with pytest.raises(CheckpointError, match="not a trained run"):
+        read_run_config(tmp_path)
+
+
+def test_seeds_make_runs_repeatable(tmp_path):
+    weights = []
+    for name in ("a", "b"):
+        trainer = Trainer(_args(tmp_path, "--output-dir", str(tmp_path / name)), "toy", verbose=0)
+        weights.append(trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss()).get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
