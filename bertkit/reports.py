@@ -28,7 +28,11 @@ def format_value(value, digits: int = 4) -> str:
         return f"{int(value):,}"
     if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f"):
         value = float(value)
-        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and abs(value) < 10 ** -(digits - 1):
+            return f"{value:.3g}"  # learning rates and other small numbers: 2e-05, not 0.0000
+        return f"{value:.{digits}f}"
     return str(value)
 
 
