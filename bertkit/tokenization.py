@@ -207,6 +207,27 @@ class Encoding:
     def __len__(self) -> int:
         return len(self.token_ids)
 
+    def char_to_token(self, char_index: int, sequence_id: int = 0) -> int | None:
+        """Index of the token of sequence ``sequence_id`` covering character ``char_index`` of that sequence's text;
+        None for a character no token covers (whitespace, removed characters, truncated text)."""
+        for i, (start, end) in enumerate(self.offsets):
+            if start <= char_index < end and self.sequence_ids[i] == sequence_id:
+                return i
+        return None
+
+    def token_span(self, start: int, end: int, sequence_id: int = 0) -> tuple[int, int] | None:
+        """Token range ``(first, stop)`` (stop exclusive) of the tokens of sequence ``sequence_id`` that overlap the
+        character span ``[start, end)`` of its text, e.g. an answer or entity span; None if no token overlaps it
+        (the span was truncated away or holds only whitespace/removed characters)."""
+        first = stop = None
+        for i, (token_start, token_end) in enumerate(self.offsets):
+            if self.sequence_ids[i] != sequence_id or token_end <= start or token_start >= end:
+                continue
+            if first is None:
+                first = i
+            stop = i + 1
+        return None if first is None else (first, stop)
+
 
 class Tokenizer:
     """BERT WordPiece tokenizer (cased or uncased) or per-character tokenizer, with exact character offsets.

@@ -252,9 +252,22 @@ def test_encode_single_and_pair(uncased):
     assert uncased.encode("").tokens == ["[CLS]", "[SEP]"]
 
 
+def test_char_to_token_and_token_span(uncased):
+    e = uncased.encode("Where is Zürich?", "Zürich is in Switzerland.")
+    answer = (13, 24)  # "Switzerland" in text b
+    first, stop = e.token_span(*answer, sequence_id=1)
+    assert "".join(t.removeprefix("##") for t in e.tokens[first:stop]) == "switzerland"
+    assert e.token_span(0, 6, sequence_id=0) == (1, 2) and e.tokens[1] == "where"
+    assert e.char_to_token(10, sequence_id=0) == e.tokens.index("zurich")
+    assert e.char_to_token(5, sequence_id=0) is None  # the space
+    assert e.token_span(5, 6) is None
+    truncated = uncased.encode("Where is Zürich?", "Zürich is in Switzerland.", max_len=8)
+    assert truncated.token_span(*answer, sequence_id=1) is None
+
+
 def test_longest_first_truncation(uncased):
     a, b = "a b c d e f g", "u v w"
-    e = uncased.encode(a, b, max_len=9)  # 7 + 3 tokens -> 6: a loses 4 (7 -> 3 ties with 3 -> b wins tie... )
+    e = uncased.encode(a, b, max_len=9)  # 7 + 3 tokens must fit in 9 - 3 = 6
     n_a = e.sequence_ids.count(0)
     n_b = e.sequence_ids.count(1)
     assert len(e.token_ids) == 9 and n_a + n_b == 6
