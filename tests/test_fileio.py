@@ -101,10 +101,22 @@ def test_read_table(tmp_path):
     csv_path.write_text('a,b\n"x, y",2\n3,\n', encoding="utf-8")
     assert list(read_table(csv_path, ["a", "b"])) == [(2, {"a": "x, y", "b": "2"}), (3, {"a": "3", "b": ""})]
     assert list(read_table(csv_path)) == [(2, {"a": "x, y", "b": "2"}), (3, {"a": "3", "b": ""})]
+    # a quoted cell spanning lines: the next row's line number stays exact
+    csv_path.write_text('a,b\n"multi\nline ""cell""",1\n\nnext,2\n', encoding="utf-8")
+    assert list(read_table(csv_path, ["b", "a"])) == [(2, {"b": "1", "a": 'multi\nline "cell"'}),
+                                                       (5, {"b": "2", "a": "next"})]
+    csv_path.write_text('a,b\n"x"y,1\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"t.csv:2: malformed row"):
+        list(read_table(csv_path))
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\tb\n1\t2\n1\t2\t3\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.tsv:3: cannot parse table"):
+    with pytest.raises(DataError, match=r"bad.tsv:3: 3 fields but the header has 2"):
         list(read_table(bad, ["a"]))
+    bad.write_text("a\tb\n1\n", encoding="utf-8")
+    assert list(read_table(bad)) == [(2, {"a": "1", "b": None})]
+    bad.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.tsv:1: empty file"):
+        list(read_table(bad))
     bad.write_bytes(b"a\tb\n1\t\xff\n")
     with pytest.raises(DataError, match=r"bad.tsv:2: field 'encoding'"):
         list(read_table(bad, ["a"]))
