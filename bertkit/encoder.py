@@ -349,7 +349,7 @@ def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: floa
             model = keras_bert.load_trained_model_from_checkpoint(
                 str(cfg.config_path), str(cfg.checkpoint_path), training=False, trainable=True, seq_len=None,
                 dropout_rate=rate)
-        except (tf.errors.OpError, ValueError) as exc:
+        except (tf.errors.OpError, ValueError, IndexError) as exc:  # IndexError: a truncated data file
             message = str(getattr(exc, "message", exc)).strip().splitlines()[0]
             raise CheckpointError(cfg.checkpoint_path, f"cannot load weights: {message}") from None
     model = tf.keras.Model(model.inputs, model.outputs, name=name)

@@ -125,6 +125,13 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
     class name to it, so saved keras-bert models reload with it as well.
     """
 
+    def build(self, input_shape):
+        # The .keras format rebuilds layers from a stored shape given as a plain list ([None, None, 384]), which the
+        # original build would take for a [query, key, value] list of shapes.
+        if isinstance(input_shape, list) and all(d is None or isinstance(d, int) for d in input_shape):
+            input_shape = tuple(input_shape)
+        super().build(input_shape)
+
     def call(self, inputs, mask=None):
         if isinstance(inputs, list):
             q, k, v = inputs

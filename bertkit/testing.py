@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SPECIAL_TOKENS", "default_vocab_tokens", "write_random_checkpoint"]
+__all__ = ["SPECIAL_TOKENS", "default_vocab_tokens", "write_random_checkpoint", "numpy_bert_forward"]
 
 SPECIAL_TOKENS = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -53,11 +53,12 @@ def default_vocab_tokens() -> list[str]:
 
 def write_random_checkpoint(out_dir, *, vocab_tokens=None, layers: int = 2, hidden: int = 32, heads: int = 2,
                             intermediate: int = 64, max_position: int = 128, hidden_act: str = "gelu",
-                            seed: int = 0) -> Path:
+                            seed: int = 0, init_std: float = 0.05) -> Path:
     """Write a tiny random BERT in Google format (``bert_config.json``, ``bert_model.ckpt.*``, ``checkpoint``,
     ``vocab.txt``) into ``out_dir`` and return it. Same arguments, same weights. Includes the pooler so the
     directory looks like a released checkpoint; ``hidden_act`` is written as given (``"gelu"`` = tanh, keras-bert's
-    reading; ``"gelu_exact"`` = erf)."""
+    reading; ``"gelu_exact"`` = erf). ``init_std`` is the weights' standard deviation (larger values make the
+    activations, and so the difference between the two GELUs, larger)."""
     from bertkit.convert import write_google_checkpoint
     from bertkit.fileio import atomic_dir
 
@@ -67,7 +68,7 @@ def write_random_checkpoint(out_dir, *, vocab_tokens=None, layers: int = 2, hidd
     if not tokens or tokens[0] != "[PAD]":
         raise ValueError("vocab_tokens must start with [PAD] (id 0 is padding)")
     rng = np.random.default_rng(seed)
-    std = 0.05
+    std = float(init_std)
 
     def normal(*shape):
         return rng.normal(0.0, std, size=shape).astype(np.float32)
@@ -110,3 +111,56 @@ def write_random_checkpoint(out_dir, *, vocab_tokens=None, layers: int = 2, hidd
     with atomic_dir(out_dir) as tmp:
         write_google_checkpoint(tmp, variables, config, tokens)
     return out_dir
+
+
+def numpy_bert_forward(bert_dir, token_ids, segment_ids) -> np.ndarray:
+    """Last hidden states of a Google-format BERT computed with plain numpy from the checkpoint variables: an
+    implementation independent of keras-bert, for tests (float64; padding = ``token_ids == 0``)."""
+    import json
+    import math
+
+    import tensorflow as tf
+
+    bert_dir = Path(bert_dir)
+    config = json.loads((bert_dir / "bert_config.json").read_text(encoding="utf-8"))
+    prefix = str(bert_dir / "bert_model.ckpt")
+
+    def var(name):
+        return tf.train.load_variable(prefix, name).astype(np.float64)
+
+    def layer_norm(x, prefix_name, eps=1e-12):
+        mean = x.mean(-1, keepdims=True)
+        var_ = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var_ + eps) * var(prefix_name + "/gamma") + var(prefix_name + "/beta")
+
+    erf = np.frompyfunc(math.erf, 1, 1)
+    activations = {
+        "gelu_exact": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)).astype(np.float64)),
+        "gelu": lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+        "relu": lambda x: np.maximum(x, 0.0),
+    }
+    act = activations[config["hidden_act"]]
+    token_ids, segment_ids = np.asarray(token_ids), np.asarray(segment_ids)
+    batch, length = token_ids.shape
+    heads = config["num_attention_heads"]
+    x = (var("bert/embeddings/word_embeddings")[token_ids] + var("bert/embeddings/token_type_embeddings")[segment_ids]
+         + var("bert/embeddings/position_embeddings")[:length][None])
+    x = layer_norm(x, "bert/embeddings/LayerNorm")
+    key_bias = np.where(token_ids != 0, 0.0, -10000.0)[:, None, None, :]
+    for i in range(config["num_hidden_layers"]):
+        name = f"bert/encoder/layer_{i}"
+
+        def dense(h, part):
+            return h @ var(f"{name}/{part}/kernel") + var(f"{name}/{part}/bias")
+
+        def split(h):
+            return h.reshape(batch, length, heads, -1).transpose(0, 2, 1, 3)
+
+        q, k, v = (split(dense(x, f"attention/self/{p}")) for p in ("query", "key", "value"))
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1]) + key_bias
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        context = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, length, -1)
+        x = layer_norm(x + dense(context, "attention/output/dense"), f"{name}/attention/output/LayerNorm")
+        x = layer_norm(x + dense(act(dense(x, "intermediate/dense")), "output/dense"), f"{name}/output/LayerNorm")
+    return x

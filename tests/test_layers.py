@@ -1,0 +1,132 @@
+"""bertkit.layers: exact GELU, masked logits, pooling, the dtype-safe attention and saving/reloading models."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bertkit import layers
+from bertkit.encoder import load_encoder
+
+
+@pytest.fixture
+def policy():
+    """Set a global mixed-precision policy for one test and always restore float32."""
+    yield tf.keras.mixed_precision.set_global_policy
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_neg_inf_is_finite_in_half_precision_and_masks_softmax():
+    for dtype in (tf.float16, tf.bfloat16):
+        six_masked_scores = tf.constant([layers.NEG_INF] * 6, dtype).numpy().astype(np.float64).sum()
+        assert np.isfinite(tf.cast(six_masked_scores, dtype).numpy().astype(np.float64))
+        logits = layers.masked_logits(tf.constant([[3.0, -2.0, 5.0]], dtype), tf.constant([[True, True, False]]))
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+        assert np.all(np.isfinite(logits.numpy().astype(np.float32)))
+        assert probs[0, 2] == 0.0
+        np.testing.assert_allclose(probs[0, :2], [1 / (1 + math.exp(-5)), math.exp(-5) / (1 + math.exp(-5))],
+                                   rtol=1e-2)
+    assert tf.cast(layers.NEG_INF, tf.float16).numpy() == layers.NEG_INF
+
+
+def test_masked_logits_replaces_only_masked_positions_and_keeps_dtype():
+    logits = tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], tf.float16)
+    out = layers.masked_logits(logits, np.array([[1, 0, 1], [0, 0, 1]]))  # 0/1 ints broadcast like bools
+    assert out.dtype == tf.float16
+    np.testing.assert_array_equal(out.numpy(), [[1, layers.NEG_INF, 3], [layers.NEG_INF, layers.NEG_INF, 6]])
+    per_row = layers.masked_logits(tf.zeros((2, 3)), tf.constant([[True], [False]]))
+    np.testing.assert_array_equal(per_row.numpy(), [[0, 0, 0], [layers.NEG_INF] * 3])
+
+
+def test_masked_logits_layer_from_token_ids_broadcasts_over_label_axis():
+    token_ids = tf.constant([[5, 6, 0]])
+    logits = tf.ones((1, 3, 4))
+    out = layers.MaskedLogits(from_token_ids=True)([logits, token_ids]).numpy()
+    np.testing.assert_array_equal(out[0, :2], 1.0)
+    np.testing.assert_array_equal(out[0, 2], layers.NEG_INF)
+
+
+def test_pooler_modes():
+    hidden = tf.constant(np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2))
+    token_ids = tf.constant([[7, 8, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(layers.Pooler("cls")([hidden, token_ids]).numpy(), hidden.numpy()[:, 0])
+    np.testing.assert_array_equal(layers.Pooler("none")([hidden, token_ids]).numpy(), hidden.numpy())
+    mean = layers.Pooler("mean")([hidden, token_ids]).numpy()
+    np.testing.assert_allclose(mean[0], hidden.numpy()[0, :2].mean(0))  # padding excluded
+    np.testing.assert_array_equal(mean[1], [0.0, 0.0])  # an all-padding row pools to zeros, not NaN
+    with pytest.raises(ValueError, match="cls, mean, none"):
+        layers.Pooler("max")
+
+
+def test_mean_pooler_under_mixed_float16_matches_float32(policy):
+    hidden = np.random.default_rng(0).normal(size=(2, 4, 8)).astype(np.float32)
+    token_ids = tf.constant([[7, 8, 9, 0], [5, 0, 0, 0]])
+    expected = layers.Pooler("mean")([tf.constant(hidden), token_ids]).numpy()
+    policy("mixed_float16")
+    half = layers.Pooler("mean")([tf.constant(hidden), token_ids])
+    assert half.dtype == tf.float16
+    np.testing.assert_allclose(half.numpy().astype(np.float32), expected, atol=1e-2)
+
+
+def test_gelu_exact_is_erf_gelu_not_keras_bert_tanh_gelu():
+    from keras_bert import gelu as tanh_gelu
+
+    x = np.linspace(-4, 4, 81).astype(np.float32)
+    exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    np.testing.assert_allclose(layers.gelu_exact(tf.constant(x)).numpy(), exact, atol=1e-6)
+    assert np.abs(tanh_gelu(tf.constant(x)).numpy() - exact).max() > 1e-4
+
+
+def test_dtype_safe_attention_matches_keras_multi_head_attention():
+    from keras_multi_head import MultiHeadAttention
+
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, 5, 8)).astype(np.float32))
+    mask = tf.constant([[True] * 5, [True, True, True, False, False]])
+    original = MultiHeadAttention(head_num=2, name="original")
+    safe = layers.DtypeSafeMultiHeadAttention(head_num=2, name="safe")
+    expected = original(x, mask=mask)
+    safe(x, mask=mask)
+    safe.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in original.get_weights()])
+    original.set_weights(safe.get_weights())
+    np.testing.assert_allclose(safe(x, mask=mask).numpy(), original(x, mask=mask).numpy(), atol=1e-5)
+    assert expected.shape == (2, 5, 8)
+
+
+def test_dtype_safe_attention_runs_under_mixed_float16(policy):
+    policy("mixed_float16")
+    attention = layers.DtypeSafeMultiHeadAttention(head_num=2)
+    out = attention(tf.ones((1, 4, 8)), mask=tf.constant([[True, True, True, False]]))
+    assert out.dtype == tf.float16 and np.all(np.isfinite(out.numpy()))
+
+
+@pytest.mark.parametrize("file_name", ["model.keras", "saved_model", "model.h5"])
+def test_saved_model_with_encoder_reloads_with_custom_objects(tiny_bert_dir, tmp_path, file_name):
+    encoder = load_encoder(tiny_bert_dir, dropout=0.0)
+    token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
+    segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
+    hidden = encoder([token_ids, segment_ids])
+    pooled = layers.Pooler("mean")([hidden, token_ids])
+    logits = tf.keras.layers.Dense(3)(pooled)
+    tags = layers.MaskedLogits(from_token_ids=True)([tf.keras.layers.Dense(4)(hidden), token_ids])
+    model = tf.keras.Model([token_ids, segment_ids], [logits, tags])
+    inputs = [np.array([[3, 10, 11, 4, 0], [3, 12, 4, 13, 4]], np.int32), np.array([[0] * 5, [0, 0, 0, 1, 1]], np.int32)]
+    before = model.predict(inputs, verbose=0)
+    path = tmp_path / file_name
+    model.save(path)
+    reloaded = tf.keras.models.load_model(path, custom_objects=layers.custom_objects())
+    after = reloaded.predict(inputs, verbose=0)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    attention = reloaded.get_layer(encoder.name).get_layer("Encoder-1-MultiHeadSelfAttention")
+    assert isinstance(attention, layers.DtypeSafeMultiHeadAttention)
+
+
+def test_custom_objects_keep_google_gelu_and_add_exact_gelu():
+    objects = layers.custom_objects()
+    from keras_bert import gelu as tanh_gelu
+
+    assert objects["gelu"] is tanh_gelu
+    assert objects["gelu_exact"] is layers.gelu_exact
+    assert objects["MultiHeadAttention"] is layers.DtypeSafeMultiHeadAttention
