@@ -454,6 +454,11 @@ class Tokenizer:
         tokens, _, offsets = self._tokenize(text)
         return tokens, offsets
 
+    def tokenize_with_ids(self, text: str) -> tuple[list[str], list[int], list[tuple[int, int]]]:
+        """Tokens, their ids and their offsets into ``text`` (no special tokens): for callers that pack sequences
+        themselves (sliding windows over long passages)."""
+        return self._tokenize(text)
+
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         """Ids of tokens; tokens not in the vocab -> the ``[UNK]`` id."""
         get = self.vocab.get

@@ -106,7 +106,7 @@ def assert_same_as_reference(tokenizer, reference, texts):
     mismatches = []
     for text in texts:
         expected = reference.encode(text, add_special_tokens=False)
-        tokens, ids, offsets = tokenizer._tokenize(text)
+        tokens, ids, offsets = tokenizer.tokenize_with_ids(text)
         if tokens != expected.tokens or ids != expected.ids or offsets != [tuple(o) for o in expected.offsets]:
             mismatches.append((text, list(zip(expected.tokens, expected.offsets)), list(zip(tokens, offsets))))
     assert not mismatches, f"{len(mismatches)} texts differ, first: {mismatches[0]}"
@@ -208,6 +208,12 @@ def test_offsets_on_hand_checked_examples(uncased):
     assert offsets[0] == (2, 6)
     # The stripped combining accent after "cafe" is outside its span, exactly as in the reference.
     assert offsets[2] == (14, 18) and text[18] == "\u0301"
+
+
+def test_lone_surrogates_do_not_crash(uncased, vocab_path):
+    # json.loads("\"\\ud800\"") can produce them; Google BERT treats one as a letter of an unknown word.
+    assert uncased.tokenize_with_offsets("a\ud800b c") == (["[UNK]", "c"], [(0, 3), (4, 5)])
+    assert Tokenizer(vocab_path, per_char=True).tokenize("a\ud800") == ["a", "[UNK]"]
 
 
 def test_hangul_pieces_share_the_syllable_span(uncased):
