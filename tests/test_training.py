@@ -222,3 +222,52 @@ def test_seeds_make_runs_repeatable(tmp_path):
         weights.append(trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss()).get_weights())
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def float32_after():
+    yield
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_tiny_bert_classifier(tmp_path, tiny_bert_dir, float32_after, mixed):
+    """The real encoder path: keras-bert layers, AdamW exclusions on their variables, optional mixed precision."""
+    from bertkit.encoder import load_encoder
+    from bertkit.optim import is_decayed
+
+    def build():
+        token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
+        segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
+        hidden = load_encoder(tiny_bert_dir)([token_ids, segment_ids])
+        logits = tf.keras.layers.Dense(2, dtype="float32", name="classifier")(hidden[:, 0])
+        return tf.keras.Model([token_ids, segment_ids], logits)
+
+    extra = ["--mixed-precision"] if mixed else []
+    trainer = Trainer(_args(tmp_path, "--epochs", "2", "--lr", "1e-3", "--bert-dir", str(tiny_bert_dir), *extra),
+                      "toy", verbose=0)
+    model = trainer.compile(build, steps_per_epoch=STEPS, loss=_loss())
+    assert trainer.policy == ("mixed_float16" if mixed else "float32")
+    names = {v.name: is_decayed(model.optimizer, v) for v in model.trainable_variables}
+    assert any("-Norm/gamma" in n for n in names) and any(n.endswith("_bq:0") for n in names)
+    assert all(not decayed for n, decayed in names.items() if "-Norm/" in n or n.endswith(("_bq:0", "_b1:0")))
+    assert all(decayed for n, decayed in names.items() if n.endswith(("_Wq:0", "_W1:0", "kernel:0")))
+
+    features = _features(seed=1)
+    inputs = make_dataset(features, 8, target_keys=())
+
+    def evaluate(m):
+        predicted = np.concatenate([m.predict_on_batch(batch).argmax(-1) for batch in inputs])
+        return {"accuracy": float(np.mean(predicted == [f["label"] for f in features]))}
+
+    before = [w.copy() for w in model.get_weights()]
+    history = trainer.fit(model, _dataset(features), steps_per_epoch=STEPS, evaluate=evaluate, headline="accuracy")
+    assert np.isfinite(history["loss"]).all() and int(model.optimizer.iterations.numpy()) == 2 * STEPS
+    assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer) == mixed
+    assert all(v.dtype == tf.float32 for v in model.trainable_variables)  # float16 compute, float32 weights
+    changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights())]
+    assert sum(changed) > 0.9 * len(changed)  # (frozen nothing: nearly every weight moved)
+    report = json.loads(trainer.write_report(dataset="toy", split="dev", headline="accuracy",
+                                             metrics=evaluate(model)).read_text())
+    assert report["encoder"]["num_hidden_layers"] == 2 and report["encoder"]["hidden_size"] == 32
+    assert (tmp_path / "run" / "best" / "weights.h5").is_file()
