@@ -42,6 +42,10 @@ BEST_DIR = "best"
 WEIGHTS_FILE = "weights.h5"
 METRICS_CSV = "metrics.csv"
 RUN_CONFIG = "run_config.json"
+RESUME_STATE = "run_state.json"
+# Options that fix the data order and the schedule: --resume refuses to continue a run with other values.
+_RESUME_KEYS = ("epochs", "batch_size", "max_len", "lr", "warmup_ratio", "weight_decay", "seed", "train_file",
+                "max_train_examples", "trainable_layers", "bert_dir")
 _RESERVED_RUN_CONFIG_KEYS = ("task", "args", "encoder", "optimizer")
 
 
@@ -220,12 +224,13 @@ def _make_callbacks_module():
             logs["examples"] = float(self.examples_per_epoch)
             value, number = scalars[self.headline], epoch + 1
             improved = self._update_best(value, number)
-            if improved:
+            if improved and self.trainer.is_chief:
                 save_weights(self.model, self.trainer.output_dir / BEST_DIR,
                              info={"epoch": number, "metric": self.headline, "value": value})
             row = {"epoch": number, **{k: float(v) for k, v in logs.items() if _is_number(v)}}
             self.rows[:] = [r for r in self.rows if r["epoch"] != number] + [row]
-            write_metrics_csv(self.trainer.output_dir / METRICS_CSV, self.rows)
+            if self.trainer.is_chief:
+                write_metrics_csv(self.trainer.output_dir / METRICS_CSV, self.rows)
             shown = "  ".join(f"{k} {v:.4f}" for k, v in scalars.items())
             _say(f"epoch {number}: loss {logs.get('loss', math.nan):.4f}  dev {shown}  "
                  f"({'new best, saved' if improved else f'best {self.best:.4f} at epoch {self.best_epoch}'}; "
@@ -380,7 +385,10 @@ class Trainer:
         vocabularies and whatever else ``predict.py`` needs to rebuild the model)."""
         from bertkit.fileio import atomic_write_json
 
-        return atomic_write_json(self.output_dir / RUN_CONFIG, self.run_config(extra))
+        config = self.run_config(extra)
+        if not self.is_chief:
+            return self.output_dir / RUN_CONFIG
+        return atomic_write_json(self.output_dir / RUN_CONFIG, config)
 
     def _encoder_summary(self) -> dict:
         bert_dir = getattr(self.args, "bert_dir", None)
@@ -416,6 +424,13 @@ class Trainer:
         if not resume and position is not None:
             raise ConfigError(f"{out} holds the backup of an unfinished run: pass --resume to continue it, "
                               f"or choose another --output-dir")
+        state = self._resume_state(steps_per_epoch)
+        if position is not None:
+            self._check_resume_state(backup_dir / RESUME_STATE, state)
+        elif self.is_chief:
+            from bertkit.fileio import atomic_write_json
+
+            atomic_write_json(backup_dir / RESUME_STATE, state)
         rows = read_metrics_csv(out / METRICS_CSV) if resume else []
         skip = 0
         if position is not None:
@@ -457,6 +472,37 @@ class Trainer:
         }
         return self.history
 
+    def _resume_state(self, steps_per_epoch: int) -> dict:
+        """What must not change between a run and its --resume (else data order or schedule would differ)."""
+        state = {"steps_per_epoch": int(steps_per_epoch)}
+        for key in _RESUME_KEYS:
+            value = getattr(self.args, key, None)
+            state[key] = str(value) if isinstance(value, Path) else value
+        if self.schedule is not None:
+            from bertkit.schedules import schedule_to_config
+
+            try:
+                state["schedule"] = schedule_to_config(self.schedule)
+            except ConfigError:
+                pass
+        return json.loads(json.dumps(state, default=str))
+
+    @staticmethod
+    def _check_resume_state(path: Path, state: dict) -> None:
+        if not path.is_file():
+            return  # a backup written by plain Keras: nothing to compare
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = [key for key in sorted(set(saved) | set(state)) if saved.get(key) != state.get(key)]
+        if changed:
+            details = "; ".join(f"{k}: {saved.get(k)!r} then, {state.get(k)!r} now" for k in changed)
+            raise ConfigError(f"--resume: options differ from the interrupted run ({details}); resume with the "
+                              f"same options or start a new --output-dir")
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes files (always, except the non-chief workers of multi-worker training)."""
+        return bool(getattr(self.strategy.extended, "should_checkpoint", True))
+
     # -- eval-only ---------------------------------------------------------------------------------------------
     def restore(self, model, checkpoint_dir) -> Path:
         """Load weights for ``--eval-only --checkpoint DIR`` (a run's ``best/``, a weights file or a TF
@@ -475,5 +521,7 @@ class Trainer:
         adds: per-class tables, wrong predictions. ``figures`` maps a caption to a PNG the recipe wrote."""
         from bertkit.reports import write_run_report
 
+        if not self.is_chief:  # multi-worker: the chief writes the one report
+            return self.output_dir / "report.json"
         return write_run_report(self, dataset=dataset, split=split, headline=headline, metrics=metrics,
                                 markdown_sections=markdown_sections, figures=figures)

@@ -138,6 +138,8 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, crash_at, posit
 
     with pytest.raises(ConfigError, match="pass --resume"):
         _run(tmp_path, "crashed")
+    with pytest.raises(ConfigError, match=r"options differ from the interrupted run \(lr: 0.01 then, 0.02 now"):
+        _run(tmp_path, "crashed", "--resume", "--lr", "0.02")
     resumed, resumed_model = _run(tmp_path, "crashed", "--resume")
 
     assert int(resumed_model.optimizer.iterations.numpy()) == 3 * STEPS
