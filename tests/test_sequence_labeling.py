@@ -191,3 +191,127 @@ def test_crf_learns_transitions_when_emissions_carry_no_information():
     assert learned[0, 1] > learned[0, 0] and learned[1, 0] > learned[1, 1]
     decoded = crf(tf.constant(emissions_in * scale.numpy()), lengths).numpy()
     assert (decoded == tags).all()
+
+
+# -------------------------------------------------------------------------------------------------------- features
+def test_windows_cover_every_word_once_and_read_first_pieces(tiny_bert_dir):
+    tokenizer = task.make_tokenizer(tiny_bert_dir)
+    words = ("the quick brown fox jumps over the lazy dog and then some unbelievably long words follow "
+             "\u200b here").split(" ") * 3
+    tags = [[i % 5 for i in range(len(words))]]
+    rows, windows = task.make_features(tokenizer, [words], max_len=12, tags=tags)
+    assert len(rows) > 3
+    owner = {}
+    for row, window in zip(rows, windows):
+        assert len(row["token_ids"]) <= 12
+        assert row["token_ids"][0] == tokenizer.cls_id and row["token_ids"][-1] == tokenizer.sep_id
+        for j, (word, owned) in enumerate(zip(window.words, window.owned)):
+            first_piece = tokenizer.encode_words([words[word]]).token_ids[1]
+            if words[word].strip("\u200b"):
+                assert row["token_ids"][row["word_index"][j]] == first_piece
+            assert row["tags"][j] == tags[0][word]
+            if owned:
+                assert word not in owner
+                owner[word] = window
+    assert sorted(owner) == list(range(len(words)))
+    joined = task.join_windows(windows, [r["tags"] for r in rows], 1, [len(words)])
+    assert joined == tags
+
+
+# ----------------------------------------------------------------------------------------------------- end to end
+def _small_data(tmp_path):
+    lines = (task.Path(__file__).resolve().parents[1] / "data" / "conll2003" / "dev.jsonl").read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(lines[:80]) + "\n", encoding="utf-8")
+    (tmp_path / "dev.jsonl").write_text("\n".join(lines[80:110]) + "\n", encoding="utf-8")
+    return tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+
+
+def _train(tiny_bert_dir, tmp_path, *extra):
+    from recipes.sequence_labeling import train
+    train_file, dev_file = _small_data(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--bert-dir", str(tiny_bert_dir), "--train-file", str(train_file), "--dev-file", str(dev_file),
+            "--test-file", str(dev_file), "--output-dir", str(out), "--epochs", "2", "--batch-size", "16",
+            "--max-len", "32", "--lr", "2e-3", "--seed", "3", *extra]
+    assert train.main(argv) == 0
+    return out
+
+
+def test_train_report_predict_export_round_trip(tiny_bert_dir, tmp_path):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the WordPiece op for the loaded SavedModel)
+
+    from recipes.sequence_labeling import predict
+    out = _train(tiny_bert_dir, tmp_path, "--export")
+    report = json.loads((out / "report.json").read_text())
+    assert report["headline"]["metric"] == "f1" and 0.0 <= report["headline"]["value"] <= 1.0
+    assert set(report["metrics"]["per_type"]) <= {"PER", "LOC", "ORG", "MISC"}
+    assert "Entity-type confusion" in (out / "report.md").read_text()
+
+    # the CRF transition matrix moved away from its initialisation (same seed -> same initial weights)
+    tf.keras.utils.set_random_seed(3)
+    fresh = task.build_model(tiny_bert_dir, 9, use_crf=True)
+    trained = task.Predictor.from_run_dir(out)
+    change = np.abs(trained.model.crf.transitions.numpy() - fresh.crf.transitions.numpy())
+    assert change.max() > 0.05, change
+
+    # predict.py: raw text -> entities with exact offsets; same tags as the exported SavedModel
+    texts = ["EU rejects German call to boycott British lamb .", "  Peter Blackburn (U.S.) met\u00a0Jean-Pierre's "
+             "café in Zürich\u200b today.", "", "Germany 's representative to the European Union"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert predict.main(["--run-dir", str(out), "--input", str(tmp_path / "in.txt"),
+                         "--output", str(tmp_path / "out.jsonl")]) == 0
+    results = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in results] == [t for t in texts if t.strip()]
+    for r in results:
+        for e in r["entities"]:
+            assert r["text"][e["start"]:e["end"]] == e["text"]
+
+    trained.max_len = 512   # the export reads whole texts (up to 512 pieces); training used windows of 32
+    loaded = tf.saved_model.load(str(out / "export"))
+    served = {k: v.numpy() for k, v in loaded.signatures["serving_default"](texts=tf.constant(texts)).items()}
+    for i, text in enumerate(texts):
+        words = task.split_words(text)
+        n = int(served["num_words"][i])
+        assert [w.decode() for w in served["words"][i][:n]] == [w for w, _, _ in words]
+        assert list(zip(served["starts"][i][:n], served["ends"][i][:n])) == [(s, e) for _, s, e in words]
+        if words:
+            expected = trained.predict_tokens([[w for w, _, _ in words]])[0]
+            assert [t.decode() for t in served["tags"][i][:n]] == expected
+            assert task.entities_from_export(text, served, i) == trained.predict_texts([text])[0]["entities"]
+
+
+def test_softmax_head_trains_and_predicts_tokens_jsonl(tiny_bert_dir, tmp_path):
+    from recipes.sequence_labeling import predict
+    out = _train(tiny_bert_dir, tmp_path, "--no-crf")
+    assert json.loads((out / "run_config.json").read_text())["model"]["use_crf"] is False
+    path = jsonl(tmp_path, [{"tokens": ["Peter", "Blackburn", "visited", "U.S.", "troops"]}], "tokens.jsonl")
+    assert predict.main(["--run-dir", str(out), "--input", str(path), "--output", str(tmp_path / "o.jsonl")]) == 0
+    result = json.loads((tmp_path / "o.jsonl").read_text())
+    assert result["text"] == "Peter Blackburn visited U.S. troops"
+    assert all(result["text"][e["start"]:e["end"]] == e["text"] for e in result["entities"])
+
+
+def test_bad_input_exits_2_with_one_line(tiny_bert_dir, tmp_path, capsys):
+    from recipes.sequence_labeling import train
+    bad = write(tmp_path, "bad.txt", "EU B-ORG\nrejects O\n\nPeter B-PER Blackburn\n")
+    argv = ["--bert-dir", str(tiny_bert_dir), "--train-file", str(bad), "--output-dir", str(tmp_path / "r")]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {bad}:4: field 'columns': 3 columns, expected 2 as on the first token line"
+
+
+# ------------------------------------------------------------------------------------------------------------ slow
+@pytest.mark.slow
+def test_real_encoder_beats_entity_f1_on_conll_slice(default_bert_dir, tmp_path):
+    """Default encoder, 600 CoNLL-2003 train sentences, 2 epochs, 300 test sentences: entity F1 > 0.55
+    (chance is ~0: a tagger must find exact spans and types)."""
+    from recipes.sequence_labeling import train
+    data = task.Path(__file__).resolve().parents[1] / "data" / "conll2003"
+    test_lines = (data / "test.jsonl").read_text(encoding="utf-8").splitlines()[:300]
+    (tmp_path / "test.jsonl").write_text("\n".join(test_lines) + "\n", encoding="utf-8")
+    metrics = train.run(["--bert-dir", str(default_bert_dir), "--train-file", str(data / "train.jsonl"),
+                         "--dev-file", str(tmp_path / "test.jsonl"), "--test-file", str(tmp_path / "test.jsonl"),
+                         "--max-train-examples", "600", "--epochs", "2", "--max-len", "64",
+                         "--output-dir", str(tmp_path / "run"), "--seed", "1"])
+    assert metrics["f1"] > 0.55, metrics

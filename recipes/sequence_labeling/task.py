@@ -352,18 +352,17 @@ def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float
 
 
 def predict_tags(model, rows: list[dict], batch_size: int = 64) -> list[np.ndarray]:
-    """Decoded tag ids per row, in batches (rows padded per batch; no XLA, tfa's CRF ops do not compile)."""
-    import tensorflow as tf
-
+    """Decoded tag ids per row, in batches of rows of similar length (little padding), returned in input order.
+    No XLA: tfa's CRF ops do not compile."""
     from bertkit.batching import make_dataset
-    decode = model.decode_batch
-    keys = ("token_ids", "segment_ids", "word_index")
-    dataset = make_dataset([{k: r[k] for k in keys} for r in rows], batch_size, input_keys=keys, target_keys=())
-    out = []
-    for inputs in dataset:
-        for row in decode(inputs).numpy():
-            out.append(row)
-    return [tags[:len(r["word_index"])] for tags, r in zip(out, rows)]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["token_ids"]))
+    dataset = make_dataset([{k: rows[i][k] for k in MODEL_KEYS} for i in order], batch_size,
+                           input_keys=MODEL_KEYS, target_keys=())
+    decoded = [row for inputs in dataset for row in model.decode_batch(inputs).numpy()]
+    out = [None] * len(rows)
+    for i, tags in zip(order, decoded):
+        out[i] = tags[:len(rows[i]["word_index"])]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation
