@@ -80,7 +80,8 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
     run.add_argument("--eval-only", action="store_true",
                      help="skip training: load --checkpoint and evaluate on the dev and test data")
     run.add_argument("--checkpoint", metavar="DIR",
-                     help="weights directory to evaluate with --eval-only (e.g. runs/<task>/<run>/best)")
+                     help="weights directory to evaluate with --eval-only, e.g. runs/<task>/<run>/best "
+                          "(default: OUTPUT_DIR/best)")
     run.add_argument("--strategy", choices=STRATEGIES, default="default",
                      help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     run.add_argument("--mixed-precision", action="store_true", help="compute in float16 (keeps float32 weights)")
@@ -208,7 +209,10 @@ def _check_values(args) -> None:
         if value is not None and not ok(value):
             raise ConfigError(f"--{dest.replace('_', '-')} must be {what}, got {value!r}")
     if args.eval_only and not args.checkpoint:
-        raise ConfigError("--eval-only needs --checkpoint DIR (the weights to evaluate, e.g. a run's best/)")
+        if not args.output_dir:
+            raise ConfigError("--eval-only needs --checkpoint DIR (the weights to evaluate, e.g. a run's best/) "
+                              "or the --output-dir of a trained run")
+        args.checkpoint = str(Path(args.output_dir) / "best")
     if args.checkpoint and not args.eval_only:
         raise ConfigError("--checkpoint is only used with --eval-only")
     if args.resume and args.eval_only:

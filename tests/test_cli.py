@@ -100,12 +100,18 @@ def test_config_file_errors(tmp_path):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--lr", "-1"], "--lr must be a positive number"),
     (["--max-len", "1000"], "--max-len must be between 2 and 512"),
-    (["--eval-only"], "--eval-only needs --checkpoint"),
+    (["--eval-only"], "--eval-only needs --checkpoint DIR .* or the --output-dir"),
     (["--checkpoint", "x"], "only used with --eval-only"),
 ])
 def test_bad_values_from_command_line(tmp_path, argv, words):
     with pytest.raises(ConfigError, match=words):
         _parse(argv, tmp_path)
+
+
+def test_eval_only_defaults_to_the_runs_best_weights(tmp_path):
+    args = _parse(["--eval-only", "--output-dir", str(tmp_path / "run")], tmp_path)
+    assert args.checkpoint == str(tmp_path / "run" / "best")
+    assert _parse(["--eval-only", "--checkpoint", "w"], tmp_path).checkpoint == "w"
 
 
 def test_bert_dir_default_is_resolved_lazily(tmp_path, monkeypatch):
