@@ -164,15 +164,20 @@ def read_examples(path, *, fix_answers: bool = False, allow_unanswerable: bool =
     unless ``allow_unanswerable``. ``require_answers=False`` reads prediction inputs (answers optional).
     """
     path = Path(path)
+    items = _iter_squad(path) if path.suffix.lower() == ".json" else iter_jsonl(path)
+    return examples_from_records(items, path, fix_answers=fix_answers, allow_unanswerable=allow_unanswerable,
+                                 require_answers=require_answers, stats=stats, warn=warn)
+
+
+def examples_from_records(items, path, *, fix_answers: bool = False, allow_unanswerable: bool = False,
+                          require_answers: bool = True, stats: ReadStats | None = None, warn=_warn) -> list[Example]:
+    """Examples from ``(line, record)`` pairs read from ``path`` (used in messages), checked as in
+    :func:`read_examples`."""
     stats = stats if stats is not None else ReadStats()
     ids = {}
     examples = []
     opts = dict(fix_answers=fix_answers, allow_unanswerable=allow_unanswerable, require_answers=require_answers,
                 stats=stats, warn=warn)
-    if path.suffix.lower() == ".json":
-        items = _iter_squad(path)
-    else:
-        items = ((line, record) for line, record in iter_jsonl(path))
     for index, (line, record) in enumerate(items):
         example = _make_example(record, path=path, line=line, index=index, **opts)
         if example.id in ids:
@@ -210,11 +215,12 @@ def _iter_squad(path):
 
 
 # -------------------------------------------------------------------------------------------------------- features
-def char_to_token_span(offsets, start: int, end: int) -> tuple[int, int] | None:
-    """Token indices ``(first, last)`` (inclusive) of the tokens overlapping characters ``[start, end)``."""
+def char_to_token_span(offsets, start: int, end: int, boundary=None) -> tuple[int, int] | None:
+    """Token indices ``(first, last)`` (inclusive) of the tokens overlapping characters ``[start, end)``, among the
+    tokens allowed as span boundaries (``boundary[i]``; default all)."""
     first = last = None
     for i, (a, b) in enumerate(offsets):
-        if b > start and a < end and b > a:
+        if b > start and a < end and b > a and (boundary is None or boundary[i]):
             if first is None:
                 first = i
             last = i
@@ -232,8 +238,8 @@ class FeatureStats:
 def make_features(examples, tokenizer, *, max_len: int, doc_stride: int, max_query_len: int = 64,
                   training: bool = False, no_answer: bool = False, stats: FeatureStats | None = None,
                   warn=_warn) -> list[dict]:
-    """One feature per passage window: ``token_ids``, ``segment_ids``, ``passage_mask`` (1 on passage tokens, and on
-    ``[CLS]`` when ``no_answer``), ``offsets`` ((seq, 2) character offsets into the context, -1 off the passage),
+    """One feature per passage window: ``token_ids``, ``segment_ids``, ``passage_mask`` (1 on passage tokens that may
+    begin or end an answer -- not whitespace tokens -- and on ``[CLS]`` when ``no_answer``), ``offsets`` ((seq, 2) character offsets into the context, -1 off the passage),
     ``example_index``; for training also ``start`` and ``end`` token positions.
 
     Training uses the first gold answer that has a position (the SQuAD convention). A window that does not contain it whole is dropped,
@@ -255,10 +261,12 @@ def make_features(examples, tokenizer, *, max_len: int, doc_stride: int, max_que
         q_ids = [vocab.get(t, unk) for t in q_tokens]
         c_ids = np.array([vocab.get(t, unk) for t in c_tokens], dtype=np.int32)
         c_offsets = np.asarray(c_offsets, dtype=np.int32).reshape(-1, 2)
+        # per-char mode has whitespace tokens ([unused1]); an answer never starts or ends on one
+        c_boundary = np.array([not example.context[a:b].isspace() for a, b in c_offsets], dtype=np.int32)
         target = None
         placed = [a for a in example.answers if a.start is not None]
         if training and placed:
-            target = char_to_token_span(c_offsets, placed[0].start, placed[0].end)
+            target = char_to_token_span(c_offsets, placed[0].start, placed[0].end, c_boundary)
         stats.examples += 1
         prefix = len(q_ids) + 2
         kept = 0
@@ -269,7 +277,7 @@ def make_features(examples, tokenizer, *, max_len: int, doc_stride: int, max_que
             segment_ids = np.zeros(len(token_ids), np.int32)
             segment_ids[prefix:] = 1
             passage_mask = np.zeros(len(token_ids), np.int32)
-            passage_mask[prefix:prefix + n] = 1
+            passage_mask[prefix:prefix + n] = c_boundary[w_start:w_end]
             if no_answer:
                 passage_mask[0] = 1
             offsets = np.full((len(token_ids), 2), -1, np.int32)
@@ -580,6 +588,173 @@ def tune_null_threshold(examples, predictions, *, metric: str = "squad") -> floa
     return float(margins[order[j]]) if j < len(order) else float(margins[order[-1]] - 1.0)
 
 
-def read_predict_inputs(path, *, warn=_warn) -> list[Example]:
-    """Prediction inputs: JSONL ``{"question", "context"}`` (``id`` optional; answers, when given, are checked)."""
-    return read_examples(path, require_answers=False, warn=warn)
+def parse_jsonl_text(text: str, source) -> list[tuple[int, dict]]:
+    """``(line, record)`` of JSONL text (e.g. read from stdin), with the same errors as ``iter_jsonl``."""
+    records = []
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(source, line_no, None, f"malformed JSON at column {e.colno}: {e.msg}") from None
+        if not isinstance(record, dict):
+            raise DataError(source, line_no, None, f"expected a JSON object, got {type(record).__name__}")
+        records.append((line_no, record))
+    return records
+
+
+def predict_inputs(records, source, *, warn=_warn) -> list[Example]:
+    """Prediction inputs from ``(line, record)`` pairs: ``{"question", "context"}`` (``id`` optional; answers, when
+    given, are checked)."""
+    return examples_from_records(records, source, require_answers=False, warn=warn)
+
+
+# ---------------------------------------------------------------------------------------------- whole-set prediction
+TASK = "span_extract"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "subjqa"
+DECODE_KEYS = ("max_len", "doc_stride", "max_query_len", "max_answer_len", "top_k", "no_answer", "null_threshold")
+
+
+def predict(model, examples, tokenizer, settings: dict, *, batch_size: int = 64, features=None,
+            null_threshold: float | None = None, progress=None) -> list[Prediction]:
+    """Predictions for ``examples``: windows -> batched model + vectorised decoding -> best span per question.
+
+    ``settings`` holds :data:`DECODE_KEYS` (a run's ``run_config.json`` has them); ``features`` may be given to
+    reuse the windows of a set evaluated every epoch."""
+    if features is None:
+        features = make_features(examples, tokenizer, max_len=settings["max_len"], doc_stride=settings["doc_stride"],
+                                 max_query_len=settings["max_query_len"], no_answer=settings["no_answer"])
+    arrays = predict_windows(model, features, batch_size=batch_size, max_answer_len=settings["max_answer_len"],
+                             top_k=settings["top_k"], progress=progress)
+    threshold = settings.get("null_threshold") if null_threshold is None else null_threshold
+    return merge_windows(examples, features, *arrays, no_answer=settings["no_answer"],
+                         null_threshold=0.0 if threshold is None else threshold)
+
+
+class SetEvaluator:
+    """``evaluator(model) -> metrics`` on one evaluation set (its windows built once), for the Trainer's per-epoch
+    dev evaluation and the final test evaluation. With no-answer, the threshold is tuned on this set's predictions
+    when ``tune`` (dev) or taken from ``settings`` (test)."""
+
+    def __init__(self, examples, tokenizer, settings: dict, *, metric: str, batch_size: int, tune: bool = False):
+        self.examples, self.settings, self.metric = examples, settings, metric
+        self.batch_size, self.tune = batch_size, tune
+        self.features = make_features(examples, tokenizer, max_len=settings["max_len"],
+                                      doc_stride=settings["doc_stride"], max_query_len=settings["max_query_len"],
+                                      no_answer=settings["no_answer"])
+        self.null_threshold = settings.get("null_threshold")
+        self.predictions: list[Prediction] = []
+
+    def __call__(self, model) -> dict:
+        threshold = None
+        if self.settings["no_answer"] and self.tune:
+            spans = predict(model, self.examples, None, self.settings, batch_size=self.batch_size,
+                            features=self.features, null_threshold=np.inf)
+            self.null_threshold = threshold = tune_null_threshold(self.examples, spans, metric=self.metric)
+            self.predictions = [p if p.null_margin <= threshold else Prediction(p.id, "", -1, -1, p.score,
+                                                                                 p.null_margin) for p in spans]
+        else:
+            self.predictions = predict(model, self.examples, None, self.settings, batch_size=self.batch_size,
+                                       features=self.features)
+        metrics = evaluate_predictions(self.examples, self.predictions, metric=self.metric)
+        if threshold is not None:
+            metrics["null_threshold"] = threshold
+        return metrics
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    """The per-epoch numbers (the Keras logs take scalars only)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def report_sections(metrics: dict) -> list[tuple[str, str]]:
+    """Markdown for report.md: breakdown tables and wrong answers beside the gold ones."""
+    from bertkit.reports import md_table
+
+    sections = []
+    for key, title in (("per_domain", "Per domain"), ("per_event_type", "Per event type"),
+                       ("per_question_type", "Per question type (first interrogative word)")):
+        if key in metrics:
+            rows = [[name, m["count"], m["exact_match"], m["f1"]] for name, m in metrics[key].items()]
+            sections.append((title, md_table(["group", "questions", "EM", "F1"], rows)))
+    for key in ("has_answer", "no_answer"):
+        if key in metrics:
+            m = metrics[key]
+            sections.append((key.replace("_", " ").capitalize(),
+                             md_table(["questions", "EM", "F1"], [[m["count"], m["exact_match"], m["f1"]]])))
+    wrong = metrics.get("wrong_examples") or []
+    if wrong:
+        cut = lambda s, n=160: s if len(s) <= n else s[:n - 1] + "…"  # noqa: E731
+        rows = [[w["id"][:12], cut(w["question"], 80), cut(w["prediction"]) or "(no answer)",
+                 " / ".join(cut(g) for g in w["gold"]) or "(no answer)", w["f1"]] for w in wrong]
+        sections.append(("Wrong answers (exact match 0) beside the gold ones",
+                         md_table(["id", "question", "predicted", "gold", "F1"], rows, align="lllll"[:4] + "r")))
+    return sections
+
+
+# ------------------------------------------------------------------------------------------------ runs and export
+def load_run(run_dir):
+    """``(model, tokenizer, config)`` of a trained run: the model rebuilt from ``run_config.json``, ``best/``
+    weights loaded."""
+    from bertkit.tokenization import Tokenizer
+    from bertkit.training import BEST_DIR, load_weights, read_run_config
+
+    config = read_run_config(run_dir)
+    if config.get("task") != TASK:
+        raise ConfigError(f"{run_dir}: a {config.get('task')!r} run, not {TASK!r}")
+    model = build_model(config["bert_dir"], dropout=0.0)
+    load_weights(model, Path(run_dir) / BEST_DIR)
+    tokenizer = Tokenizer.from_bert_dir(config["bert_dir"], per_char=config["per_char"],
+                                        lowercase=config["lowercase"])
+    return model, tokenizer, config
+
+
+def make_serving_fn(model, config: dict):
+    """A ``tf.function`` ``(question, context)`` (string vectors) -> start/end logits, per-token character offsets
+    into the context, and the decoded best span (character start/end, text, score).
+
+    One window per pair: the in-graph tokenizer truncates the passage to ``max_len`` (longest first); long passages
+    need ``predict.py``, which windows them."""
+    import tensorflow as tf
+
+    from bertkit.export import InGraphTokenizer
+
+    tokenizer = InGraphTokenizer(Path(config["bert_dir"]) / "vocab.txt", lowercase=config["lowercase"],
+                                 max_len=config["max_len"], per_char=config["per_char"])
+    max_answer_len = int(config["max_answer_len"])
+    spec = tf.TensorSpec([None], tf.string)
+
+    @tf.function(input_signature=[spec, spec])
+    def serve(question, context):
+        encoded = tokenizer.encode(question, context)
+        token_ids, segment_ids = encoded["token_ids"], encoded["segment_ids"]
+        passage = (segment_ids == 1) & (token_ids != tokenizer.sep_id) & (token_ids != tokenizer.pad_id)
+        logits = model({"token_ids": token_ids, "segment_ids": segment_ids,
+                        "passage_mask": tf.cast(passage, tf.int32)}, training=False)
+        start_logits, end_logits = logits["start"], logits["end"]
+        # best start <= end < start + max_answer_len on the passage: a banded (seq x seq) score per pair
+        scores = start_logits[:, :, None] + end_logits[:, None, :]
+        seq = tf.shape(scores)[1]
+        band = tf.linalg.band_part(tf.ones([seq, seq], tf.bool), 0, max_answer_len - 1)
+        both = passage[:, :, None] & passage[:, None, :] & band[None]
+        scores = tf.where(both, scores, tf.constant(-np.inf, scores.dtype))
+        flat = tf.reshape(scores, [tf.shape(scores)[0], -1])
+        best = tf.argmax(flat, axis=1, output_type=tf.int32)
+        start, end = best // seq, best % seq
+        offsets = tf.where(passage[:, :, None], encoded["offsets"], -1)
+        char_start = tf.gather(offsets[:, :, 0], start, batch_dims=1)
+        char_end = tf.gather(offsets[:, :, 1], end, batch_dims=1)
+        text = tf.strings.substr(context, char_start, char_end - char_start, unit="UTF8_CHAR")
+        return {"start_logits": start_logits, "end_logits": end_logits, "offsets": offsets,
+                "answer_start": char_start, "answer_end": char_end, "answer": text,
+                "score": tf.reduce_max(flat, axis=1)}
+
+    return serve
+
+
+def export(model, config: dict, path) -> Path:
+    """Write the raw-string SavedModel (signature ``serving_default(question, context)``) to ``path``."""
+    from bertkit.export import export_saved_model
+
+    return export_saved_model(path, model, make_serving_fn(model, config))
