@@ -237,3 +237,90 @@ def test_webnlg_and_cmeie_converters(tmp_path):
          "object_type": {"@value": "其他治疗"}}]}, "c.json", 1)
     assert record["spo_list"] == [{"subject": "甲病", "predicate": "化疗", "object": "化疗", "subject_type": "疾病",
                                    "object_type": "其他治疗"}]
+
+
+# ------------------------------------------------------------------------------------ end to end, tiny random BERT
+SENTENCES = [
+    ("john works for google in london .", [("john", "Work_For", "google"), ("google", "OrgBased_In", "london")]),
+    ("mary lives in paris .", [("mary", "Live_In", "paris")]),
+    ("the company was founded in new york .", []),
+    ("john and mary work for apple .", [("john", "Work_For", "apple"), ("mary", "Work_For", "apple")]),
+]
+
+
+def write_split(path: Path, sentences) -> Path:
+    return write_jsonl(path, [{"text": text, "spo_list": [{"subject": s, "predicate": p, "object": o}
+                                                          for s, p, o in triples]} for text, triples in sentences])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_bert_dir):
+    from recipes.relation_extract import train
+
+    root = tmp_path_factory.mktemp("relation_run")
+    files = {split: write_split(root / f"{split}.jsonl", SENTENCES) for split in ("train", "dev", "test")}
+    out = root / "run"
+    # Low thresholds so the barely trained tiny model emits triples and the round trips below compare something.
+    argv = ["--bert-dir", str(tiny_bert_dir), "--train-file", str(files["train"]), "--dev-file", str(files["dev"]),
+            "--test-file", str(files["test"]), "--epochs", "2", "--batch-size", "2", "--max-len", "32",
+            "--output-dir", str(out), "--subject-threshold", "0.1", "--object-threshold", "0.1", "--export"]
+    assert train.main(argv) == 0
+    return out, root
+
+
+def test_train_writes_report_with_headline_and_sweep(tiny_run):
+    out, _ = tiny_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["headline"]["metric"] == "triple_f1"
+    assert 0.0 <= report["headline"]["value"] <= 1.0
+    assert report["metrics"]["subject_threshold"] == 0.1
+    assert len(report["metrics"]["dev_sweep"]) == len(task.THRESHOLD_GRID) ** 2 + 2 * len(task.THRESHOLD_GRID) + 1
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["predicates"] == ["Live_In", "OrgBased_In", "Work_For"]
+    assert config["thresholds"] == {"subject": 0.1, "object": 0.1}
+    markdown = (out / "report.md").read_text()
+    assert "Threshold sweep" in markdown and "Missing and spurious" in markdown
+
+
+def test_predict_round_trip_offsets_and_export_agree(tiny_run):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the WordPiece op the SavedModel uses)
+
+    from recipes.relation_extract import predict
+
+    out, root = tiny_run
+    texts = [text for text, _ in SENTENCES]
+    (root / "texts.txt").write_text("\n".join(texts) + "\n\n", encoding="utf-8")
+    assert predict.main(["--run-dir", str(out), "--input", str(root / "texts.txt"),
+                         "--output", str(root / "pred.jsonl")]) == 0
+    lines = [json.loads(line) for line in (root / "pred.jsonl").read_text().splitlines()]
+    assert [line["text"] for line in lines] == texts
+    found = set()
+    for i, line in enumerate(lines):
+        for t in line["spo_list"]:
+            assert line["text"][t["subject_start"]:t["subject_end"]] == t["subject"]
+            assert line["text"][t["object_start"]:t["object_end"]] == t["object"]
+            found.add((i, t["subject"], t["predicate"], t["object"], t["subject_start"], t["object_start"]))
+    assert found, "the low thresholds should give some triples to compare"
+    # The prediction file is valid recipe input (offsets pin the mentions).
+    assert len(task.read_examples(root / "pred.jsonl")) == len(texts)
+
+    served = tf.saved_model.load(str(out / "export")).signatures["serving_default"](texts=tf.constant(texts))
+    exported = set(zip(served["sentence_index"].numpy().tolist(),
+                       [s.decode() for s in served["subject"].numpy()],
+                       [s.decode() for s in served["predicate"].numpy()],
+                       [s.decode() for s in served["object"].numpy()],
+                       served["subject_start"].numpy().tolist(), served["object_start"].numpy().tolist()))
+    assert exported == found
+
+
+def test_train_reports_bad_line_and_exits_2(tmp_path, tiny_bert_dir, capsys):
+    from recipes.relation_extract import train
+
+    good = write_split(tmp_path / "good.jsonl", SENTENCES)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "john lives in paris .", "spo_list": [
+        {"subject": "john", "predicate": "Live_In", "object": "rome"}]}])
+    argv = ["--bert-dir", str(tiny_bert_dir), "--train-file", str(bad), "--dev-file", str(good),
+            "--test-file", str(good), "--output-dir", str(tmp_path / "run")]
+    assert train.main(argv) == 2
+    assert f"{bad}:1: field 'spo_list[0].object': 'rome' does not occur in the text" in capsys.readouterr().err

@@ -379,32 +379,21 @@ def spans_to_triples(text: str, offsets, subject: tuple[int, int], objects, pred
 
 
 # -------------------------------------------------------------------------------------------------------- metrics
-def _prf(tp: int, fp: int, fn: int) -> dict:
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
-
-
-def _set_counts(gold: list[set], pred: list[set]) -> tuple[int, int, int]:
-    tp = sum(len(g & p) for g, p in zip(gold, pred))
-    return tp, sum(len(p) for p in pred) - tp, sum(len(g) for g in gold) - tp
-
-
 def score_triples(gold: list[set], pred: list[set], predicates: list[str] | None = None) -> dict:
     """Exact-match triple scores (sets of (subject, predicate, object) strings per sentence).
 
     ``triple_*`` micro over all sentences; ``per_predicate`` by predicate; ``subject_*`` on the set of subject
     strings and ``pair_*`` on (subject, object) pairs, as diagnostics of which stage loses triples.
     """
+    from bertkit.metrics import set_prf
+
     metrics = {}
     for name, project in (("triple", lambda t: t), ("subject", lambda t: t[0]), ("pair", lambda t: (t[0], t[2]))):
-        scores = _prf(*_set_counts([{project(t) for t in g} for g in gold], [{project(t) for t in p} for p in pred]))
+        scores = set_prf([{project(t) for t in g} for g in gold], [{project(t) for t in p} for p in pred])
         metrics.update({f"{name}_{k}": v for k, v in scores.items()})
     names = sorted(set(predicates or []) | {t[1] for s in gold + pred for t in s})
     metrics["per_predicate"] = {
-        name: {**_prf(*_set_counts([{t for t in g if t[1] == name} for g in gold],
-                                   [{t for t in p if t[1] == name} for p in pred])),
+        name: {**set_prf([{t for t in g if t[1] == name} for g in gold], [{t for t in p if t[1] == name} for p in pred]),
                "support": sum(1 for g in gold for t in g if t[1] == name)}
         for name in names}
     return metrics
@@ -602,3 +591,54 @@ def best_thresholds(sweep: list[dict]) -> tuple[float, float]:
 
 def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "data" / "conll04"
+
+
+# --------------------------------------------------------------------------------------------------------- report
+def report_sections(test: dict, dev_sweep: list[dict], thresholds: tuple[float, float], notes: list[DataNotes],
+                    errors: list[dict], *, threshold_source: str) -> list[tuple[str, str]]:
+    """Markdown sections of report.md: scores by stage, per predicate, the dev threshold sweep, data notes and
+    the missing / spurious triples of a few test sentences."""
+    from bertkit.reports import md_table, per_class_table
+
+    m = test
+    stages = md_table(["score", "precision", "recall", "f1", "tp", "fp", "fn"], [
+        [name] + [m[f"{key}_{c}"] for c in ("precision", "recall", "f1", "tp", "fp", "fn")]
+        for name, key in (("triple (s, p, o), exact", "triple"), ("(subject, object) pair", "pair"),
+                          ("subject only", "subject"))])
+    sweep_grid = sorted({row["object_threshold"] for row in dev_sweep})
+    by_pair = {(row["subject_threshold"], row["object_threshold"]): row["triple_f1"] for row in dev_sweep}
+    sweep = md_table(["subject threshold (rows) / object threshold (columns)"] + [str(t) for t in sweep_grid],
+                     [[str(st)] + [by_pair[(st, ot)] for ot in sweep_grid]
+                      for st in sorted({row["subject_threshold"] for row in dev_sweep})])
+    data = "\n".join(f"- {n.summary()}" + "".join(f"\n  - {w}" for w in n.warnings) for n in notes)
+    examples = []
+    for e in errors:
+        examples.append(f"- line {e['line']}: {e['text']}\n"
+                        + "".join(f"  - missing: {t}\n" for t in e["missing"])
+                        + "".join(f"  - spurious: {t}\n" for t in e["spurious"]))
+    return [
+        ("Scores by stage (test)", stages),
+        ("Per predicate (test)", per_class_table(m["per_predicate"], name="predicate")),
+        ("Threshold sweep (dev triple F1)",
+         f"Thresholds used on test: subject {thresholds[0]}, object {thresholds[1]} ({threshold_source}).\n\n"
+         + sweep),
+        ("Data", "Triples are scored by exact match of the subject string, predicate and object string (entity "
+                 "types are not predicted). Entities without character offsets are labelled at every occurrence "
+                 "of their string.\n\n" + data),
+        ("Missing and spurious triples (first test sentences with errors)", "\n".join(examples) or "none"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------ predicting
+def load_run(run_dir, *, checkpoint=None, batch_size: int = 64):
+    """``(Extractor, run_config)`` rebuilt from a trained run directory (``run_config.json`` + ``best/``)."""
+    from bertkit.tokenization import Tokenizer
+    from bertkit.training import load_weights, read_run_config
+
+    config = read_run_config(run_dir)
+    args = config["args"]
+    models = build_models(args["bert_dir"], len(config["predicates"]), trainable_layers=args.get("trainable_layers"))
+    load_weights(models.train, checkpoint or Path(run_dir) / "best")
+    tokenizer = Tokenizer.from_bert_dir(args["bert_dir"], per_char=args.get("per_char", False))
+    extractor = Extractor(models, tokenizer, config["predicates"], max_len=args["max_len"], batch_size=batch_size)
+    return extractor, config
