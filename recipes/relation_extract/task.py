@@ -316,7 +316,7 @@ def make_train_dataset(features: list[dict], batch_size: int, num_predicates: in
 
     dataset = make_dataset(
         features, batch_size, input_keys=("token_ids", "segment_ids", "subject_spans", "objects"),
-        target_keys=("subject_start", "subject_end"), shuffle=shuffle, seed=seed, bucket_by_length=False,
+        target_keys=("subject_start", "subject_end"), shuffle=shuffle, seed=seed, bucket_by_length=shuffle,
         pad_values={"subject_spans": -1, "objects": -1, "subject_start": -1.0, "subject_end": -1.0})
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip((dataset, seeds)).map(
