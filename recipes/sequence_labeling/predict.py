@@ -3,7 +3,7 @@
     python recipes/sequence_labeling/predict.py --run-dir runs/sequence_labeling/RUN --input texts.txt \\
         --output entities.jsonl
 
-Input: a text file with one text per line (English is split into words first, Chinese runs use one token per
+Input: a text file with one text per line, one output line each (English is split into words first, Chinese runs use one token per
 character), or a .jsonl file with {"tokens": [...]} per line (the text is then the tokens joined by single spaces).
 Output lines: {"text": ..., "entities": [{"type", "start", "end", "text"}]} with character offsets into "text"
 (end exclusive, text[start:end] == entity text). Decoding is batched.
@@ -31,7 +31,10 @@ def read_inputs(path) -> tuple[list[str], list[list[str]] | None]:
         corpus = task.read_corpus(path, labeled=False)
         tokens = [s.tokens for s in corpus.sentences]
         return [" ".join(t) for t in tokens], tokens
-    return [line.rstrip("\r") for line in read_text(path).split("\n") if line.strip()], None
+    lines = read_text(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()          # the file's final newline; every other line (even blank) gets an output line
+    return [line.rstrip("\r") for line in lines], None
 
 
 def predict(predictor: task.Predictor, texts: list[str], tokens: list[list[str]] | None) -> list[dict]:

@@ -233,9 +233,10 @@ def make_features(tokenizer, sentences: list[list[str]], max_len: int, tags: lis
     ``max_len - 2`` pieces become overlapping windows with stride ``(max_len - 2) // 2``, so every word lies whole in
     some window; each word is owned by the window where it has the most context on both sides.
     """
+    from bertkit.errors import ConfigError
     from bertkit.windows import split_windows
     if max_len < 4:
-        raise ValueError(f"max_len must be at least 4, got {max_len}")
+        raise ConfigError(f"--max-len must be at least 4 ([CLS], two pieces, [SEP]), got {max_len}")
     span, stride = max_len - 2, (max_len - 2) // 2
     rows, windows = [], []
     for index, words in enumerate(sentences):
@@ -250,8 +251,9 @@ def make_features(tokenizer, sentences: list[list[str]], max_len: int, tags: lis
         spans = split_windows(len(flat), span, stride)
         best, context = [None] * len(words), [-1] * len(words)
         members = []
-        for k, (lo, hi) in enumerate(spans):
-            inside = [w for w in range(len(words)) if starts[w] >= lo and starts[w + 1] <= hi]
+        for k, (lo, hi) in enumerate(spans):   # the words lying whole in pieces [lo, hi)
+            inside = list(range(int(np.searchsorted(starts[:-1], lo, "left")),
+                                int(np.searchsorted(starts[1:], hi, "right"))))
             members.append(inside)
             for w in inside:
                 room = min(starts[w] - lo, hi - starts[w + 1])
@@ -273,9 +275,9 @@ def make_features(tokenizer, sentences: list[list[str]], max_len: int, tags: lis
     return rows, windows
 
 
-def join_windows(windows: list[Window], window_tags, num_sentences: int, sentence_lengths: list[int]) -> list[list]:
+def join_windows(windows: list[Window], window_tags, sentence_lengths: list[int]) -> list[list]:
     """Per-sentence predictions from per-window ones, each word taken from the window that owns it."""
-    out = [[None] * n for n in sentence_lengths[:num_sentences]]
+    out = [[None] * n for n in sentence_lengths]
     for window, predicted in zip(windows, window_tags):
         for word, owned, value in zip(window.words, window.owned, predicted):
             if owned:
@@ -480,7 +482,7 @@ class Evaluation:
 
     def predictions(self, model) -> list[list[str]]:
         window_tags = predict_tags(model, self.rows, self.batch_size)
-        joined = join_windows(self.windows, window_tags, len(self.gold), [len(g) for g in self.gold])
+        joined = join_windows(self.windows, window_tags, [len(g) for g in self.gold])
         return [[self.tags[i] for i in sentence] for sentence in joined]
 
     def __call__(self, model) -> dict:
@@ -510,7 +512,7 @@ class Predictor:
     def predict_tokens(self, sentences: list[list[str]]) -> list[list[str]]:
         rows, windows = make_features(self.tokenizer, sentences, self.max_len)
         window_tags = predict_tags(self.model, rows, self.batch_size) if rows else []
-        joined = join_windows(windows, window_tags, len(sentences), [len(s) for s in sentences])
+        joined = join_windows(windows, window_tags, [len(s) for s in sentences])
         return [[self.tags[i] for i in sentence] for sentence in joined]
 
     def predict_texts(self, texts: list[str]) -> list[dict]:
