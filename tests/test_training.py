@@ -273,3 +273,29 @@ def test_tiny_bert_classifier(tmp_path, tiny_bert_dir, float32_after, mixed):
                                              metrics=evaluate(model)).read_text())
     assert report["encoder"]["num_hidden_layers"] == 2 and report["encoder"]["hidden_size"] == 32
     assert (tmp_path / "run" / "best" / "weights.h5").is_file()
+
+
+def test_deterministic_flag_in_a_fresh_process(tmp_path):
+    """--deterministic turns on TF op determinism (process-wide, hence a subprocess) and training still runs."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from tensorflow.python.framework import config
+        from test_training import _args, _build_model, _dataset, _loss, STEPS
+        from bertkit.training import Trainer
+        import pathlib
+        tmp = pathlib.Path({str(tmp_path)!r})
+        assert not config.is_op_determinism_enabled()
+        trainer = Trainer(_args(tmp, "--deterministic", "--epochs", "1"), "toy", verbose=0)
+        assert config.is_op_determinism_enabled()
+        model = trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss())
+        trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=lambda m: {{"acc": 1.0}}, headline="acc")
+        print("OK", int(model.optimizer.iterations.numpy()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == f"OK {STEPS}"
