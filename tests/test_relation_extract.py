@@ -88,7 +88,7 @@ def gold_tag_triples(example: task.Example, predicates: list[str]) -> set:
     valid = np.array([s == 0 for s in encoding.sequence_ids])
     found = set()
     for span in task.decode_spans(sent.subject_start, sent.subject_end, valid, 0.5):
-        o_start, o_end = task._object_tags(len(sent.token_ids), len(predicates), sent.subjects.get(span, []))
+        o_start, o_end = task.object_tags(len(sent.token_ids), len(predicates), sent.subjects.get(span, []))
         objects = task.decode_spans(o_start, o_end, valid, 0.5)
         found |= {t.key for t in task.spans_to_triples(example.text, encoding.offsets, span, objects, predicates)}
     return found
@@ -135,6 +135,16 @@ def test_repeated_mentions_all_labelled_without_offsets_only_pinned_with():
     assert notes.without_offsets == 2 and notes.triples == 1
     assert sorted(a.subjects) == [(1, 1), (3, 3)] and a.subjects[(1, 1)] == [(0, (1, 1)), (0, (3, 3))]
     assert b.subjects == {(1, 1): [(0, (3, 3))]}
+
+
+def test_occurrences_inside_longer_words_are_skipped_without_offsets():
+    example = task.parse_example({"text": "johnson met john .", "spo_list": [
+        {"subject": "john", "predicate": "met", "object": "johnson"}]}, "m", 1)
+    tokenizer = tiny_tokenizer()
+    assert tokenizer.tokenize("johnson met john .")[:3] == ["john", "##s", "##o"]  # "john" is a prefix piece here
+    [sent] = task.encode_sentences([example], tokenizer, ["met"], 32)
+    # [CLS] john ##s ##o ##n me ##t john . [SEP]: only the standalone "john" (7), not the start of "johnson"
+    assert list(sent.subjects) == [(7, 7)]
 
 
 def test_truncated_mentions_are_counted_not_labelled():

@@ -180,20 +180,35 @@ def token_span_to_chars(offsets, span: tuple[int, int]) -> tuple[int, int]:
     return offsets[span[0]][0], offsets[span[1]][1]
 
 
+def _whole_words(encoding, span: tuple[int, int]) -> bool:
+    """The span neither starts nor ends inside a word (no ``##`` piece at its start or right after its end)."""
+    tokens = encoding.tokens
+    after = span[1] + 1
+    return not tokens[span[0]].startswith("##") and not (after < len(tokens) and tokens[after].startswith("##"))
+
+
 def _mention_spans(example: Example, value: str, pinned: int | None, encoding, notes: DataNotes | None):
-    """Token spans of the mentions of an entity: the pinned one, else every occurrence."""
+    """Token spans of the mentions of an entity: the pinned one, else every occurrence of the string.
+
+    Without offsets, occurrences inside a longer word ("Paris" in "Parisian") are skipped when at least one
+    occurrence is whole words; otherwise the covering tokens are used and counted as misaligned.
+    """
     starts = [pinned] if pinned is not None else occurrences(example.text, value)
     if pinned is None and notes is not None:
         notes.without_offsets += 1
-    spans = []
+    spans, exact, whole = [], [], []
     for s in starts:
         span = char_to_token_span(encoding.offsets, encoding.sequence_ids, s, s + len(value))
         if span is None:
             continue
-        if notes is not None and token_span_to_chars(encoding.offsets, span) != (s, s + len(value)):
-            notes.misaligned += 1
         spans.append(span)
-    return spans
+        if token_span_to_chars(encoding.offsets, span) == (s, s + len(value)):
+            exact.append(span)
+            if _whole_words(encoding, span):
+                whole.append(span)
+    if spans and not exact and notes is not None:
+        notes.misaligned += 1  # the decoded span will be wider than the entity
+    return whole if whole and pinned is None else spans
 
 
 def sentence_targets(example: Example, encoding, predicate_ids: dict[str, int], notes: DataNotes | None = None):
@@ -212,7 +227,8 @@ def sentence_targets(example: Example, encoding, predicate_ids: dict[str, int], 
     return {s: sorted(objs) for s, objs in subjects.items()}
 
 
-def _object_tags(length: int, num_predicates: int, objects):
+def object_tags(length: int, num_predicates: int, objects):
+    """Dense 0/1 object start/end tags ``(length, P)`` of one subject (the graph builds the same per batch)."""
     start = np.zeros((length, num_predicates), np.float32)
     end = np.zeros((length, num_predicates), np.float32)
     for p, (s, e) in objects:
