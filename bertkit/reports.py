@@ -201,6 +201,8 @@ def write_run_report(trainer, *, dataset, split, headline, metrics: Mapping, mar
                                    title=f"dev {name} per epoch")
         if metric_plot:
             plots[f"dev {name} per epoch"] = metric_plot.name
+    if (out / "lr_schedule.png").is_file():
+        plots["learning rate per step"] = "lr_schedule.png"
     report["plots"] = sorted(plots.values())
 
     lines = [f"# {trainer.task}: {dataset} {split}\n",

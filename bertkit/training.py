@@ -431,12 +431,18 @@ class Trainer:
             from bertkit.fileio import atomic_write_json
 
             atomic_write_json(backup_dir / RESUME_STATE, state)
+        if not resume and self.is_chief and (out / BEST_DIR).exists():
+            shutil.rmtree(out / BEST_DIR)  # a new run in a reused directory must never restore an old run's weights
         rows = read_metrics_csv(out / METRICS_CSV) if resume else []
         skip = 0
         if position is not None:
             rows = [r for r in rows if r["epoch"] <= position[0]]
             skip = position[0] * steps_per_epoch + position[1]
             _say(f"resuming {out} at epoch {position[0] + 1}, step {position[1]} ({skip} steps done)")
+        if self.is_chief and self.schedule is not None and callable(self.schedule):
+            from bertkit.schedules import plot_schedule
+
+            plot_schedule(self.schedule, int(args.epochs) * steps_per_epoch, out / "lr_schedule.png")
         data = train_dataset.repeat()
         if skip:
             data = data.skip(skip)  # replay the data order of an uninterrupted run

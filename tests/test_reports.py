@@ -98,6 +98,7 @@ def test_write_report(tmp_path):
     assert "**macro f1 = 0.7500**" in md and "## Per class" in md and "| neg | 1.0000 |" in md
     assert "## Wrong predictions" in md and "![confusion matrix](confusion.png)" in md
     assert "![dev macro f1 per epoch](macro_f1.png)" in md and "## Per epoch" in md
+    assert "![learning rate per step](lr_schedule.png)" in md and (out / "lr_schedule.png").read_bytes()[:8] == PNG
 
 
 def test_report_headline_must_be_a_number(tmp_path):
