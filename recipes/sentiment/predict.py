@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, ConfigError, DataError
+from bertkit.errors import BertkitError, DataError
 from bertkit.fileio import atomic_write_text, read_text
 
 if __package__ in (None, ""):  # run as a script: make `recipes` importable

@@ -6,7 +6,8 @@ The whole story:
 3. each text, or pair packed as one input `[CLS] a [SEP] b [SEP]`, becomes token and segment ids (`encode_examples`);
 4. head: the [CLS] vector (or the mean over real tokens) -> dropout -> Dense softmax (`build_model`);
 5. predict in batches sorted by length (`predict_probabilities`), score it (`evaluate`) and describe it for
-   report.md: per-class table, confusion matrix, the most confident mistakes (`report_sections`).
+   report.md: per-class table, confusion matrix, the most confident mistakes (`report_sections`);
+6. ship it: rebuild a trained run (`load_run`), or export a SavedModel that classifies raw strings (`export`).
 Importing this module builds nothing and reads nothing.
 """
 
