@@ -57,8 +57,8 @@ def run(args) -> dict:
     trainer = Trainer(args, task.TASK)
     tokenizer = Tokenizer.from_bert_dir(args.bert_dir, per_char=args.per_char)
 
-    encode = lambda examples: task.encode_examples(tokenizer, examples, max_len=args.max_len, labels=labels)  # noqa
-    train_features, dev_features, test_features = encode(train), encode(dev), encode(test)
+    train_features, dev_features, test_features = (
+        task.encode_examples(tokenizer, examples, max_len=args.max_len, labels=labels) for examples in (train, dev, test))
     train_dataset = make_dataset(train_features, args.batch_size, shuffle=True, seed=args.seed, bucket_by_length=True)
     steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
 
@@ -78,7 +78,8 @@ def run(args) -> dict:
     if args.eval_only:
         trainer.restore(model, args.checkpoint)
     else:
-        trainer.fit(model, train_dataset, steps_per_epoch=steps_per_epoch, evaluate=evaluate_dev, headline="accuracy")
+        trainer.fit(model, train_dataset, steps_per_epoch=steps_per_epoch, evaluate=evaluate_dev, headline="accuracy",
+                    train_examples=len(train_features))
 
     metrics, probabilities = task.evaluate(model, test, test_features, labels, batch_size=args.eval_batch_size)
     sections, figures = task.report_sections(metrics, test, probabilities, labels, args.output_dir)
