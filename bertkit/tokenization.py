@@ -23,6 +23,14 @@ string-at-a-time Python: a Greek capital sigma at the end of a word lowercases t
 whole word gives ``ς``), exactly as in ``tokenizers``. A piece that is only part of one original character's
 expansion (a Hangul jamo) gets that whole character's offsets, so several pieces can share one span.
 
+Relation to keras-bert: the character classes and basic splitting are those of ``keras_bert.Tokenizer`` (the tests
+check every code point against it), but this is not a subclass: importing keras-bert imports TensorFlow; its
+WordPiece falls back to single characters where BERT emits one ``[UNK]`` for the word; and its ``rematch``
+recovers offsets by fuzzy alignment, where here they are exact by construction.
+
+Google BERT keeps private-use characters (category Co) as letters of an (unknown) word, while ``tokenizers`` deletes
+them; this module follows Google. Text typed as ``[CLS]`` is plain text, never the special token.
+
 Everything is pure Python; importing this module reads no file and imports no TensorFlow.
 """
 
