@@ -231,8 +231,7 @@ def _make_callbacks_module():
             self.rows[:] = [r for r in self.rows if r["epoch"] != number] + [row]
             if self.trainer.is_chief:
                 write_metrics_csv(self.trainer.output_dir / METRICS_CSV, self.rows)
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in scalars.items())
-            _say(f"epoch {number}: loss {logs.get('loss', math.nan):.4f}  dev {shown}  "
+            _say(f"epoch {number}: loss {logs.get('loss', math.nan):.4f}  dev {self.headline} {value:.4f}  "
                  f"({'new best, saved' if improved else f'best {self.best:.4f} at epoch {self.best_epoch}'}; "
                  f"train {train_seconds:.0f}s, eval {eval_seconds:.0f}s)")
             if self.patience and self.wait >= self.patience:
