@@ -54,6 +54,8 @@ def run(args) -> dict:
     task.check_labels(test, labels, args.test_file, args.label_column)
     train = sample_examples(train, args.max_train_examples, args.seed)
 
+    print(f"{len(train):,} train / {len(dev):,} dev / {len(test):,} test {'pairs' if pair else 'texts'}; "
+          f"labels: {', '.join(labels)}", file=sys.stderr)
     trainer = Trainer(args, task.TASK)
     tokenizer = Tokenizer.from_bert_dir(args.bert_dir, per_char=args.per_char)
 
