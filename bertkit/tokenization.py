@@ -40,7 +40,7 @@ import json
 import os
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -200,7 +200,7 @@ def infer_lowercase(bert_dir, vocab: dict[str, int] | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------------- encoding
-@dataclass
+@dataclass(slots=True)
 class Encoding:
     """One encoded example. ``offsets[i]`` is into the original text of token ``i``'s sequence (text a, text b, or
     for :meth:`Tokenizer.encode_words` the word ``word_ids[i]``); special tokens have ``(0, 0)``."""
