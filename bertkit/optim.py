@@ -19,21 +19,48 @@ NO_DECAY_PATTERNS = (
     r"LayerNorm", r"layer_norm", r"-Norm/", r"/gamma:", r"/beta:", r"bias", r"_b[qkvo12]?:\d+$",
 )
 
-_DEFAULTS = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-6, "global_clipnorm": 1.0, "clipnorm": None}
+_DEFAULTS = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-6, "global_clipnorm": 1.0, "clipnorm": None,
+             "dense_gradients": False}
+
+
+@tf.keras.utils.register_keras_serializable(package="bertkit")
+class AdamW(tf.keras.optimizers.AdamW):
+    """``tf.keras.optimizers.AdamW`` that can densify sparse (embedding) gradients before the cross-replica sum.
+
+    Why: with dynamic padding every replica's batch has its own length, so the embedding gradients
+    (``IndexedSlices``) differ in size across replicas, and TF 2.15's collective all-gather of such slices fails
+    ("Shape mismatch in the collective instance"). Dense gradients all-reduce fine. Off on a single replica.
+    """
+
+    def __init__(self, *args, dense_gradients: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dense_gradients = bool(dense_gradients)
+
+    def aggregate_gradients(self, grads_and_vars):
+        if self.dense_gradients:
+            grads_and_vars = [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
+                              for g, v in grads_and_vars]
+        return super().aggregate_gradients(grads_and_vars)
+
+    def get_config(self):
+        return {**super().get_config(), "dense_gradients": self.dense_gradients}
 
 
 def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, beta_2: float = 0.999,
                     epsilon: float = 1e-6, global_clipnorm: float | None = 1.0, clipnorm: float | None = None,
-                    exclude_from_weight_decay=NO_DECAY_PATTERNS, jit_compile: bool = False):
+                    exclude_from_weight_decay=NO_DECAY_PATTERNS, jit_compile: bool = False,
+                    dense_gradients: bool = False):
     """``tf.keras.optimizers.AdamW`` with ``lr_schedule`` (a schedule or a float) and decay skipping the weights
     whose names match ``exclude_from_weight_decay``. Gradients are clipped to global norm 1 as in BERT.
     ``jit_compile`` is off by default: XLA-compiling the update costs start-up time and is not used under
-    ``MirroredStrategy`` anyway."""
+    ``MirroredStrategy`` anyway. ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several
+    replicas)."""
     if weight_decay is None or weight_decay < 0:
         raise ConfigError(f"weight decay must be zero or positive, got {weight_decay!r}")
-    optimizer = tf.keras.optimizers.AdamW(
+    optimizer = AdamW(
         learning_rate=lr_schedule, weight_decay=float(weight_decay), beta_1=beta_1, beta_2=beta_2,
-        epsilon=epsilon, global_clipnorm=global_clipnorm, clipnorm=clipnorm, jit_compile=jit_compile)
+        epsilon=epsilon, global_clipnorm=global_clipnorm, clipnorm=clipnorm, jit_compile=jit_compile,
+        dense_gradients=dense_gradients)
     optimizer.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay or ()))
     return optimizer
 
@@ -59,6 +86,7 @@ def optimizer_to_config(optimizer) -> dict:
         "beta_1": float(inner.beta_1), "beta_2": float(inner.beta_2), "epsilon": float(inner.epsilon),
         "global_clipnorm": inner.global_clipnorm, "clipnorm": inner.clipnorm,
         "exclude_from_weight_decay": list(getattr(inner, "_exclude_from_weight_decay_names", [])),
+        "dense_gradients": bool(getattr(inner, "dense_gradients", False)),
     }
 
 

@@ -355,7 +355,8 @@ class Trainer:
         self.schedule = lr_schedule if lr_schedule is not None else self.make_schedule(steps_per_epoch)
         with self.strategy.scope():
             model = build_model()
-            optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)))
+            optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)),
+                                        dense_gradients=self.strategy.num_replicas_in_sync > 1)
             model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_kwargs)
         return model
 

@@ -299,3 +299,34 @@ def test_deterministic_flag_in_a_fresh_process(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == f"OK {STEPS}"
+
+
+def test_mirrored_two_cpu_replicas_with_dynamic_padding_and_resume(tmp_path):
+    """Two logical CPUs (a fresh process: devices are fixed at TF start-up). Dynamic padding gives each replica
+    its own sequence length; the dense-gradient AdamW keeps the all-reduce working; resume stays exact."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import pathlib, sys
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from test_training import _run, Crash
+        tmp = pathlib.Path({str(tmp_path)!r})
+        whole, whole_model = _run(tmp, "whole", "--strategy", "mirrored")
+        assert whole.strategy.num_replicas_in_sync == 2
+        try:
+            _run(tmp, "crashed", "--strategy", "mirrored", callbacks=[Crash(8)])
+        except KeyboardInterrupt:
+            pass
+        resumed, resumed_model = _run(tmp, "crashed", "--strategy", "mirrored", "--resume")
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(whole_model.get_weights(), resumed_model.get_weights()))
+        print("OK", int(resumed_model.optimizer.iterations.numpy()), diff)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ok, steps, diff = done.stdout.strip().splitlines()[-1].split()
+    assert ok == "OK" and int(steps) == 3 * STEPS and float(diff) < 1e-6
