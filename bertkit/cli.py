@@ -17,8 +17,9 @@ from bertkit.errors import ConfigError
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: X)`` after every option unless its help already says what the default is."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option unless its help already says what the default is; keeps the
+    description's own line breaks (recipes pass their module docstring with example commands)."""
 
     def _get_help_string(self, action):
         help_text = action.help or ""
