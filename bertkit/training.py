@@ -456,6 +456,10 @@ class Trainer:
         # Order matters: evaluation adds dev_* to the logs before TensorBoard sees them and before the backup.
         all_callbacks = [evaluator, tensorboard, *callbacks, backup]
         epochs = int(args.epochs)
+        _say(f"training {epochs} epoch(s) x {steps_per_epoch} steps, batch {batch_size}, "
+             f"{self.strategy.num_replicas_in_sync} replica(s), {self.policy}; dev {headline} after each epoch "
+             f"(early stopping {'off' if not patience else f'after {patience} epochs without gain'}); "
+             f"backup every {backup.save_freq} steps; output {out}")
         fit_start = time.perf_counter()
         model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
                   verbose=self.verbose)
