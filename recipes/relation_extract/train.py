@@ -33,10 +33,10 @@ def build_parser():
     from bertkit.cli import build_parser as shared_parser
 
     parser = shared_parser(TASK, train_file=DATA / "train.jsonl", dev_file=DATA / "dev.jsonl",
-                           test_file=DATA / "test.jsonl", epochs=15, batch_size=16, max_len=160, lr=2e-4,
+                           test_file=DATA / "test.jsonl", epochs=30, batch_size=16, max_len=160, lr=2e-4,
                            description=__doc__)
     # Dev F1 is noisy from epoch to epoch (one sampled subject per sentence): wait longer before stopping.
-    parser.set_defaults(early_stopping_patience=4)
+    parser.set_defaults(early_stopping_patience=6)
     group = parser.add_argument_group("relation extraction")
     group.add_argument("--subjects", choices=task.SUBJECT_MODES, default="sample",
                        help="sample: one random subject per sentence each time it is batched (CasRel); "
