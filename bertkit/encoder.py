@@ -12,6 +12,7 @@ import json
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -344,7 +345,9 @@ def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: floa
     rate = cfg.hidden_dropout_prob if dropout is None else float(dropout)
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
-    with tf.keras.utils.custom_object_scope(custom_objects()), _dtype_safe_attention():
+    with tf.keras.utils.custom_object_scope(custom_objects()), _dtype_safe_attention(), warnings.catch_warnings():
+        # keras-bert's layers share unseeded initializers; their values are overwritten by the checkpoint anyway.
+        warnings.filterwarnings("ignore", message="The initializer .* is unseeded", category=UserWarning)
         try:
             model = keras_bert.load_trained_model_from_checkpoint(
                 str(cfg.config_path), str(cfg.checkpoint_path), training=False, trainable=True, seq_len=None,
