@@ -689,7 +689,7 @@ def report_sections(metrics: dict) -> list[tuple[str, str]]:
         rows = [[w["id"][:12], cut(w["question"], 80), cut(w["prediction"]) or "(no answer)",
                  " / ".join(cut(g) for g in w["gold"]) or "(no answer)", w["f1"]] for w in wrong]
         sections.append(("Wrong answers (exact match 0) beside the gold ones",
-                         md_table(["id", "question", "predicted", "gold", "F1"], rows, align="lllll"[:4] + "r")))
+                         md_table(["id", "question", "predicted", "gold", "F1"], rows, align="llllr")))
     return sections
 
 
