@@ -305,7 +305,8 @@ def test_bad_input_exits_2_with_one_line(tiny_bert_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_real_encoder_beats_entity_f1_on_conll_slice(default_bert_dir, tmp_path):
     """Default encoder, 1,000 CoNLL-2003 train sentences (seeded), 2 epochs at batch 16, tested on the first 500
-    test sentences: entity F1 must exceed 0.65 (measured 0.778 in 39 s; chance is ~0: an entity counts only with exact span and type)."""
+    test sentences: entity F1 must exceed 0.65 (measured 0.778 in 39 s; chance is ~0: an entity counts only with
+    exact span and type)."""
     from recipes.sequence_labeling import train
     data = task.Path(__file__).resolve().parents[1] / "data" / "conll2003"
     test_lines = (data / "test.jsonl").read_text(encoding="utf-8").splitlines()[:500]
