@@ -81,7 +81,8 @@ class CRF(tf.keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_tags=self.num_tags, lr_multiplier=self.lr_multiplier, initializer=tf.keras.initializers.serialize(self.initializer))
+        config.update(num_tags=self.num_tags, lr_multiplier=self.lr_multiplier,
+                      initializer=tf.keras.initializers.serialize(self.initializer))
         return config
 
 

@@ -406,9 +406,12 @@ def markdown_sections(metrics: dict) -> list[tuple[str, str]]:
     kinds = sorted(metrics["per_type"])
     rows_gold = kinds + ["(spurious)"]
     cols = kinds + ["(missed)"]
-    confusion = md_table(["gold \\ predicted"] + cols,
-                         [[g] + [metrics["confusion"].get(g, {}).get(c, 0) if not (g == "(spurious)" and c == "(missed)")
-                                 else "" for c in cols] for g in rows_gold])
+    def cell(gold, predicted):
+        if gold == "(spurious)" and predicted == "(missed)":
+            return ""
+        return metrics["confusion"].get(gold, {}).get(predicted, 0)
+
+    confusion = md_table(["gold (rows) / predicted"] + cols, [[g] + [cell(g, c) for c in cols] for g in rows_gold])
     note = ("Rows: gold entity type; columns: type predicted for exactly the same span. (missed): no entity predicted"
             " on that span (nothing, or wrong boundaries); (spurious): predicted span that is not a gold entity.")
     return [("Per entity type (seqeval, entity level)", per_type), ("Entity-type confusion", note + "\n\n" + confusion)]
