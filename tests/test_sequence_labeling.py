@@ -108,7 +108,9 @@ TRICKY = "  The U.S. ban on Jean-Pierre's café (Zürich)\tdoesn't\u00a0stop\u20
 def test_split_words_offsets_round_trip():
     words = task.split_words(TRICKY)
     assert all(TRICKY[s:e] == w for w, s, e in words)
-    assert [w for w, _, _ in words][:8] == ["The", "U.S.", "ban", "on", "Jean-Pierre's", "café", "(", "Zürich"]
+    assert [w for w, _, _ in words][:9] == ["The", "U.S.", "ban", "on", "Jean-Pierre", "'s", "café", "(", "Zürich"]
+    assert [w for w, _, _ in task.split_words("O'Neill doesn't 'sorry' it's")] == [
+        "O'Neill", "doesn't", "'", "sorry", "'", "it", "'s"]
     # nothing but whitespace is lost between words
     covered = set(i for _, s, e in words for i in range(s, e))
     assert all(TRICKY[i].isspace() or TRICKY[i] == "\u200b" for i in range(len(TRICKY)) if i not in covered)
@@ -120,8 +122,8 @@ def test_char_entities_exact_offsets():
     words = task.split_words(TRICKY)
     tags = ["O"] * len(words)
     tags[1] = "B-LOC"                       # U.S.
-    tags[4], tags[5] = "B-PER", "I-PER"     # Jean-Pierre's café
-    tags[7] = "B-LOC"                       # Zürich
+    tags[4], tags[5], tags[6] = "B-PER", "I-PER", "I-PER"     # Jean-Pierre's café
+    tags[8] = "B-LOC"                                          # Zürich
     entities = task.char_entities(TRICKY, [(s, e) for _, s, e in words], tags)
     assert [(e["type"], e["text"]) for e in entities] == [("LOC", "U.S."), ("PER", "Jean-Pierre's café"),
                                                           ("LOC", "Zürich")]
@@ -257,7 +259,8 @@ def test_train_report_predict_export_round_trip(tiny_bert_dir, tmp_path):
 
     # predict.py: raw text -> entities with exact offsets; same tags as the exported SavedModel
     texts = ["EU rejects German call to boycott British lamb .", "  Peter Blackburn (U.S.) met\u00a0Jean-Pierre's "
-             "café in Zürich\u200b today.", "", "Germany 's representative to the European Union"]
+             "café in Zürich\u200b today. O'Neill doesn't 'sorry' it's", "Germany's 'S lab", "",
+             "Germany 's representative to the European Union"]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     assert predict.main(["--run-dir", str(out), "--input", str(tmp_path / "in.txt"),
                          "--output", str(tmp_path / "out.jsonl")]) == 0

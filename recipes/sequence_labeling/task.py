@@ -179,11 +179,13 @@ def tag_ids(corpus: Corpus, tags: list[str]) -> list[list[int]]:
 
 # ------------------------------------------------------------------------------------------------ raw text to words
 # Words of raw English text, close to CoNLL tokenisation: abbreviations like "U.S." stay whole, words keep inner
-# hyphens/apostrophes ("Jean-Pierre", "don't"), every other punctuation or symbol character is a word of its own.
+# hyphens and apostrophes ("Jean-Pierre", "don't", "O'Neill") but the possessive "'s" is a word of its own
+# ("Germany 's"), every other punctuation or symbol character is a word of its own.
 # Invisible format/control characters (category C*, e.g. a zero-width space) are not words. WORD_PATTERN_RE2 is the
 # same rule for the exported graph (RE2 has no Unicode \w / \s, but has \p{..} classes).
-WORD_PATTERN = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:[-'’]\w+)*|[^\w\s]", re.UNICODE)
-WORD_PATTERN_RE2 = r"(?:\p{L}\.){2,}|[\p{L}\p{N}_]+(?:[-'’][\p{L}\p{N}_]+)*|[^\p{L}\p{N}_\s\p{Z}\p{C}]"
+WORD_PATTERN = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:-\w+)*(?:['’](?:\w{2,}|[^sS\W]))*|['’][sS]\b|[^\w\s]")
+WORD_PATTERN_RE2 = (r"(?:\p{L}\.){2,}|[\p{L}\p{N}_]+(?:-[\p{L}\p{N}_]+)*"
+                    r"(?:['’](?:[\p{L}\p{N}_]{2,}|[^sS\s\p{P}\p{S}\p{Z}\p{C}]))*|['’][sS]\b|[^\p{L}\p{N}_\s\p{Z}\p{C}]")
 SPACE_PATTERN_RE2 = r"[\s\p{Z}\p{C}]+"
 
 
