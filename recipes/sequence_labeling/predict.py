@@ -4,7 +4,8 @@
         --output entities.jsonl
 
 Input: a text file with one text per line, one output line each (English is split into words first, Chinese
-runs use one token per character), or a .jsonl file with {"tokens": [...]} per line (the text is then the tokens joined by single spaces).
+runs use one token per character), or a .jsonl file with {"tokens": [...]} per line (the text is then the
+tokens joined by single spaces).
 Output lines: {"text": ..., "entities": [{"type", "start", "end", "text"}]} with character offsets into "text"
 (end exclusive, text[start:end] == entity text). Decoding is batched.
 """

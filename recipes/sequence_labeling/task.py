@@ -185,7 +185,8 @@ def tag_ids(corpus: Corpus, tags: list[str]) -> list[list[int]]:
 # same rule for the exported graph (RE2 has no Unicode \w / \s, but has \p{..} classes).
 WORD_PATTERN = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:-\w+)*(?:['’](?:\w{2,}|[^sS\W]))*|['’][sS]\b|[^\w\s]")
 WORD_PATTERN_RE2 = (r"(?:\p{L}\.){2,}|[\p{L}\p{N}_]+(?:-[\p{L}\p{N}_]+)*"
-                    r"(?:['’](?:[\p{L}\p{N}_]{2,}|[^sS\s\p{P}\p{S}\p{Z}\p{C}]))*|['’][sS]\b|[^\p{L}\p{N}_\s\p{Z}\p{C}]")
+                    r"(?:['’](?:[\p{L}\p{N}_]{2,}|[^sS\s\p{P}\p{S}\p{Z}\p{C}]))*"
+                    r"|['’][sS]\b|[^\p{L}\p{N}_\s\p{Z}\p{C}]")
 SPACE_PATTERN_RE2 = r"[\s\p{Z}\p{C}]+"
 
 
