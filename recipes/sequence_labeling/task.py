@@ -335,7 +335,9 @@ def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float
         def metrics(self):
             return [self.loss_tracker]
 
-        @tf.function(input_signature=[{k: tf.TensorSpec([None, None], tf.int32, name=k) for k in MODEL_KEYS}])
+        # autograph=False: plain Python control flow only, and no re-reading of this file's source at trace time.
+        @tf.function(input_signature=[{k: tf.TensorSpec([None, None], tf.int32, name=k) for k in MODEL_KEYS}],
+                     autograph=False)
         def decode_batch(self, inputs):
             return self.decode(inputs)
 
