@@ -48,13 +48,14 @@ class AdamW(tf.keras.optimizers.AdamW):
 
 def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, beta_2: float = 0.999,
                     epsilon: float = 1e-6, global_clipnorm: float | None = 1.0, clipnorm: float | None = None,
-                    exclude_from_weight_decay=NO_DECAY_PATTERNS, jit_compile: bool = False,
+                    exclude_from_weight_decay=NO_DECAY_PATTERNS, jit_compile: bool = True,
                     dense_gradients: bool = False):
     """``tf.keras.optimizers.AdamW`` with ``lr_schedule`` (a schedule or a float) and decay skipping the weights
     whose names match ``exclude_from_weight_decay``. Gradients are clipped to global norm 1 as in BERT.
-    ``jit_compile`` is off by default: XLA-compiling the update costs start-up time and is not used under
-    ``MirroredStrategy`` anyway. ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several
-    replicas)."""
+    ``jit_compile`` (Keras's default, kept): the update of every weight is one XLA kernel, compiled per variable
+    shape, so dynamic padding never recompiles it. Measured on this 2-core box, MiniLM-L6 batch 32 x 128:
+    13.5 train seq/s without it, 29.4 with it (``train_on_batch`` loop, single runs on a shared machine).
+    ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several replicas)."""
     if weight_decay is None or weight_decay < 0:
         raise ConfigError(f"weight decay must be zero or positive, got {weight_decay!r}")
     optimizer = AdamW(
