@@ -61,7 +61,8 @@ def _auto_bucket_boundaries(lengths: np.ndarray, buckets: int = 8) -> list[int]:
     return sorted({int(q) + 1 for q in quantiles if int(q) + 1 > int(lengths.min())})
 
 
-def make_dataset(features: Sequence[Mapping], batch_size: int, *, input_keys: Iterable[str] = ("token_ids", "segment_ids"),
+def make_dataset(features: Sequence[Mapping], batch_size: int, *,
+                 input_keys: Iterable[str] = ("token_ids", "segment_ids"),
                  target_keys: Iterable[str] = ("label",), shuffle: bool = False, seed: int = 0,
                  bucket_by_length: bool = False, pad_values: Mapping[str, float] | None = None,
                  drop_remainder: bool = False, length_key: str | None = None, bucket_boundaries=None):

@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import sys
@@ -295,7 +294,8 @@ class Trainer:
 
     def __init__(self, args, task: str, *, verbose="auto"):
         self.args, self.task, self.verbose = args, task, verbose
-        self.output_dir = Path(getattr(args, "output_dir", None) or Path("runs") / task / time.strftime("%Y%m%d-%H%M%S"))
+        self.output_dir = Path(getattr(args, "output_dir", None)
+                               or Path("runs") / task / time.strftime("%Y%m%d-%H%M%S"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.strategy = self._make_strategy()  # first: multi-worker needs it before any other TF op
         self.seed = int(getattr(args, "seed", 0) or 0)
