@@ -39,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--infer-batch", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4, help="timed calls per measurement")
     parser.add_argument("--sst2-batches", type=int, default=8,
                         help="SST-2 batches timed per measurement (after one warm-up pass over them)")
