@@ -163,8 +163,9 @@ class InGraphTokenizer(tf.Module):
         # Plain constants (no resources): nothing to track when a serving function captures them.
         self._run_starts = tf.constant(run_starts)
         self._run_classes = tf.constant(run_classes)
-        self._changed_cps = tf.constant(changed_cps if len(changed_cps) else np.zeros([0], np.int32))
-        self._changed_strings = tf.constant(changed_strings if len(changed_strings) else np.zeros([0], object),
+        # A leading sentinel (code point -1, never decoded) keeps the table non-empty for the lookups below.
+        self._changed_cps = tf.constant(np.concatenate([[-1], changed_cps]).astype(np.int32))
+        self._changed_strings = tf.constant(np.concatenate([np.array([b""], object), changed_strings]),
                                             dtype=tf.string)
         # no_pretokenization: words are already split; the byte limit is above BERT's 100-character limit,
         # which is applied separately (in characters, as BERT does).
@@ -204,13 +205,9 @@ class InGraphTokenizer(tf.Module):
         classes = tf.gather(self._run_classes,
                             tf.searchsorted(self._run_starts, cps, side="right", out_type=tf.int32) - 1)
         chars = tf.strings.unicode_encode(tf.expand_dims(cps, 1), "UTF-8")
-        slot = tf.searchsorted(self._changed_cps, cps, out_type=tf.int32)
-        slot_c = tf.minimum(slot, tf.maximum(tf.size(self._changed_cps) - 1, 0))
-        hit = tf.logical_and(slot < tf.size(self._changed_cps),
-                             tf.equal(tf.gather(self._changed_cps, slot_c), cps)) \
-            if self._changed_cps.shape[0] else tf.zeros_like(cps, tf.bool)
-        normalized = tf.where(hit, tf.gather(self._changed_strings, slot_c), chars) \
-            if self._changed_cps.shape[0] else chars
+        slot = tf.searchsorted(self._changed_cps, cps, side="right", out_type=tf.int32) - 1  # >= 0 (sentinel)
+        hit = tf.equal(tf.gather(self._changed_cps, slot), cps)
+        normalized = tf.where(hit, tf.gather(self._changed_strings, slot), chars)
 
         if self.per_char:
             word_chars = tf.range(tf.size(cps, out_type=tf.int64))
