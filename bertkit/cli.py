@@ -1,7 +1,9 @@
-"""The command line and config surface shared by every recipe's ``train.py``.
+"""The command line and config surface shared by every recipe's ``train.py`` and ``predict.py``.
 
-A recipe calls :func:`build_parser` with its own defaults, adds its own flags, then :func:`parse_args`. A JSON file
-given with ``--config`` may set any flag (keys spelled with ``_`` or ``-``); flags typed on the command line win.
+A recipe's ``train.py`` calls :func:`build_parser` with its own defaults, adds its own flags, then
+:func:`parse_args`. A JSON file given with ``--config`` may set any flag (keys spelled with ``_`` or ``-``); flags
+typed on the command line win. ``predict.py`` starts from :func:`build_predict_parser`. Both run their body under
+:func:`run_main`, which turns a :class:`~bertkit.errors.BertkitError` into one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-from bertkit.errors import ConfigError
+from bertkit.errors import BertkitError, ConfigError
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 
@@ -69,6 +72,9 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
                        help="fine-tune only the top K encoder blocks; 0 freezes the encoder (default: all)")
     train.add_argument("--early-stopping-patience", type=int, default=2, metavar="EPOCHS",
                        help="stop after this many epochs without a better dev headline metric; 0 disables")
+    train.add_argument("--keep-weights", choices=("best", "last"), default="best",
+                       help="best: the weights of the epoch with the best dev headline metric; last: the last "
+                            "epoch's (for a fixed epoch count chosen on dev, e.g. when training on train+dev)")
     train.add_argument("--deterministic", action="store_true",
                        help="enable TensorFlow op determinism (reproducible, slower)")
 
@@ -239,8 +245,6 @@ def default_output_dir(task: str) -> Path:
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse ``argv`` (default ``sys.argv[1:]``), merge ``--config``, check values, resolve default paths."""
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
@@ -268,3 +272,34 @@ def args_to_dict(args: argparse.Namespace) -> dict:
         else:
             out[key] = repr(value)
     return out
+
+
+def build_predict_parser(description: str | None, *, input_help: str, batch_size: int) -> argparse.ArgumentParser:
+    """The options every ``predict.py`` has: ``--run-dir``, ``--input`` (``-``: stdin), ``--output`` (``-``:
+    stdout), ``--checkpoint``, ``--batch-size``; the recipe adds its own."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    parser.add_argument("--run-dir", type=Path, required=True, help="a run directory written by train.py")
+    parser.add_argument("--input", default="-", help=f"{input_help}; '-' reads stdin")
+    parser.add_argument("--output", default="-", help="output JSONL file; '-' writes stdout")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="weights to load instead of RUN_DIR/best")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="inputs per prediction batch")
+    return parser
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """A ConfigError naming the flag when one of ``names`` is below 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def run_main(body, *args) -> int:
+    """Run a script's ``body(*args)``; a BertkitError (bad data, config or checkpoint) becomes one line on stderr
+    and exit status 2 instead of a traceback. Returns the exit status for ``sys.exit``."""
+    try:
+        body(*args)
+    except BertkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

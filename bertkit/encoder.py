@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertkit.errors import CheckpointError, ConfigError
+from bertkit.tokenization import infer_lowercase
 
 __all__ = [
     "DEFAULT_ENCODER_NAME",
@@ -54,7 +55,7 @@ class BertConfig:
     hidden_act: str
     type_vocab_size: int = 2
     hidden_dropout_prob: float = 0.1
-    do_lower_case: bool | None = None  # None: the directory does not say
+    do_lower_case: bool | None = None  # see tokenization.infer_lowercase
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -162,17 +163,6 @@ def _count_vocab_lines(path: Path) -> int:
     if lines and lines[-1] == "":
         lines.pop()
     return len(lines)
-
-
-def _infer_lower_case(bert_dir: Path, raw: dict) -> bool | None:
-    if "do_lower_case" in raw:
-        return bool(raw["do_lower_case"])
-    name = bert_dir.resolve().name.lower()
-    if "uncased" in name or name.startswith("chinese"):
-        return True
-    if "cased" in name:
-        return False
-    return None
 
 
 def _expected_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
@@ -287,7 +277,7 @@ def validate_bert_dir(bert_dir) -> BertConfig:
         hidden_act=raw["hidden_act"],
         type_vocab_size=raw.get("type_vocab_size", 2),
         hidden_dropout_prob=float(raw.get("hidden_dropout_prob", 0.1)),
-        do_lower_case=_infer_lower_case(bert_dir, raw),
+        do_lower_case=infer_lowercase(bert_dir),
         raw=raw,
     )
 

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -26,7 +27,10 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_dir",
     "read_text",
+    "parse_jsonl",
     "iter_jsonl",
+    "read_input",
+    "write_jsonl_output",
     "read_table",
     "require",
 ]
@@ -159,22 +163,50 @@ def read_text(path) -> str:
     return text
 
 
-def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_no, record)`` for each non-blank line of a JSON-lines file (``line_no`` 1-based).
+def parse_jsonl(text: str, source) -> list[tuple[int, dict]]:
+    """``(line_no, record)`` for each non-blank line of JSON-lines ``text`` read from ``source`` (a path, or a name
+    such as ``<stdin>`` for error messages); ``line_no`` is 1-based.
 
     A line that is not valid JSON, or JSON that is not an object, raises :class:`DataError` for that line.
     """
-    text = read_text(path)
+    records = []
     for line_no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(path, line_no, None, f"malformed JSON at column {e.colno}: {e.msg}") from None
+            raise DataError(source, line_no, None, f"malformed JSON at column {e.colno}: {e.msg}") from None
         if not isinstance(record, dict):
-            raise DataError(path, line_no, None, f"expected a JSON object, got {type(record).__name__}")
-        yield line_no, record
+            raise DataError(source, line_no, None, f"expected a JSON object, got {type(record).__name__}")
+        records.append((line_no, record))
+    return records
+
+
+def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_no, record)`` for each non-blank line of a JSON-lines file; errors as :func:`parse_jsonl`."""
+    yield from parse_jsonl(read_text(path), path)
+
+
+def read_input(path) -> tuple[str, str]:
+    """``(text, source)`` of a UTF-8 file, or of standard input when ``path`` is ``-`` (source ``<stdin>``): the
+    input of the recipes' ``predict.py``. ``source`` names the input in error messages."""
+    if str(path) == "-":
+        text = sys.stdin.read()
+        return (text[1:] if text.startswith("\ufeff") else text), "<stdin>"
+    return read_text(path), str(path)
+
+
+def write_jsonl_output(path, records) -> int:
+    """Write ``records`` (dicts) as JSON lines to ``path``, atomically, or to standard output when ``path`` is
+    ``-``; returns how many were written."""
+    lines = [json.dumps(record, ensure_ascii=False, default=_json_default) + "\n" for record in records]
+    if str(path) == "-":
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(path, "".join(lines))
+    return len(lines)
 
 
 def read_table(path, columns=None, sep: str | None = None, *, quoting: int | None = None) -> Iterator[tuple[int, dict]]:

@@ -107,15 +107,19 @@ def load_weights(model, checkpoint) -> Path:
     return Path(path)
 
 
-def read_run_config(run_dir) -> dict:
-    """``run_dir/run_config.json`` as a dict, or a ``CheckpointError`` when the directory is not a run."""
+def read_run_config(run_dir, task: str | None = None) -> dict:
+    """``run_dir/run_config.json`` as a dict, or a ``CheckpointError`` when the directory is not a run (or, with
+    ``task``, a run of another task)."""
     path = Path(run_dir) / RUN_CONFIG
     if not path.is_file():
         raise CheckpointError(run_dir, f"no {RUN_CONFIG}: not a trained run directory")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(path, f"unreadable run config: {error}") from None
+    if task is not None and config.get("task") != task:
+        raise CheckpointError(run_dir, f"a run of task {config.get('task')!r}, not {task!r}")
+    return config
 
 
 # ----------------------------------------------------------------------------------------------------- metrics CSV
@@ -177,10 +181,12 @@ def _make_callbacks_module():
     class EvaluateEachEpoch(tf.keras.callbacks.Callback):
         """After each epoch: dev evaluation into the logs, best weights kept, early stopping, CSV row."""
 
-        def __init__(self, trainer, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch):
+        def __init__(self, trainer, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch,
+                     keep_last=False):
             super().__init__()
             self.trainer, self.evaluate, self.headline = trainer, evaluate, headline
             self.higher_is_better, self.patience, self.rows = higher_is_better, patience, rows
+            self.keep_last = keep_last  # every epoch replaces the kept weights; no early stopping
             self.examples_per_epoch = examples_per_epoch
             self.best, self.best_epoch, self.wait = None, None, 0
             for row in sorted(rows, key=lambda r: r["epoch"]):  # resumed: replay the finished epochs
@@ -188,6 +194,8 @@ def _make_callbacks_module():
             self._epoch_start = None
 
         def _better(self, value) -> bool:
+            if self.keep_last:
+                return True
             if value is None or not math.isfinite(value):
                 return False
             if self.best is None:
@@ -230,8 +238,9 @@ def _make_callbacks_module():
             self.rows[:] = [r for r in self.rows if r["epoch"] != number] + [row]
             if self.trainer.is_chief:
                 write_metrics_csv(self.trainer.output_dir / METRICS_CSV, self.rows)
+            kept = "saved (--keep-weights last)" if self.keep_last else "new best, saved"
             _say(f"epoch {number}: loss {logs.get('loss', math.nan):.4f}  dev {self.headline} {value:.4f}  "
-                 f"({'new best, saved' if improved else f'best {self.best:.4f} at epoch {self.best_epoch}'}; "
+                 f"({kept if improved else f'best {self.best:.4f} at epoch {self.best_epoch}'}; "
                  f"train {train_seconds:.0f}s, eval {eval_seconds:.0f}s)")
             if self.patience and self.wait >= self.patience:
                 _say(f"early stopping: dev {self.headline} has not improved for {self.wait} epoch(s)")
@@ -449,8 +458,10 @@ class Trainer:
 
         batch_size = int(getattr(args, "batch_size", 1) or 1)
         examples_per_epoch = train_examples if train_examples is not None else steps_per_epoch * batch_size
-        patience = int(getattr(args, "early_stopping_patience", 0) or 0)
-        evaluator = EvaluateEachEpoch(self, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch)
+        keep_last = getattr(args, "keep_weights", "best") == "last"
+        patience = 0 if keep_last else int(getattr(args, "early_stopping_patience", 0) or 0)
+        evaluator = EvaluateEachEpoch(self, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch,
+                                      keep_last)
         backup = Backup(backup_dir, int(getattr(args, "backup_every_steps", 200) or 200), steps_per_epoch)
         tensorboard = tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False, profile_batch=0)
         # Order matters: evaluation adds dev_* to the logs before TensorBoard sees them and before the backup.
@@ -469,7 +480,8 @@ class Trainer:
         best = out / BEST_DIR / WEIGHTS_FILE
         if best.is_file():
             load_weights(model, best)
-            _say(f"restored the best weights: dev {headline} {evaluator.best:.4f} at epoch {evaluator.best_epoch}")
+            which = "the last epoch's" if keep_last else "the best"
+            _say(f"restored {which} weights: dev {headline} {evaluator.best:.4f} at epoch {evaluator.best_epoch}")
         rows = sorted(evaluator.rows, key=lambda r: r["epoch"])
         self.history = history_from_rows(rows)
         seconds = sum(r.get("train_seconds", 0.0) for r in rows)

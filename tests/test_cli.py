@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bertkit.cli import args_to_dict, build_parser, parse_args
-from bertkit.errors import ConfigError
+from bertkit.cli import args_to_dict, build_parser, build_predict_parser, check_positive, parse_args, run_main
+from bertkit.errors import ConfigError, DataError
 
 
 def _parser():
@@ -140,3 +140,24 @@ def test_args_to_dict_is_json(tmp_path):
     args.extra_path = tmp_path
     data = json.loads(json.dumps(args_to_dict(args)))
     assert data["epochs"] == 3 and data["extra_path"] == str(tmp_path)
+
+
+def test_run_main_turns_bertkit_errors_into_one_line_and_status_2(capsys):
+    def bad(path):
+        raise DataError(path, 3, "label", "missing")
+
+    assert run_main(bad, "x.jsonl") == 2
+    assert capsys.readouterr().err == "error: x.jsonl:3: field 'label': missing\n"
+    assert run_main(lambda: None) == 0
+    with pytest.raises(ZeroDivisionError):  # a bug is not a user error: keep its traceback
+        run_main(lambda: 1 / 0)
+
+
+def test_predict_parser_shared_options(tmp_path):
+    parser = build_predict_parser("doc", input_help="text file", batch_size=16)
+    args = parser.parse_args(["--run-dir", str(tmp_path)])
+    assert (args.input, args.output, args.batch_size, args.checkpoint) == ("-", "-", 16, None)
+    assert args.run_dir == tmp_path
+    args = parser.parse_args(["--run-dir", "r", "--batch-size", "0"])
+    with pytest.raises(ConfigError, match="--batch-size must be at least 1, got 0"):
+        check_positive(args, "batch_size")

@@ -109,7 +109,7 @@ def test_in_graph_pairs_truncate_longest_first(default_bert_dir):
 
 
 def test_in_graph_per_char_mode(tmp_path):
-    sentences = ["".join(tokens) for tokens in _jsonl("data/resume_ner/dev.jsonl", "tokens", 150)]
+    sentences = (REPO / "tests/data/chinese_sentences.txt").read_text(encoding="utf-8").splitlines()
     sentences += ["Hello 世界 ABC abc\t中\u3000文 É é 😀", "", "  ", "İ ǅ ﬁ"]
     # A vocab holding the most common characters only, so that out-of-vocab characters occur, plus a few
     # lowercase/accented letters and an uppercase one (which an uncased tokenizer must never produce).

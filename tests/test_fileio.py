@@ -8,7 +8,8 @@ import pytest
 
 from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
 from bertkit.fileio import (
-    atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl, read_table, read_text, require,
+    atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl, parse_jsonl, read_input,
+    read_table, read_text, require, write_jsonl_output,
 )
 
 
@@ -139,3 +140,22 @@ def test_require():
         require(rec, "blank", "f", 7)
     with pytest.raises(DataError, match=r"field 'tags': empty"):
         require(rec, "tags", "f", 7, kind=list)
+
+
+def test_predict_io_reads_stdin_and_writes_stdout_or_atomically(tmp_path, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO('\ufeff{"text": "a"}\n\n{"text": "b"}\n'))
+    text, source = read_input("-")
+    assert source == "<stdin>" and parse_jsonl(text, source) == [(1, {"text": "a"}), (3, {"text": "b"})]
+    with pytest.raises(DataError, match=r"^<stdin>:2: malformed JSON"):
+        parse_jsonl('{"text": "a"}\n{"text": ', "<stdin>")
+    (tmp_path / "in.txt").write_bytes(b"x\r\ny\n")
+    assert read_input(tmp_path / "in.txt") == ("x\ny\n", str(tmp_path / "in.txt"))
+
+    records = [{"text": "é", "p": np.float32(0.5)}, {"text": "b"}]
+    assert write_jsonl_output("-", iter(records)) == 2
+    assert capsys.readouterr().out == '{"text": "é", "p": 0.5}\n{"text": "b"}\n'
+    assert write_jsonl_output(tmp_path / "out.jsonl", records) == 2
+    assert [r for _, r in iter_jsonl(tmp_path / "out.jsonl")] == [{"text": "é", "p": 0.5}, {"text": "b"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]  # no temporary file left

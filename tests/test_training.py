@@ -94,6 +94,17 @@ def test_early_stopping_and_lower_is_better(tmp_path):
     assert trainer.train_stats["best_epoch"] == 2
 
 
+def test_keep_last_weights_ignores_the_dev_metric_and_early_stopping(tmp_path):
+    trainer = Trainer(_args(tmp_path, "--keep-weights", "last", "--early-stopping-patience", "1"), "toy", verbose=0)
+    model = trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss())
+    evaluate = Scripted([0.9, 0.5, 0.4])  # worse every epoch: "best" would keep epoch 1 and stop after epoch 2
+    history = trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=evaluate, headline="acc")
+    assert history["epoch"] == [1, 2, 3] and trainer.train_stats["best_epoch"] == 3
+    for got, last in zip(model.get_weights(), evaluate.weights[2]):
+        np.testing.assert_array_equal(got, last)
+    assert json.loads((trainer.output_dir / "best" / "info.json").read_text())["epoch"] == 3
+
+
 def test_evaluate_must_return_the_headline(tmp_path):
     trainer = Trainer(_args(tmp_path, "--epochs", "1"), "toy", verbose=0)
     model = trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss())

@@ -31,6 +31,7 @@ import numpy as np
 from bertkit.errors import DataError
 from bertkit.fileio import iter_jsonl
 
+TASK = "relation_extract"
 SUBJECT_MODES = ("sample", "all")
 # Threshold grid of the dev sweep run after training (the report shows the whole table).
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -132,13 +133,6 @@ def read_examples(path) -> list[Example]:
     return examples
 
 
-def read_texts(path) -> list[str]:
-    """Raw text lines for prediction (blank lines skipped; the line numbers are kept by the caller if needed)."""
-    from bertkit.fileio import read_text
-
-    return [line for line in read_text(path).split("\n") if line.strip()]
-
-
 def predicate_vocab(examples: list[Example]) -> list[str]:
     return sorted({t.predicate for e in examples for t in e.triples})
 
@@ -164,18 +158,6 @@ def occurrences(text: str, value: str) -> list[int]:
     return starts
 
 
-def char_to_token_span(offsets, sequence_ids, start: int, end: int) -> tuple[int, int] | None:
-    """The first and last text token overlapping characters [start, end), or None (cut off by truncation)."""
-    first = last = None
-    for t, ((a, b), seq) in enumerate(zip(offsets, sequence_ids)):
-        if seq != 0 or b <= a:
-            continue
-        if a < end and b > start:
-            first = t if first is None else first
-            last = t
-    return None if first is None else (first, last)
-
-
 def token_span_to_chars(offsets, span: tuple[int, int]) -> tuple[int, int]:
     return offsets[span[0]][0], offsets[span[1]][1]
 
@@ -198,9 +180,10 @@ def _mention_spans(example: Example, value: str, pinned: int | None, encoding, n
         notes.without_offsets += 1
     spans, exact, whole = [], [], []
     for s in starts:
-        span = char_to_token_span(encoding.offsets, encoding.sequence_ids, s, s + len(value))
-        if span is None:
+        covering = encoding.token_span(s, s + len(value))  # (first, stop); None when truncated away
+        if covering is None:
             continue
+        span = (covering[0], covering[1] - 1)  # inclusive, like the start/end tags
         spans.append(span)
         if token_span_to_chars(encoding.offsets, span) == (s, s + len(value)):
             exact.append(span)
@@ -651,7 +634,7 @@ def load_run(run_dir, *, checkpoint=None, batch_size: int = 64):
     from bertkit.tokenization import Tokenizer
     from bertkit.training import load_weights, read_run_config
 
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, TASK)
     args = config["args"]
     models = build_models(args["bert_dir"], len(config["predicates"]), trainable_layers=args.get("trainable_layers"))
     load_weights(models.train, checkpoint or Path(run_dir) / "best")

@@ -22,17 +22,15 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # allow `python recipes/relation_extract/train.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from bertkit.errors import BertkitError  # noqa: E402
 from recipes.relation_extract import task  # noqa: E402
 
-TASK = "relation_extract"
 DATA = REPO / "data" / "conll04"
 
 
 def build_parser():
     from bertkit.cli import build_parser as shared_parser
 
-    parser = shared_parser(TASK, train_file=DATA / "train.jsonl", dev_file=DATA / "dev.jsonl",
+    parser = shared_parser(task.TASK, train_file=DATA / "train.jsonl", dev_file=DATA / "dev.jsonl",
                            test_file=DATA / "test.jsonl", epochs=30, batch_size=16, max_len=160, lr=2e-4,
                            description=__doc__)
     # Dev F1 is noisy from epoch to epoch (one sampled subject per sentence): wait longer before stopping.
@@ -57,12 +55,9 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    try:
-        run(argv)
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from bertkit.cli import run_main
+
+    return run_main(run, argv)
 
 
 def _check_thresholds(args) -> None:
@@ -102,7 +97,7 @@ def run(argv=None) -> dict:
         for warning in n.warnings:
             print(f"warning: {warning}", file=sys.stderr)
 
-    trainer = Trainer(args, TASK)
+    trainer = Trainer(args, task.TASK)
     trainer.write_run_config({"predicates": predicates, "lowercase": tokenizer.lowercase})
     train_dataset = task.make_train_dataset(features, args.batch_size, len(predicates), seed=args.seed)
     print(f"train: {len(train):,} sentences -> {len(features):,} examples ({args.subjects} subjects), "

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from bertkit.batching import make_dataset
 from bertkit.encoder import load_encoder
-from bertkit.errors import CheckpointError, DataError
+from bertkit.errors import DataError
 from bertkit.fileio import iter_jsonl, read_table, require
 from bertkit.layers import Pooler
 from bertkit.metrics import classification_metrics
@@ -172,14 +172,13 @@ def report_sections(metrics, examples, probabilities, labels, figure_dir) -> tup
     return sections, {"confusion matrix": figure}
 
 
-def load_run(run_dir):
-    """(model, tokenizer, run config) rebuilt from a run directory written by train.py, with its best weights."""
-    config = read_run_config(run_dir)
-    if config.get("task") != TASK:
-        raise CheckpointError(run_dir, f"a run of task {config.get('task')!r}, not {TASK!r}")
+def load_run(run_dir, checkpoint=None):
+    """(model, tokenizer, run config) rebuilt from a run directory written by train.py, with its best weights (or
+    those of `checkpoint`)."""
+    config = read_run_config(run_dir, TASK)
     model = build_model(config["bert_dir"], len(config["labels"]), pooling=config["pooling"],
                         dropout=config["dropout"])
-    load_weights(model, Path(run_dir) / BEST_DIR)
+    load_weights(model, checkpoint or Path(run_dir) / BEST_DIR)
     tokenizer = Tokenizer.from_bert_dir(config["bert_dir"], per_char=config["per_char"],
                                         lowercase=config["lowercase"])
     return model, tokenizer, config

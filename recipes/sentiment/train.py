@@ -15,15 +15,13 @@ import sys
 from pathlib import Path
 
 from bertkit.batching import make_dataset, sample_examples
-from bertkit.cli import build_parser, parse_args
-from bertkit.errors import BertkitError
+from bertkit.cli import build_parser, parse_args, run_main
 from bertkit.tokenization import Tokenizer
 from bertkit.training import Trainer
 
 if __package__ in (None, ""):  # run as a script: make `recipes` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from recipes.sentiment import task  # noqa: E402
-
 
 def make_parser():
     parser = build_parser(task.TASK, train_file=task.DEFAULT_DATA_DIR / "train.jsonl",
@@ -40,7 +38,6 @@ def make_parser():
     group.add_argument("--eval-batch-size", type=int, default=128, help="batch size of prediction")
     group.add_argument("--export", action="store_true", help="also write a raw-string SavedModel to OUTPUT_DIR/export")
     return parser
-
 
 def run(args) -> dict:
     columns = {"text_column": args.text_column, "text_b_column": args.text_b_column or "text_b",
@@ -92,16 +89,8 @@ def run(args) -> dict:
     print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  -> {args.output_dir}")
     return metrics
 
-
 def main(argv=None) -> int:
-    parser = make_parser()
-    try:
-        run(parse_args(parser, argv))
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_main(lambda: run(parse_args(make_parser(), argv)))
 
 if __name__ == "__main__":
     sys.exit(main())

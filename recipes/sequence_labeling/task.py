@@ -508,7 +508,7 @@ class Predictor:
     def from_run_dir(cls, run_dir, *, checkpoint=None, batch_size: int = 64, bert_dir=None) -> "Predictor":
         """Rebuild the model from ``run_config.json`` and load ``best/`` (or ``checkpoint``)."""
         from bertkit.training import load_weights, read_run_config
-        config = read_run_config(run_dir)
+        config = read_run_config(run_dir, TASK)
         model_config = config["model"]
         bert_dir = bert_dir or model_config["bert_dir"]
         model = build_model(bert_dir, len(config["tags"]), use_crf=model_config["use_crf"],

@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # allow `python recipes/sequence_labeling/train.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from bertkit.errors import BertkitError  # noqa: E402
 from recipes.sequence_labeling import task  # noqa: E402
 
 DATA = REPO / "data" / "conll2003"
@@ -53,12 +52,9 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    try:
-        run(argv)
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from bertkit.cli import run_main
+
+    return run_main(run, argv)
 
 
 def run(argv=None) -> dict:

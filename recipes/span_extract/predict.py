@@ -13,61 +13,40 @@ other fields are copied). Output adds ``answer`` (exactly ``context[answer_start
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, ConfigError
-from bertkit.fileio import atomic_write_text
+from bertkit.cli import build_predict_parser, check_positive, run_main
+from bertkit.fileio import parse_jsonl, read_input, write_jsonl_output
 
 if __package__ in (None, ""):  # run as a script: make `recipes` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from recipes.span_extract import task  # noqa: E402
 
 
-def read_records(path) -> list[tuple[int, dict]]:
-    """``(line, record)`` pairs of a JSONL file, or of stdin for ``-``."""
-    from bertkit.fileio import read_text
-
-    if path == "-":
-        return task.parse_jsonl_text(sys.stdin.read(), "<stdin>")
-    return task.parse_jsonl_text(read_text(path), path)
+def predict(args) -> None:
+    check_positive(args, "batch_size")
+    model, tokenizer, config = task.load_run(args.run_dir, args.checkpoint)
+    if args.export:
+        task.export(model, config, args.export)
+        print(f"exported {args.export}", file=sys.stderr)
+        return
+    text, source = read_input(args.input)
+    records = parse_jsonl(text, source)
+    examples = task.predict_inputs(records, source)
+    predictions = task.predict(model, examples, tokenizer, config, batch_size=args.batch_size)
+    outputs = [{**record, "answer": prediction.text, "answer_start": prediction.start,
+                "answer_end": prediction.end, "score": round(prediction.score, 4)}
+               for (_, record), prediction in zip(records, predictions)]
+    written = write_jsonl_output(args.output, outputs)
+    if args.output != "-":
+        print(f"wrote {written} answers to {args.output}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, required=True, help="a run directory written by train.py")
-    parser.add_argument("--input", default="-", help="input JSONL file, '-' for stdin (default)")
-    parser.add_argument("--output", default="-", help="output JSONL file, '-' for stdout (default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="windows per prediction batch")
+    parser = build_predict_parser(__doc__, input_help="JSONL file of questions", batch_size=64)
     parser.add_argument("--export", type=Path, help="write the raw-string SavedModel of the run here and exit")
-    args = parser.parse_args(argv)
-    try:
-        if args.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-        model, tokenizer, config = task.load_run(args.run_dir)
-        if args.export:
-            task.export(model, config, args.export)
-            print(f"exported {args.export}", file=sys.stderr)
-            return 0
-        records = read_records(args.input)
-        examples = task.predict_inputs(records, "<stdin>" if args.input == "-" else args.input)
-        predictions = task.predict(model, examples, tokenizer, config, batch_size=args.batch_size)
-        lines = []
-        for (_, record), prediction in zip(records, predictions):
-            out = {**record, "answer": prediction.text, "answer_start": prediction.start,
-                   "answer_end": prediction.end, "score": round(prediction.score, 4)}
-            lines.append(json.dumps(out, ensure_ascii=False) + "\n")
-        if args.output == "-":
-            sys.stdout.write("".join(lines))
-        else:
-            atomic_write_text(args.output, "".join(lines))
-            print(f"wrote {len(lines)} answers to {args.output}", file=sys.stderr)
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(predict, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

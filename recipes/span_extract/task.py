@@ -588,22 +588,6 @@ def tune_null_threshold(examples, predictions, *, metric: str = "squad") -> floa
     return float(margins[order[j]]) if j < len(order) else float(margins[order[-1]] - 1.0)
 
 
-def parse_jsonl_text(text: str, source) -> list[tuple[int, dict]]:
-    """``(line, record)`` of JSONL text (e.g. read from stdin), with the same errors as ``iter_jsonl``."""
-    records = []
-    for line_no, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(source, line_no, None, f"malformed JSON at column {e.colno}: {e.msg}") from None
-        if not isinstance(record, dict):
-            raise DataError(source, line_no, None, f"expected a JSON object, got {type(record).__name__}")
-        records.append((line_no, record))
-    return records
-
-
 def predict_inputs(records, source, *, warn=_warn) -> list[Example]:
     """Prediction inputs from ``(line, record)`` pairs: ``{"question", "context"}`` (``id`` optional; answers, when
     given, are checked)."""
@@ -694,17 +678,15 @@ def report_sections(metrics: dict) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------------ runs and export
-def load_run(run_dir):
+def load_run(run_dir, checkpoint=None):
     """``(model, tokenizer, config)`` of a trained run: the model rebuilt from ``run_config.json``, ``best/``
-    weights loaded."""
+    weights (or ``checkpoint``) loaded."""
     from bertkit.tokenization import Tokenizer
     from bertkit.training import BEST_DIR, load_weights, read_run_config
 
-    config = read_run_config(run_dir)
-    if config.get("task") != TASK:
-        raise ConfigError(f"{run_dir}: a {config.get('task')!r} run, not {TASK!r}")
+    config = read_run_config(run_dir, TASK)
     model = build_model(config["bert_dir"], dropout=0.0)
-    load_weights(model, Path(run_dir) / BEST_DIR)
+    load_weights(model, checkpoint or Path(run_dir) / BEST_DIR)
     tokenizer = Tokenizer.from_bert_dir(config["bert_dir"], per_char=config["per_char"],
                                         lowercase=config["lowercase"])
     return model, tokenizer, config

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from bertkit.batching import make_dataset, sample_examples
-from bertkit.cli import build_parser, parse_args
-from bertkit.errors import BertkitError, ConfigError
+from bertkit.cli import build_parser, parse_args, run_main
+from bertkit.errors import ConfigError
 from bertkit.tokenization import Tokenizer
 from bertkit.training import Trainer
 
@@ -146,13 +146,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = make_parser()
-    try:
-        run(parse_args(parser, argv))
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: run(parse_args(make_parser(), argv)))
 
 
 if __name__ == "__main__":
