@@ -12,7 +12,7 @@ import pytest
 from bertkit.errors import DataError
 from bertkit.testing import default_vocab_tokens
 from bertkit.tokenization import Tokenizer
-from recipes.span_extract import task
+from recipes.span_extract import data, scoring, task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +131,7 @@ def test_windows_and_merge_recover_an_answer_across_a_window_edge(tokenizer):
     context = " ".join(words)
     # windows of 20 passage tokens, starts 10 apart: the answer below straddles the first window's edge
     answer_text = "w5 w6 w7 w8 w9 w10"
-    example = task.Example("x", "what", context, [task.Answer(answer_text, context.index(answer_text))])
+    example = data.Example("x", "what", context, [data.Answer(answer_text, context.index(answer_text))])
     max_len = 3 + 1 + 20
     features = task.make_features([example], tokenizer, max_len=max_len, doc_stride=10, training=False)
     assert len(features) > 3
@@ -152,7 +152,7 @@ def test_windows_and_merge_recover_an_answer_across_a_window_edge(tokenizer):
 
 def test_answer_in_no_window_is_counted_and_warned(tokenizer):
     context = " ".join(f"w{i}" for i in range(40))
-    example = task.Example("long", "q", context, [task.Answer(context[3:90], 3)], where="f.jsonl:7")
+    example = data.Example("long", "q", context, [data.Answer(context[3:90], 3)], where="f.jsonl:7")
     warnings, stats = [], task.FeatureStats()
     features = task.make_features([example], tokenizer, max_len=16, doc_stride=6, training=True, stats=stats,
                                   warn=warnings.append)
@@ -164,7 +164,7 @@ def test_answer_in_no_window_is_counted_and_warned(tokenizer):
 
 
 def test_feature_layout(tokenizer):
-    example = task.Example("x", "who is it", "the cat sat on the mat", [task.Answer("cat", 4)])
+    example = data.Example("x", "who is it", "the cat sat on the mat", [data.Answer("cat", 4)])
     [f] = task.make_features([example], tokenizer, max_len=64, doc_stride=32, training=True)
     tokens = tokenizer.convert_ids_to_tokens(f["token_ids"])
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and tokens.count("[SEP]") == 2
@@ -207,7 +207,7 @@ ODD_TEXTS = [
 def test_every_predicted_answer_is_the_context_substring_at_its_offsets(per_char):
     tokens = default_vocab_tokens()
     tokenizer = Tokenizer({t: i for i, t in enumerate(tokens)}, lowercase=True, per_char=per_char)
-    examples = [task.Example(str(i), "what is it", text, []) for i, text in enumerate(ODD_TEXTS)]
+    examples = [data.Example(str(i), "what is it", text, []) for i, text in enumerate(ODD_TEXTS)]
     features = task.make_features(examples, tokenizer, max_len=16, doc_stride=5)
     rng = np.random.default_rng(0)
     width = max(len(f["token_ids"]) for f in features)
@@ -224,28 +224,28 @@ def test_every_predicted_answer_is_the_context_substring_at_its_offsets(per_char
 
 # ------------------------------------------------------------------------------------------------------- metrics
 def test_squad_metric():
-    assert task.normalize_squad("The  Cat's, hat!") == "cats hat"
-    assert task.squad_scores("the cat", ["A cat", "dog"]) == (1.0, 1.0)
-    em, f1 = task.squad_scores("black cat sat", ["the cat sat down"])
+    assert scoring.normalize_squad("The  Cat's, hat!") == "cats hat"
+    assert scoring.squad_scores("the cat", ["A cat", "dog"]) == (1.0, 1.0)
+    em, f1 = scoring.squad_scores("black cat sat", ["the cat sat down"])
     assert em == 0.0 and np.isclose(f1, 2 * (2 / 3) * (2 / 3) / (4 / 3))
-    assert task.squad_scores("", []) == (1.0, 1.0) and task.squad_scores("x", []) == (0.0, 0.0)
+    assert scoring.squad_scores("", []) == (1.0, 1.0) and scoring.squad_scores("x", []) == (0.0, 0.0)
 
 
 def test_cmrc_metric():
-    assert task.cmrc_segments("4分钟，Nexon开发!") == ["4", "分", "钟", "nexon", "开", "发"]
-    assert task.cmrc_scores("踢爆。", ["踢爆"]) == (1.0, 1.0)
-    em, f1 = task.cmrc_scores("北京市", ["北京"])  # lcs 2, p=2/3, r=1
+    assert scoring.cmrc_segments("4分钟，Nexon开发!") == ["4", "分", "钟", "nexon", "开", "发"]
+    assert scoring.cmrc_scores("踢爆。", ["踢爆"]) == (1.0, 1.0)
+    em, f1 = scoring.cmrc_scores("北京市", ["北京"])  # lcs 2, p=2/3, r=1
     assert em == 0.0 and np.isclose(f1, 0.8)
-    em, f1 = task.cmrc_scores("京北", ["北京"])  # longest common SUBSTRING is 1 char
+    em, f1 = scoring.cmrc_scores("京北", ["北京"])  # longest common SUBSTRING is 1 char
     assert np.isclose(f1, 0.5)
-    assert task.choose_metric([task.Example("1", "q", "泡泡战士是一款游戏", [])]) == "cmrc"
+    assert scoring.choose_metric([data.Example("1", "q", "泡泡战士是一款游戏", [])]) == "cmrc"
 
 
 def test_evaluate_breakdown_and_wrong_examples():
-    examples = [task.Example("1", "What is good?", "good food", [task.Answer("good food", 0)], {"domain": "a"}),
-                task.Example("2", "How is it?", "bad room", [task.Answer("room", 4)], {"domain": "b"})]
+    examples = [data.Example("1", "What is good?", "good food", [data.Answer("good food", 0)], {"domain": "a"}),
+                data.Example("2", "How is it?", "bad room", [data.Answer("room", 4)], {"domain": "b"})]
     predictions = [task.Prediction("1", "good food", 0, 9, 1.0, 0.0), task.Prediction("2", "bad", 0, 3, 1.0, 0.0)]
-    metrics = task.evaluate_predictions(examples, predictions)
+    metrics = scoring.evaluate_predictions(examples, predictions)
     assert metrics["exact_match"] == 50.0 and metrics["per_domain"]["b"]["f1"] == 0.0
     assert metrics["per_question_type"]["what"]["exact_match"] == 100.0
     assert metrics["wrong_examples"] == [{"id": "2", "question": "How is it?", "prediction": "bad",
@@ -253,13 +253,13 @@ def test_evaluate_breakdown_and_wrong_examples():
 
 
 def test_null_threshold_tuning():
-    examples = [task.Example(str(i), "q", "x y", [task.Answer("x", 0)] if i < 3 else []) for i in range(6)]
+    examples = [data.Example(str(i), "q", "x y", [data.Answer("x", 0)] if i < 3 else []) for i in range(6)]
     margins = [-3.0, -2.0, 1.0, 0.5, 2.0, 3.0]  # examples 0-2 are answerable (right span), 3-5 are not
     predictions = [task.Prediction(str(i), "x", 0, 1, 0.0, m) for i, m in enumerate(margins)]
-    threshold = task.tune_null_threshold(examples, predictions)
+    threshold = scoring.tune_null_threshold(examples, predictions)
     # abstaining on the top 2 (3.0, 2.0) or top 4 (.., 1.0, 0.5) both give 5/6 right; the fewer abstentions win
     assert 1.0 <= threshold < 2.0
-    assert task.tune_null_threshold(examples[:3], predictions[:3]) >= 1.0  # all answerable: never abstain
+    assert scoring.tune_null_threshold(examples[:3], predictions[:3]) >= 1.0  # all answerable: never abstain
 
 
 # --------------------------------------------------------------------------------------------- end to end (tiny)

@@ -22,13 +22,14 @@ from bertkit.fileio import parse_jsonl, read_input, write_jsonl_output
 if __package__ in (None, ""):  # run as a script: make `recipes` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from recipes.span_extract import task  # noqa: E402
+from recipes.span_extract.export import export  # noqa: E402
 
 
 def predict(args) -> None:
     check_positive(args, "batch_size")
     model, tokenizer, config = task.load_run(args.run_dir, args.checkpoint)
     if args.export:
-        task.export(model, config, args.export)
+        export(model, config, args.export)
         print(f"exported {args.export}", file=sys.stderr)
         return
     text, source = read_input(args.input)

@@ -26,7 +26,8 @@ from bertkit.training import Trainer
 
 if __package__ in (None, ""):  # run as a script: make `recipes` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from recipes.span_extract import task  # noqa: E402
+from recipes.span_extract import scoring, task  # noqa: E402
+from recipes.span_extract.export import export  # noqa: E402
 
 
 def make_parser():
@@ -86,7 +87,7 @@ def run(args) -> dict:
     train = sample_examples(train, args.max_train_examples, args.seed)
     dev = sample_examples(dev, args.max_eval_examples, args.seed)
     test = sample_examples(test, args.max_eval_examples, args.seed)
-    metric = task.choose_metric(train, args.metric)
+    metric = scoring.choose_metric(train, args.metric)
 
     trainer = Trainer(args, task.TASK)
     tokenizer = Tokenizer.from_bert_dir(args.bert_dir, per_char=args.per_char)
@@ -121,7 +122,7 @@ def run(args) -> dict:
         trainer.restore(model, args.checkpoint)
     else:
         trainer.fit(model, train_dataset, steps_per_epoch=steps_per_epoch,
-                    evaluate=lambda m: task.scalar_metrics(dev_eval(m)), headline="f1",
+                    evaluate=lambda m: scoring.scalar_metrics(dev_eval(m)), headline="f1",
                     train_examples=len(train_features))
     if args.no_answer:  # tune the threshold on dev with the final (best) weights, then apply it to test
         dev_metrics = dev_eval(model)
@@ -135,11 +136,11 @@ def run(args) -> dict:
                        "train_questions_used": len(train),
                        "train_questions_with_no_answer_in_any_window": feature_stats.no_answer_in_any_window,
                        "dev_windows": len(dev_eval.features), "test_windows": len(test_eval.features)}
-    sections = task.report_sections(metrics)
+    sections = scoring.report_sections(metrics)
     trainer.write_report(dataset=Path(args.test_file).parent.name, split=Path(args.test_file).stem,
                          headline="f1", metrics=metrics, markdown_sections=sections)
     if args.export:
-        task.export(model, run_config, Path(args.output_dir) / "export")
+        export(model, run_config, Path(args.output_dir) / "export")
     print(f"test EM {metrics['exact_match']:.2f}  F1 {metrics['f1']:.2f}  ({len(test)} questions)  -> "
           f"{args.output_dir}")
     return metrics
