@@ -9,6 +9,7 @@ import pytest
 
 from bertkit.errors import DataError
 from recipes.sequence_labeling import task
+from recipes.sequence_labeling.data import split_words
 
 
 def write(tmp_path, name, text):
@@ -106,20 +107,20 @@ TRICKY = "  The U.S. ban on Jean-Pierre's café (Zürich)\tdoesn't\u00a0stop\u20
 
 
 def test_split_words_offsets_round_trip():
-    words = task.split_words(TRICKY)
+    words = split_words(TRICKY)
     assert all(TRICKY[s:e] == w for w, s, e in words)
     assert [w for w, _, _ in words][:9] == ["The", "U.S.", "ban", "on", "Jean-Pierre", "'s", "café", "(", "Zürich"]
-    assert [w for w, _, _ in task.split_words("O'Neill doesn't 'sorry' it's")] == [
+    assert [w for w, _, _ in split_words("O'Neill doesn't 'sorry' it's")] == [
         "O'Neill", "doesn't", "'", "sorry", "'", "it", "'s"]
     # nothing but whitespace is lost between words
     covered = set(i for _, s, e in words for i in range(s, e))
     assert all(TRICKY[i].isspace() or TRICKY[i] == "\u200b" for i in range(len(TRICKY)) if i not in covered)
-    chars = task.split_words("高 勇：男", per_char=True)
+    chars = split_words("高 勇：男", per_char=True)
     assert chars == [("高", 0, 1), ("勇", 2, 3), ("：", 3, 4), ("男", 4, 5)]
 
 
 def test_char_entities_exact_offsets():
-    words = task.split_words(TRICKY)
+    words = split_words(TRICKY)
     tags = ["O"] * len(words)
     tags[1] = "B-LOC"                       # U.S.
     tags[4], tags[5], tags[6] = "B-PER", "I-PER", "I-PER"     # Jean-Pierre's café
@@ -244,6 +245,7 @@ def test_train_report_predict_export_round_trip(tiny_bert_dir, tmp_path):
     import tensorflow_text  # noqa: F401  (registers the WordPiece op for the loaded SavedModel)
 
     from recipes.sequence_labeling import predict
+    from recipes.sequence_labeling.export import entities_from_export
     out = _train(tiny_bert_dir, tmp_path, "--export")
     report = json.loads((out / "report.json").read_text())
     assert report["headline"]["metric"] == "f1" and 0.0 <= report["headline"]["value"] <= 1.0
@@ -274,14 +276,14 @@ def test_train_report_predict_export_round_trip(tiny_bert_dir, tmp_path):
     loaded = tf.saved_model.load(str(out / "export"))
     served = {k: v.numpy() for k, v in loaded.signatures["serving_default"](texts=tf.constant(texts)).items()}
     for i, text in enumerate(texts):
-        words = task.split_words(text)
+        words = split_words(text)
         n = int(served["num_words"][i])
         assert [w.decode() for w in served["words"][i][:n]] == [w for w, _, _ in words]
         assert list(zip(served["starts"][i][:n], served["ends"][i][:n])) == [(s, e) for _, s, e in words]
         if words:
             expected = trained.predict_tokens([[w for w, _, _ in words]])[0]
             assert [t.decode() for t in served["tags"][i][:n]] == expected
-            assert task.entities_from_export(text, served, i) == trained.predict_texts([text])[0]["entities"]
+            assert entities_from_export(text, served, i) == trained.predict_texts([text])[0]["entities"]
 
 
 def test_softmax_head_trains_and_predicts_tokens_jsonl(tiny_bert_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Sequence labeling (NER) with a CRF on the shared BERT encoder: the whole story in one file.
+"""Sequence labeling (NER) with a CRF on the shared BERT encoder: the story in one file.
 
 1. Read sentences: JSONL ``{"tokens": [...], "tags": [...]}`` or CoNLL columns (token first, tag last, blank line
    between sentences, ``-DOCSTART-`` ignored). Tags are BIO/IOB2 or BIOES; bad input is one ``DataError``.
@@ -9,153 +9,41 @@
 3. Head: encoder -> gather the first piece of each word (so the head runs over words, not pieces) -> Dense(num_tags)
    -> CRF (``bertkit.crf.CRF``: trained transition matrix, Viterbi decoding), or a softmax with ``use_crf=False``.
 4. Decode in batches, re-join windows, read entities off the tags; evaluate with seqeval (entity level).
+
+The readers, the tag-scheme checks and the raw-text word splitting live in ``data.py``; the SavedModel export (word
+splitting, tokenization and decoding in the graph) in ``export.py``. Importing this module builds nothing.
 """
 
 from __future__ import annotations
 
-import math
-import re
-import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bertkit.errors import DataError
-from bertkit.fileio import iter_jsonl, read_text, require
+from recipes.sequence_labeling.data import Corpus, check_tags, read_conll, read_jsonl, split_tag, split_words
+from recipes.sequence_labeling.data import Sentence  # noqa: F401  (data_scripts import it, with check_tags, from here)
 
 TASK = "sequence_labeling"
-SCHEMES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}  # entity prefixes; "O" is outside in both
-DOCSTART = "-DOCSTART-"
+MODEL_KEYS = ("token_ids", "segment_ids", "word_index")
 
 
 # ------------------------------------------------------------------------------------------------------------- data
-@dataclass
-class Sentence:
-    tokens: list[str]
-    tags: list[str] | None          # None for unlabeled input (prediction)
-    lines: list[int]                # 1-based source line of each token (JSONL: the record's line for all)
-
-
-@dataclass
-class Corpus:
-    path: str
-    sentences: list[Sentence]
-    scheme: str                     # "bio" or "bioes"
-    repaired: int = 0               # tags rewritten by repair=True (see check_tags)
-
-
 def read_corpus(path, *, scheme: str = "auto", repair: bool = False, labeled: bool = True) -> Corpus:
     """Read JSONL (``.jsonl``/``.json``) or CoNLL columns (anything else), then check the tags (``check_tags``)."""
     path = str(path)
     if Path(path).suffix.lower() in (".jsonl", ".json"):
-        sentences = list(_read_jsonl(path, labeled))
+        sentences = list(read_jsonl(path, labeled))
     else:
-        sentences = list(_read_conll(path, labeled))
+        sentences = list(read_conll(path, labeled))
     if not sentences:
         raise DataError(path, None, None, "no sentences in file")
     if not labeled:
         return Corpus(path, sentences, scheme if scheme != "auto" else "bio")
     scheme, repaired = check_tags(sentences, path, scheme=scheme, repair=repair)
     return Corpus(path, sentences, scheme, repaired)
-
-
-def _read_jsonl(path, labeled):
-    for line, record in iter_jsonl(path):
-        tokens = require(record, "tokens", path, line, kind=list)
-        for i, token in enumerate(tokens):
-            if not isinstance(token, str) or not token or token.isspace():
-                raise DataError(path, line, "tokens", f"token {i} is {token!r}: expected a non-blank string")
-        tags = None
-        if labeled:
-            tags = require(record, "tags", path, line, kind=list)
-            if len(tags) != len(tokens):
-                raise DataError(path, line, "tags", f"{len(tags)} tags for {len(tokens)} tokens")
-            for i, tag in enumerate(tags):
-                if not isinstance(tag, str) or not tag:
-                    raise DataError(path, line, "tags", f"tag {i} is {tag!r}: expected a non-empty string")
-        yield Sentence(list(tokens), list(tags) if tags is not None else None, [line] * len(tokens))
-
-
-def _read_conll(path, labeled):
-    """CoNLL columns: every token line of a file must have the same number of columns (token first, tag last)."""
-    tokens, tags, lines, columns = [], [], [], None
-    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
-        fields = line.split()
-        if not fields or fields[0] == DOCSTART:   # blank line or document start: a sentence break
-            if tokens:
-                yield Sentence(tokens, tags if labeled else None, lines)
-            tokens, tags, lines = [], [], []
-            continue
-        if columns is None:
-            columns = len(fields)
-            if labeled and columns < 2:
-                raise DataError(path, line_no, "columns", "1 column; expected the token first and the tag last")
-        if len(fields) != columns:
-            raise DataError(path, line_no, "columns", f"{len(fields)} columns, expected {columns} as on the first "
-                                                      f"token line")
-        tokens.append(fields[0])
-        tags.append(fields[-1])
-        lines.append(line_no)
-    if tokens:
-        yield Sentence(tokens, tags if labeled else None, lines)
-
-
-def split_tag(tag: str) -> tuple[str, str | None]:
-    """``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", None)``; anything else -> ``(tag, None)`` (invalid)."""
-    if tag == "O":
-        return "O", None
-    prefix, dash, kind = tag.partition("-")
-    return (prefix, kind) if dash and kind else (tag, None)
-
-
-def check_tags(sentences: list[Sentence], path, *, scheme: str = "auto", repair: bool = False) -> tuple[str, int]:
-    """Validate the tags of every sentence; returns ``(scheme, repaired_count)``.
-
-    The scheme is BIO/IOB2 (``B-X I-X O``) or BIOES (adds ``E-X S-X``); ``auto`` picks BIOES when an ``E-``/``S-``
-    tag occurs. Any other tag is an error. An entity must start with ``B-`` (or ``S-``): an ``I-X``/``E-X`` that
-    follows neither ``B-X`` nor ``I-X`` (IOB1 style, or a broken annotation) is an error, unless ``repair=True``,
-    which rewrites it to ``B-X`` (``I-``) or ``S-X`` (``E-``) and counts it. In BIOES an entity must also end with
-    ``E-``/``S-``: a ``B-X``/``I-X`` not followed by ``I-X``/``E-X`` is repaired to ``S-X``/``E-X`` likewise.
-    """
-    if scheme not in ("auto", *SCHEMES):
-        raise ValueError(f"unknown scheme {scheme!r}")
-    prefixes = set()
-    for sentence in sentences:
-        for tag, line in zip(sentence.tags, sentence.lines):
-            prefix, kind = split_tag(tag)
-            if prefix != "O" and (kind is None or prefix not in SCHEMES["bioes"]):
-                raise DataError(path, line, "tags", f"unknown tag scheme: tag {tag!r}; expected O or B-/I- (BIO, "
-                                                    f"IOB2) or B-/I-/E-/S- (BIOES) followed by a type")
-            prefixes.add(prefix)
-    if scheme == "auto":
-        scheme = "bioes" if prefixes & {"E", "S"} else "bio"
-    elif scheme == "bio" and prefixes & {"E", "S"}:
-        bad = next((t, ln) for s in sentences for t, ln in zip(s.tags, s.lines) if t[:2] in ("E-", "S-"))
-        raise DataError(path, bad[1], "tags", f"tag {bad[0]!r} is not BIO (the file uses BIOES: pass scheme bioes)")
-    repaired = 0
-    for sentence in sentences:
-        tags = sentence.tags
-        for i, tag in enumerate(tags):
-            prefix, kind = split_tag(tag)
-            prev_prefix, prev_kind = split_tag(tags[i - 1]) if i else ("O", None)
-            continues = prev_kind == kind and prev_prefix in ("B", "I")
-            fix = None
-            if prefix in ("I", "E") and not continues:
-                fix, why = ("B" if prefix == "I" else "S"), "starts an entity (must be B-)"
-            if scheme == "bioes" and fix is None and prefix in ("B", "I"):
-                next_prefix, next_kind = split_tag(tags[i + 1]) if i + 1 < len(tags) else ("O", None)
-                if not (next_kind == kind and next_prefix in ("I", "E")):
-                    fix, why = ("S" if prefix == "B" else "E"), "ends an entity (must be E- or S- in BIOES)"
-            if fix is not None:
-                if not repair:
-                    raise DataError(path, sentence.lines[i], "tags",
-                                    f"tag {tag!r} at token {i} {why}; pass --repair-tags to rewrite it as "
-                                    f"{fix}-{kind}")
-                tags[i] = f"{fix}-{kind}"
-                repaired += 1
-    return scheme, repaired
 
 
 def tag_vocab(corpus: Corpus) -> list[str]:
@@ -177,47 +65,45 @@ def tag_ids(corpus: Corpus, tags: list[str]) -> list[list[int]]:
     return ids
 
 
-# ------------------------------------------------------------------------------------------------ raw text to words
-# Words of raw English text, close to CoNLL tokenisation: abbreviations like "U.S." stay whole, words keep inner
-# hyphens and apostrophes ("Jean-Pierre", "don't", "O'Neill") but the possessive "'s" is a word of its own
-# ("Germany 's"), every other punctuation or symbol character is a word of its own.
-# Invisible format/control characters (category C*, e.g. a zero-width space) are not words. WORD_PATTERN_RE2 is the
-# same rule for the exported graph (RE2 has no Unicode \w / \s, but has \p{..} classes).
-WORD_PATTERN = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:-\w+)*(?:['’](?:\w{2,}|[^sS\W]))*|['’][sS]\b|[^\w\s]")
-WORD_PATTERN_RE2 = (r"(?:\p{L}\.){2,}|[\p{L}\p{N}_]+(?:-[\p{L}\p{N}_]+)*"
-                    r"(?:['’](?:[\p{L}\p{N}_]{2,}|[^sS\s\p{P}\p{S}\p{Z}\p{C}]))*"
-                    r"|['’][sS]\b|[^\p{L}\p{N}_\s\p{Z}\p{C}]")
-SPACE_PATTERN_RE2 = r"[\s\p{Z}\p{C}]+"
+@dataclass
+class Splits:
+    train: Corpus
+    dev: Corpus
+    test: Corpus
+    tags: list[str]
+    scheme: str
+    repaired: int
 
 
-def _visible(word: str) -> bool:
-    return not all(unicodedata.category(ch)[0] in "CZ" for ch in word)
+def load_splits(args) -> Splits:
+    """Train/dev/test corpora (one scheme, tag vocab from the full train file, then the seeded train subset)."""
+    import sys
+
+    from bertkit.batching import sample_examples
+    read = {}
+    for split in ("train", "dev", "test"):
+        path = getattr(args, f"{split}_file")
+        scheme = args.tag_scheme if split == "train" else read["train"].scheme
+        read[split] = read_corpus(path, scheme=scheme, repair=args.repair_tags)
+        if read[split].repaired:
+            print(f"{path}: repaired {read[split].repaired} tags (--repair-tags)", file=sys.stderr)
+    tags = tag_vocab(read["train"])
+    for split in ("dev", "test"):
+        tag_ids(read[split], tags)   # fail early on a tag the model cannot output
+    if args.max_train_examples:
+        read["train"].sentences = sample_examples(read["train"].sentences, args.max_train_examples, args.seed)
+    if getattr(args, "max_dev_examples", None):
+        read["dev"].sentences = sample_examples(read["dev"].sentences, args.max_dev_examples, args.seed)
+    return Splits(read["train"], read["dev"], read["test"], tags, read["train"].scheme,
+                  sum(c.repaired for c in read.values()))
 
 
-def split_words(text: str, *, per_char: bool = False) -> list[tuple[str, int, int]]:
-    """``(word, start, end)`` with ``text[start:end] == word``; ``per_char`` (Chinese): one word per character that
-    is not whitespace or invisible."""
-    if per_char:
-        return [(ch, i, i + 1) for i, ch in enumerate(text) if not ch.isspace() and _visible(ch)]
-    return [(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text) if _visible(m.group())]
+# --------------------------------------------------------------------------------------------------------- features
+def make_tokenizer(bert_dir, *, per_char: bool = False):
+    from bertkit.tokenization import Tokenizer
+    return Tokenizer.from_bert_dir(bert_dir, per_char=per_char)
 
 
-def entities_from_tags(tags: list[str]) -> list[tuple[str, int, int]]:
-    """Entities ``(type, first_word, end_word)`` (end exclusive) from BIO or BIOES tags, as seqeval reads them."""
-    from seqeval.metrics.sequence_labeling import get_entities
-    return [(kind, start, end + 1) for kind, start, end in get_entities(list(tags))]
-
-
-def char_entities(text: str, spans: list[tuple[int, int]], tags: list[str]) -> list[dict]:
-    """Entities with exact character offsets: ``spans[i]`` is word ``i``'s ``(start, end)`` in ``text``."""
-    out = []
-    for kind, first, end in entities_from_tags(tags):
-        start, stop = spans[first][0], spans[end - 1][1]
-        out.append({"type": kind, "start": start, "end": stop, "text": text[start:stop]})
-    return out
-
-
-# -------------------------------------------------------------------------------------------------------- features
 @dataclass
 class Window:
     """Where a model row comes from: sentence ``sentence``, its words ``words`` (consecutive word indices), and for
@@ -288,7 +174,16 @@ def join_windows(windows: list[Window], window_tags, sentence_lengths: list[int]
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------- model
+def train_dataset(rows: list[dict], batch_size: int, seed: int):
+    """Shuffled batches of similar length (less padding: CPU time is the budget); returns (dataset, batches)."""
+    from bertkit.batching import make_dataset
+    dataset = make_dataset(rows, batch_size, input_keys=MODEL_KEYS, target_keys=("tags",), shuffle=True, seed=seed,
+                           bucket_by_length=True, length_key="token_ids")
+    steps = sum(1 for _ in dataset)   # bucketing leaves one partial batch per bucket: count them
+    return dataset, steps
+
+
+# ------------------------------------------------------------------------------------------------------------ model
 def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float = 0.1,
                 trainable_layers: int | None = None, crf_lr_multiplier: float = 200.0):
     """encoder -> first piece of each word -> dropout -> Dense(num_tags) -> CRF or softmax (built, ready to load)."""
@@ -358,6 +253,7 @@ def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float
     return model
 
 
+# --------------------------------------------------------------------------------------------------------- decoding
 def predict_tags(model, rows: list[dict], batch_size: int = 64) -> list[np.ndarray]:
     """Decoded tag ids per row, in batches of rows of similar length (little padding), returned in input order.
     No XLA: tfa's CRF ops do not compile."""
@@ -372,7 +268,22 @@ def predict_tags(model, rows: list[dict], batch_size: int = 64) -> list[np.ndarr
     return out
 
 
-# ------------------------------------------------------------------------------------------------------ evaluation
+def entities_from_tags(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Entities ``(type, first_word, end_word)`` (end exclusive) from BIO or BIOES tags, as seqeval reads them."""
+    from seqeval.metrics.sequence_labeling import get_entities
+    return [(kind, start, end + 1) for kind, start, end in get_entities(list(tags))]
+
+
+def char_entities(text: str, spans: list[tuple[int, int]], tags: list[str]) -> list[dict]:
+    """Entities with exact character offsets: ``spans[i]`` is word ``i``'s ``(start, end)`` in ``text``."""
+    out = []
+    for kind, first, end in entities_from_tags(tags):
+        start, stop = spans[first][0], spans[end - 1][1]
+        out.append({"type": kind, "start": start, "end": stop, "text": text[start:stop]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- evaluation
 def evaluate_tags(gold: list[list[str]], pred: list[list[str]]) -> dict:
     """Entity-level scores (seqeval, conlleval rules): micro precision/recall/f1, per-type and the type confusion.
 
@@ -422,64 +333,6 @@ def markdown_sections(metrics: dict) -> list[tuple[str, str]]:
     return [("Per entity type (seqeval, entity level)", per_type), ("Entity-type confusion", note + "\n\n" + confusion)]
 
 
-# ------------------------------------------------------------------------------------------------- training plumbing
-@dataclass
-class Splits:
-    train: Corpus
-    dev: Corpus
-    test: Corpus
-    tags: list[str]
-    scheme: str
-    repaired: int
-
-
-def load_splits(args) -> Splits:
-    """Train/dev/test corpora (one scheme, tag vocab from the full train file, then the seeded train subset)."""
-    import sys
-
-    from bertkit.batching import sample_examples
-    read = {}
-    for split in ("train", "dev", "test"):
-        path = getattr(args, f"{split}_file")
-        scheme = args.tag_scheme if split == "train" else read["train"].scheme
-        read[split] = read_corpus(path, scheme=scheme, repair=args.repair_tags)
-        if read[split].repaired:
-            print(f"{path}: repaired {read[split].repaired} tags (--repair-tags)", file=sys.stderr)
-    tags = tag_vocab(read["train"])
-    for split in ("dev", "test"):
-        tag_ids(read[split], tags)   # fail early on a tag the model cannot output
-    if args.max_train_examples:
-        read["train"].sentences = sample_examples(read["train"].sentences, args.max_train_examples, args.seed)
-    if getattr(args, "max_dev_examples", None):
-        read["dev"].sentences = sample_examples(read["dev"].sentences, args.max_dev_examples, args.seed)
-    return Splits(read["train"], read["dev"], read["test"], tags, read["train"].scheme,
-                  sum(c.repaired for c in read.values()))
-
-
-def make_tokenizer(bert_dir, *, per_char: bool = False):
-    from bertkit.tokenization import Tokenizer
-    return Tokenizer.from_bert_dir(bert_dir, per_char=per_char)
-
-
-MODEL_KEYS = ("token_ids", "segment_ids", "word_index")
-
-
-def train_dataset(rows: list[dict], batch_size: int, seed: int):
-    """Shuffled batches of similar length (less padding: CPU time is the budget); returns (dataset, batches)."""
-    from bertkit.batching import make_dataset
-    dataset = make_dataset(rows, batch_size, input_keys=MODEL_KEYS, target_keys=("tags",), shuffle=True, seed=seed,
-                           bucket_by_length=True, length_key="token_ids")
-    steps = sum(1 for _ in dataset)   # bucketing leaves one partial batch per bucket: count them
-    return dataset, steps
-
-
-def write_run_config(trainer, args, tags: list[str], scheme: str) -> Path:
-    """``run_config.json`` (via the Trainer): what ``Predictor.from_run_dir`` needs to rebuild the model."""
-    return trainer.write_run_config({"tags": tags, "scheme": scheme, "model": {
-        "bert_dir": str(args.bert_dir), "use_crf": args.crf, "per_char": args.per_char, "max_len": args.max_len,
-        "dropout": args.dropout, "crf_lr_multiplier": args.crf_lr_multiplier}})
-
-
 class Evaluation:
     """``evaluation(model) -> metrics`` on one labeled corpus: features built once, decoding in batches."""
 
@@ -495,6 +348,14 @@ class Evaluation:
 
     def __call__(self, model) -> dict:
         return evaluate_tags(self.gold, self.predictions(model))
+
+
+# ------------------------------------------------------------------------------------------------------- predicting
+def write_run_config(trainer, args, tags: list[str], scheme: str) -> Path:
+    """``run_config.json`` (via the Trainer): what ``Predictor.from_run_dir`` needs to rebuild the model."""
+    return trainer.write_run_config({"tags": tags, "scheme": scheme, "model": {
+        "bert_dir": str(args.bert_dir), "use_crf": args.crf, "per_char": args.per_char, "max_len": args.max_len,
+        "dropout": args.dropout, "crf_lr_multiplier": args.crf_lr_multiplier}})
 
 
 class Predictor:
@@ -530,67 +391,3 @@ class Predictor:
         tagged = dict(zip(nonempty, self.predict_tokens([[w for w, _, _ in words[i]] for i in nonempty])))
         return [{"text": text, "entities": char_entities(text, [(s, e) for _, s, e in words[i]], tagged[i])
                  if i in tagged else []} for i, text in enumerate(texts)]
-
-
-# ---------------------------------------------------------------------------------------------------------- export
-def export_tagger(model, bert_dir, tags: list[str], path, *, per_char: bool = False, lowercase: bool = True,
-                  max_len: int = 512) -> Path:
-    """SavedModel whose ``serving_default(texts)`` takes raw strings and returns, per word (padded):
-    ``words``, ``tags`` (Viterbi in the graph when the model has a CRF), ``starts``/``ends`` (character offsets into
-    the text) and ``num_words`` (words in the text) with ``num_tagged`` (words that fit in ``max_len`` pieces:
-    the export does not window, so a longer text is reported, not silently cut; use ``Predictor`` for those).
-
-    Words are split with the same rule as ``split_words`` (``WORD_PATTERN_RE2``), each word is tokenised on its own
-    by ``bertkit.export.InGraphTokenizer`` and read at its first piece, exactly as in training.
-    """
-    import tensorflow as tf
-    import tensorflow_text as tf_text
-
-    from bertkit.export import InGraphTokenizer, export_saved_model
-    tokenizer = InGraphTokenizer(Path(bert_dir) / "vocab.txt", lowercase=lowercase, max_len=max_len,
-                                 per_char=per_char)
-    names = tf.constant(tags)
-    word_pattern = r"[^\s\p{Z}\p{C}]" if per_char else WORD_PATTERN_RE2
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
-    def serve(texts):
-        words, byte_starts, byte_ends = tf_text.regex_split_with_offsets(
-            texts, SPACE_PATTERN_RE2 + "|" + word_pattern, word_pattern)
-        # byte offsets -> character offsets: position of each word's first/last byte among the text's characters
-        _, char_bytes = tf.strings.unicode_decode_with_offsets(texts, "UTF-8", errors="replace")
-        big = tf.int64.max
-        char_bytes = char_bytes.to_tensor(big)
-        starts = tf.searchsorted(char_bytes, byte_starts.to_tensor(big), side="left")
-        ends = tf.searchsorted(char_bytes, byte_ends.to_tensor(big), side="left")
-        pieces = tokenizer.tokenize(words.flat_values)["token_ids"]              # (all words, pieces)
-        empty = tf.equal(pieces.row_lengths(), 0)                                # e.g. only accents: [UNK]
-        unk = tf.ragged.boolean_mask(tf.fill(tf.stack([pieces.nrows(), 1]), tokenizer.unk_id), empty[:, None])
-        pieces = tf.concat([pieces, unk], axis=1)
-        per_text = tf.RaggedTensor.from_row_splits(pieces, words.row_splits)     # (texts, words, pieces)
-        first = tf.cumsum(per_text.row_lengths(axis=2), axis=1, exclusive=True) + 1   # first-piece positions
-        budget = tokenizer.max_len - 2
-        fits = first <= budget
-        word_index = tf.ragged.boolean_mask(first, fits)
-        flat = per_text.merge_dims(1, 2)[:, :budget]
-        n = flat.nrows()
-        column = lambda v: tf.fill(tf.stack([n, 1]), tf.constant(v, flat.dtype))
-        token_ids = tf.concat([column(tokenizer.cls_id), flat, column(tokenizer.sep_id)], axis=1).to_tensor(0)
-        inputs = {"token_ids": tf.cast(token_ids, tf.int32), "segment_ids": tf.zeros_like(token_ids, tf.int32),
-                  "word_index": tf.cast(word_index.to_tensor(0), tf.int32)}
-        tag_ids = model.decode(inputs)
-        num_tagged = tf.cast(word_index.row_lengths(), tf.int32)
-        mask = tf.sequence_mask(num_tagged, tf.shape(tag_ids)[1])
-        return {"words": words.to_tensor(""),
-                "tags": tf.where(mask, tf.gather(names, tag_ids), ""),
-                "starts": tf.cast(starts, tf.int32), "ends": tf.cast(ends, tf.int32),
-                "num_words": tf.cast(words.row_lengths(), tf.int32), "num_tagged": num_tagged}
-
-    return export_saved_model(path, model, serve)
-
-
-def entities_from_export(text: str, output: dict, row: int) -> list[dict]:
-    """Entities of row ``row`` of the exported signature's output (NumPy values), like ``Predictor.predict_texts``."""
-    n = int(output["num_tagged"][row])
-    tags = [t.decode() for t in output["tags"][row][:n]]
-    spans = list(zip(output["starts"][row][:n].tolist(), output["ends"][row][:n].tolist()))
-    return char_entities(text, spans, tags)

@@ -90,8 +90,10 @@ def run(argv=None) -> dict:
     print(f"test entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f} R {metrics['recall']:.4f}); "
           f"report: {report}", file=sys.stderr)
     if args.export:
-        path = task.export_tagger(model, args.bert_dir, data.tags, Path(args.output_dir) / "export",
-                                  per_char=args.per_char, lowercase=tokenizer.lowercase)
+        from recipes.sequence_labeling.export import export_tagger
+
+        path = export_tagger(model, args.bert_dir, data.tags, Path(args.output_dir) / "export",
+                             per_char=args.per_char, lowercase=tokenizer.lowercase)
         print(f"exported SavedModel: {path}", file=sys.stderr)
     return metrics
 
