@@ -15,137 +15,30 @@ The story, top to bottom:
    of the original text by character offsets.
 5. Metrics: triple precision/recall/F1 (exact match of subject string, predicate, object string), micro and per
    predicate; subject-only and (subject, object)-pair scores as diagnostics.
-Importing this module builds nothing.
+The input reader and its checks live in data.py, the scores and report sections in scoring.py, the raw-string
+SavedModel in export.py. Importing this module builds nothing.
 """
 
 from __future__ import annotations
 
 import bisect
 import random
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bertkit.errors import DataError
-from bertkit.fileio import iter_jsonl
+from recipes.relation_extract.data import (  # noqa: F401 (the story's data step; also used as task.X)
+    DataNotes, Example, Triple, check_predicates, parse_example, predicate_vocab, read_examples,
+)
+from recipes.relation_extract.scoring import score_triples
 
 TASK = "relation_extract"
 SUBJECT_MODES = ("sample", "all")
 # Threshold grid of the dev sweep run after training (the report shows the whole table).
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 TARGET_KEYS = ("subject_start", "subject_end", "object_start", "object_end")
-
-
-# ------------------------------------------------------------------------------------------------------------ data
-@dataclass(frozen=True)
-class Triple:
-    subject: str
-    predicate: str
-    object: str
-    subject_start: int | None = None  # character offset of the annotated subject mention, if pinned
-    object_start: int | None = None
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.subject, self.predicate, self.object)
-
-
-@dataclass
-class Example:
-    text: str
-    triples: list[Triple]
-    path: str = "<input>"
-    line: int | None = None
-
-
-@dataclass
-class DataNotes:
-    """What the reader and the feature builder had to say about a file (goes into the report)."""
-    path: str
-    sentences: int = 0
-    triples: int = 0
-    without_offsets: int = 0          # entity strings labelled at every occurrence
-    unknown_predicates: int = 0       # triples whose predicate the model was not trained on (always missed)
-    truncated: int = 0                # triples with a mention cut off by --max-len (cannot be found)
-    misaligned: int = 0               # entity boundaries inside a token (decoded span is wider)
-    warnings: list[str] = field(default_factory=list)
-
-    def warn(self, message: str, limit: int = 10) -> None:
-        if len(self.warnings) < limit:
-            self.warnings.append(message)
-
-    def summary(self) -> str:
-        return (f"{self.path}: {self.sentences} sentences, {self.triples} triples; {self.without_offsets} entity "
-                f"mentions without offsets (every occurrence labelled); {self.unknown_predicates} with a predicate "
-                f"unseen in training; {self.truncated} cut off by --max-len; {self.misaligned} not on token "
-                f"boundaries")
-
-
-def _optional_offset(spo: dict, key: str, text: str, value: str, path, line: int, where: str) -> int | None:
-    start = spo.get(key)
-    if start is None:
-        return None
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(text) - len(value):
-        raise DataError(path, line, f"{where}.{key}", f"expected a character offset into the text, got {start!r}")
-    if text[start:start + len(value)] != value:
-        raise DataError(path, line, f"{where}.{key}",
-                        f"text at offset {start} is {text[start:start + len(value)]!r}, not {value!r}")
-    return start
-
-
-def parse_example(record: dict, path, line: int) -> Example:
-    """One JSONL record -> Example; any problem is a DataError naming the file, line and field."""
-    text = record.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise DataError(path, line, "text", "missing or not a non-empty string")
-    spo_list = record.get("spo_list", None)
-    if spo_list is None:
-        raise DataError(path, line, "spo_list", "missing (use [] for a sentence without triples)")
-    if not isinstance(spo_list, list):
-        raise DataError(path, line, "spo_list", f"expected a list, got {type(spo_list).__name__}")
-    triples = []
-    for i, spo in enumerate(spo_list):
-        where = f"spo_list[{i}]"
-        if not isinstance(spo, dict):
-            raise DataError(path, line, where, f"expected an object, got {type(spo).__name__}")
-        values = {}
-        for part in ("subject", "predicate", "object"):
-            value = spo.get(part)
-            if not isinstance(value, str) or not value.strip():
-                raise DataError(path, line, f"{where}.{part}", "missing or not a non-empty string")
-            if part != "predicate" and value not in text:
-                raise DataError(path, line, f"{where}.{part}", f"{value!r} does not occur in the text")
-            values[part] = value
-        triples.append(Triple(
-            values["subject"], values["predicate"], values["object"],
-            _optional_offset(spo, "subject_start", text, values["subject"], path, line, where),
-            _optional_offset(spo, "object_start", text, values["object"], path, line, where)))
-    return Example(text, triples, str(path), line)
-
-
-def read_examples(path) -> list[Example]:
-    """All sentences of a JSONL file (an empty ``spo_list`` is valid: a sentence without triples)."""
-    examples = [parse_example(record, path, line) for line, record in iter_jsonl(path)]
-    if not examples:
-        raise DataError(path, None, None, "no sentences")
-    return examples
-
-
-def predicate_vocab(examples: list[Example]) -> list[str]:
-    return sorted({t.predicate for e in examples for t in e.triples})
-
-
-def check_predicates(examples: list[Example], predicates: list[str], notes: DataNotes) -> None:
-    """Unknown predicates at test time are a counted warning: the triple stays gold (a guaranteed miss)."""
-    known = set(predicates)
-    for e in examples:
-        for i, t in enumerate(e.triples):
-            if t.predicate not in known:
-                notes.unknown_predicates += 1
-                notes.warn(f"{e.path}:{e.line}: field 'spo_list[{i}].predicate': {t.predicate!r} was not in the "
-                           f"training data; this triple cannot be predicted")
 
 
 # ---------------------------------------------------------------------------------------------------- alignment
@@ -377,40 +270,6 @@ def spans_to_triples(text: str, offsets, subject: tuple[int, int], objects, pred
     return out
 
 
-# -------------------------------------------------------------------------------------------------------- metrics
-def score_triples(gold: list[set], pred: list[set], predicates: list[str] | None = None) -> dict:
-    """Exact-match triple scores (sets of (subject, predicate, object) strings per sentence).
-
-    ``triple_*`` micro over all sentences; ``per_predicate`` by predicate; ``subject_*`` on the set of subject
-    strings and ``pair_*`` on (subject, object) pairs, as diagnostics of which stage loses triples.
-    """
-    from bertkit.metrics import set_prf
-
-    metrics = {}
-    for name, project in (("triple", lambda t: t), ("subject", lambda t: t[0]), ("pair", lambda t: (t[0], t[2]))):
-        scores = set_prf([{project(t) for t in g} for g in gold], [{project(t) for t in p} for p in pred])
-        metrics.update({f"{name}_{k}": v for k, v in scores.items()})
-    names = sorted(set(predicates or []) | {t[1] for s in gold + pred for t in s})
-    metrics["per_predicate"] = {
-        name: {**set_prf([{t for t in g if t[1] == name} for g in gold], [{t for t in p if t[1] == name} for p in pred]),
-               "support": sum(1 for g in gold for t in g if t[1] == name)}
-        for name in names}
-    return metrics
-
-
-def error_examples(examples: list[Example], pred: list[set], limit: int = 5) -> list[dict]:
-    """The first ``limit`` sentences with missing or spurious triples, for the report."""
-    out = []
-    for example, p in zip(examples, pred):
-        gold = {t.key for t in example.triples}
-        if gold != p:
-            out.append({"text": example.text, "line": example.line, "missing": sorted(gold - p),
-                        "spurious": sorted(p - gold)})
-            if len(out) >= limit:
-                break
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------- model
 def masked_binary_crossentropy(y_true, y_pred):
     """Mean binary cross-entropy over real positions; padded positions carry the target -1 and are ignored.
@@ -586,46 +445,6 @@ def best_thresholds(sweep: list[dict]) -> tuple[float, float]:
     best = max(sweep, key=lambda row: (row["triple_f1"], -abs(row["subject_threshold"] - 0.5)
                                        - abs(row["object_threshold"] - 0.5)))
     return best["subject_threshold"], best["object_threshold"]
-
-
-def default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "data" / "conll04"
-
-
-# --------------------------------------------------------------------------------------------------------- report
-def report_sections(test: dict, dev_sweep: list[dict], thresholds: tuple[float, float], notes: list[DataNotes],
-                    errors: list[dict], *, threshold_source: str) -> list[tuple[str, str]]:
-    """Markdown sections of report.md: scores by stage, per predicate, the dev threshold sweep, data notes and
-    the missing / spurious triples of a few test sentences."""
-    from bertkit.reports import md_table, per_class_table
-
-    m = test
-    stages = md_table(["score", "precision", "recall", "f1", "tp", "fp", "fn"], [
-        [name] + [m[f"{key}_{c}"] for c in ("precision", "recall", "f1", "tp", "fp", "fn")]
-        for name, key in (("triple (s, p, o), exact", "triple"), ("(subject, object) pair", "pair"),
-                          ("subject only", "subject"))])
-    sweep_grid = sorted({row["object_threshold"] for row in dev_sweep})
-    by_pair = {(row["subject_threshold"], row["object_threshold"]): row["triple_f1"] for row in dev_sweep}
-    sweep = md_table(["subject threshold (rows) / object threshold (columns)"] + [str(t) for t in sweep_grid],
-                     [[str(st)] + [by_pair[(st, ot)] for ot in sweep_grid]
-                      for st in sorted({row["subject_threshold"] for row in dev_sweep})])
-    data = "\n".join(f"- {n.summary()}" + "".join(f"\n  - {w}" for w in n.warnings) for n in notes)
-    examples = []
-    for e in errors:
-        examples.append(f"- line {e['line']}: {e['text']}\n"
-                        + "".join(f"  - missing: {t}\n" for t in e["missing"])
-                        + "".join(f"  - spurious: {t}\n" for t in e["spurious"]))
-    return [
-        ("Scores by stage (test)", stages),
-        ("Per predicate (test)", per_class_table(m["per_predicate"], name="predicate")),
-        ("Threshold sweep (dev triple F1)",
-         f"Thresholds used on test: subject {thresholds[0]}, object {thresholds[1]} ({threshold_source}).\n\n"
-         + sweep),
-        ("Data", "Triples are scored by exact match of the subject string, predicate and object string (entity "
-                 "types are not predicted). Entities without character offsets are labelled at every occurrence "
-                 "of their string.\n\n" + data),
-        ("Missing and spurious triples (first test sentences with errors)", "\n".join(examples) or "none"),
-    ]
 
 
 # ------------------------------------------------------------------------------------------------------ predicting

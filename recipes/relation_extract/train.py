@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # allow `python recipes/relation_extract/train.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from recipes.relation_extract import task  # noqa: E402
+from recipes.relation_extract import scoring, task  # noqa: E402
 
 DATA = REPO / "data" / "conll04"
 
@@ -136,8 +136,8 @@ def run(argv=None) -> dict:
     metrics["data"] = {name: {k: v for k, v in vars(n).items() if k != "warnings"} for name, n in notes.items()}
     trainer.write_run_config({"predicates": predicates, "lowercase": tokenizer.lowercase,
                               "thresholds": {"subject": thresholds[0], "object": thresholds[1]}})
-    sections = task.report_sections(metrics, sweep, thresholds, list(notes.values()),
-                                    task.error_examples(test, result["predictions"]), threshold_source=source)
+    sections = scoring.report_sections(metrics, sweep, thresholds, list(notes.values()),
+                                    scoring.error_examples(test, result["predictions"]), threshold_source=source)
     report = trainer.write_report(dataset=Path(args.test_file).parent.name, split="test", headline="triple_f1",
                                   metrics=metrics, markdown_sections=sections)
     print(f"test triple F1 {metrics['triple_f1']:.4f} (P {metrics['triple_precision']:.4f} "

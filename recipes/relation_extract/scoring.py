@@ -1,0 +1,74 @@
+"""Scoring extracted triples (exact match of subject string, predicate and object string) and the task's sections
+of report.md."""
+
+from __future__ import annotations
+
+from recipes.relation_extract.data import DataNotes, Example
+
+
+def score_triples(gold: list[set], pred: list[set], predicates: list[str] | None = None) -> dict:
+    """Exact-match triple scores (sets of (subject, predicate, object) strings per sentence).
+
+    ``triple_*`` micro over all sentences; ``per_predicate`` by predicate; ``subject_*`` on the set of subject
+    strings and ``pair_*`` on (subject, object) pairs, as diagnostics of which stage loses triples.
+    """
+    from bertkit.metrics import set_prf
+
+    metrics = {}
+    for name, project in (("triple", lambda t: t), ("subject", lambda t: t[0]), ("pair", lambda t: (t[0], t[2]))):
+        scores = set_prf([{project(t) for t in g} for g in gold], [{project(t) for t in p} for p in pred])
+        metrics.update({f"{name}_{k}": v for k, v in scores.items()})
+    names = sorted(set(predicates or []) | {t[1] for s in gold + pred for t in s})
+    metrics["per_predicate"] = {
+        name: {**set_prf([{t for t in g if t[1] == name} for g in gold], [{t for t in p if t[1] == name} for p in pred]),
+               "support": sum(1 for g in gold for t in g if t[1] == name)}
+        for name in names}
+    return metrics
+
+
+def error_examples(examples: list[Example], pred: list[set], limit: int = 5) -> list[dict]:
+    """The first ``limit`` sentences with missing or spurious triples, for the report."""
+    out = []
+    for example, p in zip(examples, pred):
+        gold = {t.key for t in example.triples}
+        if gold != p:
+            out.append({"text": example.text, "line": example.line, "missing": sorted(gold - p),
+                        "spurious": sorted(p - gold)})
+            if len(out) >= limit:
+                break
+    return out
+
+
+def report_sections(test: dict, dev_sweep: list[dict], thresholds: tuple[float, float], notes: list[DataNotes],
+                    errors: list[dict], *, threshold_source: str) -> list[tuple[str, str]]:
+    """Markdown sections of report.md: scores by stage, per predicate, the dev threshold sweep, data notes and
+    the missing / spurious triples of a few test sentences."""
+    from bertkit.reports import md_table, per_class_table
+
+    m = test
+    stages = md_table(["score", "precision", "recall", "f1", "tp", "fp", "fn"], [
+        [name] + [m[f"{key}_{c}"] for c in ("precision", "recall", "f1", "tp", "fp", "fn")]
+        for name, key in (("triple (s, p, o), exact", "triple"), ("(subject, object) pair", "pair"),
+                          ("subject only", "subject"))])
+    sweep_grid = sorted({row["object_threshold"] for row in dev_sweep})
+    by_pair = {(row["subject_threshold"], row["object_threshold"]): row["triple_f1"] for row in dev_sweep}
+    sweep = md_table(["subject threshold (rows) / object threshold (columns)"] + [str(t) for t in sweep_grid],
+                     [[str(st)] + [by_pair[(st, ot)] for ot in sweep_grid]
+                      for st in sorted({row["subject_threshold"] for row in dev_sweep})])
+    data = "\n".join(f"- {n.summary()}" + "".join(f"\n  - {w}" for w in n.warnings) for n in notes)
+    examples = []
+    for e in errors:
+        examples.append(f"- line {e['line']}: {e['text']}\n"
+                        + "".join(f"  - missing: {t}\n" for t in e["missing"])
+                        + "".join(f"  - spurious: {t}\n" for t in e["spurious"]))
+    return [
+        ("Scores by stage (test)", stages),
+        ("Per predicate (test)", per_class_table(m["per_predicate"], name="predicate")),
+        ("Threshold sweep (dev triple F1)",
+         f"Thresholds used on test: subject {thresholds[0]}, object {thresholds[1]} ({threshold_source}).\n\n"
+         + sweep),
+        ("Data", "Triples are scored by exact match of the subject string, predicate and object string (entity "
+                 "types are not predicted). Entities without character offsets are labelled at every occurrence "
+                 "of their string.\n\n" + data),
+        ("Missing and spurious triples (first test sentences with errors)", "\n".join(examples) or "none"),
+    ]
