@@ -26,7 +26,10 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_bytes",
     "atomic_dir",
+    "write_jsonl",
+    "write_splits",
     "read_text",
+    "read_json",
     "parse_jsonl",
     "iter_jsonl",
     "read_input",
@@ -92,6 +95,29 @@ def atomic_write_json(path, obj: Any, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as pretty UTF-8 JSON (numpy values and paths converted) to ``path`` atomically."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default)
     return atomic_write_text(path, text + "\n")
+
+
+def _jsonl_lines(records) -> list[str]:
+    """One JSON line (UTF-8 text kept as is, numpy values and paths converted) per record."""
+    return [json.dumps(record, ensure_ascii=False, default=_json_default) + "\n" for record in records]
+
+
+def write_jsonl(path, records) -> int:
+    """Write ``records`` (dicts) as JSON lines to the file ``path`` atomically; returns how many were written."""
+    lines = _jsonl_lines(records)
+    atomic_write_text(path, "".join(lines))
+    return len(lines)
+
+
+def write_splits(out_dir, splits: dict[str, list], source_md: str) -> dict[str, int]:
+    """Write a converted dataset: ``out_dir/<split>.jsonl`` for each ``split -> records`` of ``splits``, then
+    ``out_dir/SOURCE.md`` (``source_md``: where the data came from and how it was converted), each atomically;
+    ``out_dir`` is created if needed. Returns the number of records written per split."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {split: write_jsonl(out_dir / f"{split}.jsonl", records) for split, records in splits.items()}
+    atomic_write_text(out_dir / "SOURCE.md", source_md)
+    return counts
 
 
 @contextlib.contextmanager
@@ -163,6 +189,16 @@ def read_text(path) -> str:
     return text
 
 
+def read_json(path) -> Any:
+    """The JSON value of a whole UTF-8 file (read as :func:`read_text`). Malformed JSON ->
+    ``DataError(path, line, None, "malformed JSON: ...")`` naming the 1-based line where the parser stopped."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, None, f"malformed JSON: {e.msg}") from None
+
+
 def parse_jsonl(text: str, source) -> list[tuple[int, dict]]:
     """``(line_no, record)`` for each non-blank line of JSON-lines ``text`` read from ``source`` (a path, or a name
     such as ``<stdin>`` for error messages); ``line_no`` is 1-based.
@@ -200,12 +236,11 @@ def read_input(path) -> tuple[str, str]:
 def write_jsonl_output(path, records) -> int:
     """Write ``records`` (dicts) as JSON lines to ``path``, atomically, or to standard output when ``path`` is
     ``-``; returns how many were written."""
-    lines = [json.dumps(record, ensure_ascii=False, default=_json_default) + "\n" for record in records]
-    if str(path) == "-":
-        sys.stdout.writelines(lines)
-        sys.stdout.flush()
-    else:
-        atomic_write_text(path, "".join(lines))
+    if str(path) != "-":
+        return write_jsonl(path, records)
+    lines = _jsonl_lines(records)
+    sys.stdout.writelines(lines)
+    sys.stdout.flush()
     return len(lines)
 
 

@@ -11,13 +11,13 @@ Train with `--per-char` (Chinese).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_text
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import write_splits
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "classification" / "afqmc"
@@ -43,28 +43,18 @@ def read_afqmc(path: Path) -> list[dict]:
     return records
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train.txt and dev.txt")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "data" / "afqmc", help="output folder")
-    parser.add_argument("--dev-size", type=int, default=4316, help="pairs of train.txt held out as dev")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/dev split")
-    args = parser.parse_args(argv)
-    try:
-        train = read_afqmc(args.src / "train.txt")
-        dev_rows = set(random.Random(args.seed).sample(range(len(train)), args.dev_size))
-        splits = {
-            "train": [r for i, r in enumerate(train) if i not in dev_rows],
-            "dev": [r for i, r in enumerate(train) if i in dev_rows],
-            "test": read_afqmc(args.src / "dev.txt"),
-        }
-        args.out.mkdir(parents=True, exist_ok=True)
-        for split, records in splits.items():
-            atomic_write_text(args.out / f"{split}.jsonl",
-                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        counts = ", ".join(f"{split} {len(records):,}" for split, records in splits.items())
-        upstream = (args.src / "SOURCE.md").read_text(encoding="utf-8")
-        atomic_write_text(args.out / "SOURCE.md", f"""# AFQMC for recipes/sentiment (Chinese pairs, use --per-char)
+def run(args) -> None:
+    """Convert AFQMC, hold dev out of train.txt and write the splits, with SOURCE.md, to ``args.out``."""
+    train = read_afqmc(args.src / "train.txt")
+    dev_rows = set(random.Random(args.seed).sample(range(len(train)), args.dev_size))
+    splits = {
+        "train": [r for i, r in enumerate(train) if i not in dev_rows],
+        "dev": [r for i, r in enumerate(train) if i in dev_rows],
+        "test": read_afqmc(args.src / "dev.txt"),
+    }
+    counts = ", ".join(f"{split} {len(records):,}" for split, records in splits.items())
+    upstream = (args.src / "SOURCE.md").read_text(encoding="utf-8")
+    write_splits(args.out, splits, f"""# AFQMC for recipes/sentiment (Chinese pairs, use --per-char)
 
 Converted by `python data_scripts/convert_afqmc.py --dev-size {args.dev_size} --seed {args.seed}` (deterministic).
 Sizes: {counts}. test = CLUE dev.txt (labelled; CLUE test has no labels); dev = a seeded sample of train.txt;
@@ -73,11 +63,21 @@ train = the rest. Labels: 1 -> `same`, 0 -> `different`.
 ## Upstream source (copied from its SOURCE.md)
 
 {upstream}""")
-    except (BertkitError, OSError, ValueError) as e:
+    print(f"wrote {args.out}: {counts}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train.txt and dev.txt")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "data" / "afqmc", help="output folder")
+    parser.add_argument("--dev-size", type=int, default=4316, help="pairs of train.txt held out as dev")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/dev split")
+    args = parser.parse_args(argv)
+    try:
+        return run_main(run, args)
+    except (OSError, ValueError) as e:  # a missing or non-UTF-8 source, an unwritable --out, too big a --dev-size
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {counts}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ so never train on one and evaluate on the other: each conversion yields its own 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_text
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import write_splits
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "classification"
@@ -65,25 +65,14 @@ def convert(dataset: str, src: Path, dev_size: int, seed: int) -> tuple[dict[str
                     f"(seed {seed}) sample of {dev_size} texts of train.tsv; train = the rest of train.tsv.")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
-    parser.add_argument("--src", type=Path, help="source folder (default: the shared copy of --dataset)")
-    parser.add_argument("--out", type=Path, help="output folder (default: runs/data/<dataset>)")
-    parser.add_argument("--dev-size", type=int, default=1200, help="chnsenticorp: texts of train.tsv held out as dev")
-    parser.add_argument("--seed", type=int, default=0, help="chnsenticorp: seed of the train/dev split")
-    args = parser.parse_args(argv)
+def run(args) -> None:
+    """Convert ``args.dataset`` and write its splits, with SOURCE.md, to ``args.out`` (or its default folder)."""
     src = args.src or DATASETS[args.dataset]["src"]
     out = args.out or REPO / "runs" / "data" / args.dataset
-    try:
-        splits, provenance = convert(args.dataset, src, args.dev_size, args.seed)
-        out.mkdir(parents=True, exist_ok=True)
-        for split, records in splits.items():
-            atomic_write_text(out / f"{split}.jsonl",
-                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        counts = ", ".join(f"{split} {len(records):,}" for split, records in splits.items())
-        upstream = (src / "SOURCE.md").read_text(encoding="utf-8")
-        atomic_write_text(out / "SOURCE.md", f"""# {args.dataset} for recipes/sentiment (Chinese, use --per-char)
+    splits, provenance = convert(args.dataset, src, args.dev_size, args.seed)
+    counts = ", ".join(f"{split} {len(records):,}" for split, records in splits.items())
+    upstream = (src / "SOURCE.md").read_text(encoding="utf-8")
+    write_splits(out, splits, f"""# {args.dataset} for recipes/sentiment (Chinese, use --per-char)
 
 Converted by `python data_scripts/convert_chinese_sentiment.py --dataset {args.dataset}` (deterministic). Sizes:
 {counts}. {provenance} Labels are `positive`/`negative`. ChnSentiCorp and bojone's set overlap heavily: never train
@@ -92,11 +81,22 @@ on one and evaluate on the other.
 ## Upstream source (copied from its SOURCE.md)
 
 {upstream}""")
-    except (BertkitError, OSError, ValueError) as e:
+    print(f"wrote {out}: {counts}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--src", type=Path, help="source folder (default: the shared copy of --dataset)")
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/data/<dataset>)")
+    parser.add_argument("--dev-size", type=int, default=1200, help="chnsenticorp: texts of train.tsv held out as dev")
+    parser.add_argument("--seed", type=int, default=0, help="chnsenticorp: seed of the train/dev split")
+    args = parser.parse_args(argv)
+    try:
+        return run_main(run, args)
+    except (OSError, ValueError) as e:  # a missing or non-UTF-8 source, an unwritable --out, too big a --dev-size
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}: {counts}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ it are a pipeline check, not comparable to published CMeIE results. Source lines
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_text, iter_jsonl, read_text
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import iter_jsonl, read_text, write_splits
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "relation_extraction" / "cmeie_dev"
@@ -51,29 +51,19 @@ def convert_record(record: dict, path, line: int) -> dict:
     return {"text": text, "spo_list": spo_list}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with val_triples.json (JSON lines)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "data" / "cmeie", help="output folder")
-    parser.add_argument("--dev-fraction", type=float, default=0.1)
-    parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split")
-    args = parser.parse_args(argv)
-    try:
-        src = args.src / "val_triples.json"
-        records = [convert_record(r, src, line) for line, r in iter_jsonl(src)]
-        order = list(range(len(records)))
-        random.Random(args.seed).shuffle(order)
-        n_dev, n_test = round(args.dev_fraction * len(order)), round(args.test_fraction * len(order))
-        parts = {"dev": order[:n_dev], "test": order[n_dev:n_dev + n_test], "train": order[n_dev + n_test:]}
-        splits = {split: [records[i] for i in sorted(parts[split])] for split in ("train", "dev", "test")}
-        for split, rows in splits.items():
-            atomic_write_text(args.out / f"{split}.jsonl",
-                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        counts = ", ".join(f"{split} {len(r):,} sentences / {sum(len(x['spo_list']) for x in r):,} triples"
-                           for split, r in splits.items())
-        upstream = read_text(args.src / "SOURCE.md")
-        atomic_write_text(args.out / "SOURCE.md", f"""# CMeIE (dev set only, re-split) for recipes/relation_extract
+def run(args) -> None:
+    """Convert CMeIE's dev set, split it at random and write the splits, with SOURCE.md, to ``args.out``."""
+    src = args.src / "val_triples.json"
+    records = [convert_record(r, src, line) for line, r in iter_jsonl(src)]
+    order = list(range(len(records)))
+    random.Random(args.seed).shuffle(order)
+    n_dev, n_test = round(args.dev_fraction * len(order)), round(args.test_fraction * len(order))
+    parts = {"dev": order[:n_dev], "test": order[n_dev:n_dev + n_test], "train": order[n_dev + n_test:]}
+    splits = {split: [records[i] for i in sorted(parts[split])] for split in ("train", "dev", "test")}
+    counts = ", ".join(f"{split} {len(r):,} sentences / {sum(len(x['spo_list']) for x in r):,} triples"
+                       for split, r in splits.items())
+    upstream = read_text(args.src / "SOURCE.md")
+    write_splits(args.out, splits, f"""# CMeIE (dev set only, re-split) for recipes/relation_extract
 
 Converted by `python data_scripts/convert_cmeie.py --dev-fraction {args.dev_fraction} --test-fraction
 {args.test_fraction} --seed {args.seed}` from the public copy described below. Only CMeIE's dev set is available,
@@ -83,11 +73,22 @@ No character offsets: every occurrence of an entity string is labelled.
 ## Upstream source (copied from its SOURCE.md)
 
 {upstream}""")
-    except (BertkitError, OSError) as e:
+    print(f"wrote {args.out}: {counts}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with val_triples.json (JSON lines)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "data" / "cmeie", help="output folder")
+    parser.add_argument("--dev-fraction", type=float, default=0.1)
+    parser.add_argument("--test-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split")
+    args = parser.parse_args(argv)
+    try:
+        return run_main(run, args)
+    except OSError as e:  # a source that cannot be read or an output that cannot be written: the user's to fix
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {counts}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_json, atomic_write_text
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import atomic_write_json, write_jsonl
 from recipes.span_extract.task import ReadStats, _check_answer, _iter_squad
 
 DEFAULT_SRC = Path("/work/shared/data/span_extraction/cmrc2018")
@@ -78,12 +79,16 @@ def convert(src: Path, out_dir: Path, *, warn=None) -> dict:
         if not path.is_file():
             raise DataError(path, None, None, "no such file")
         stats = Counter()
-        records = convert_file(path, stats=stats, warn=warn)
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        atomic_write_text(out_dir / f"{split}.jsonl", text)
+        write_jsonl(out_dir / f"{split}.jsonl", convert_file(path, stats=stats, warn=warn))
         summary["splits"][split] = {"from": name, **dict(sorted(stats.items()))}
     atomic_write_json(out_dir / "conversion_summary.json", summary)
     return summary
+
+
+def run(args) -> None:
+    """Convert both files to ``args.out_dir`` and print the summary."""
+    summary = convert(args.src, args.out_dir, warn=(lambda m: None) if args.quiet else None)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 def main(argv=None) -> int:
@@ -91,14 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="dir with cmrc2018_trial.json, cmrc2018_dev.json")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/data/cmrc2018"))
     parser.add_argument("--quiet", action="store_true", help="print only the summary, not each repair")
-    args = parser.parse_args(argv)
-    try:
-        summary = convert(args.src, args.out_dir, warn=(lambda m: None) if args.quiet else None)
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
-    return 0
+    return run_main(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

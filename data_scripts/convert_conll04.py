@@ -12,12 +12,12 @@ mentions are pinned to the annotated one.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_text, read_text
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import read_json, read_text, write_splits
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "relation_extraction" / "conll04"
@@ -63,29 +63,19 @@ def convert_item(item: dict, path, index: int) -> dict:
 
 
 def convert_file(path: Path) -> list[dict]:
-    try:
-        items = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(path, e.lineno, None, f"malformed JSON: {e.msg}") from None
+    items = read_json(path)
     if not isinstance(items, list):
         raise DataError(path, 1, None, "expected a JSON list of sentences")
     return [convert_item(item if isinstance(item, dict) else {}, path, i) for i, item in enumerate(items, start=1)]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with {train,valid,test}.CoNLL04.json")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "conll04", help="output folder")
-    args = parser.parse_args(argv)
-    try:
-        splits = {split: convert_file(args.src / name) for split, name in SPLITS.items()}
-        for split, records in splits.items():
-            atomic_write_text(args.out / f"{split}.jsonl",
-                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        counts = ", ".join(f"{split} {len(r):,} sentences / {sum(len(x['spo_list']) for x in r):,} triples"
-                           for split, r in splits.items())
-        upstream = read_text(args.src / "SOURCE.md")
-        atomic_write_text(args.out / "SOURCE.md", f"""# CoNLL04 for recipes/relation_extract
+def run(args) -> None:
+    """Convert the three splits and write them, with SOURCE.md, to ``args.out``."""
+    splits = {split: convert_file(args.src / name) for split, name in SPLITS.items()}
+    counts = ", ".join(f"{split} {len(r):,} sentences / {sum(len(x['spo_list']) for x in r):,} triples"
+                       for split, r in splits.items())
+    upstream = read_text(args.src / "SOURCE.md")
+    write_splits(args.out, splits, f"""# CoNLL04 for recipes/relation_extract
 
 Converted by `python data_scripts/convert_conll04.py` (deterministic; rerun to regenerate) from the public copy
 described below. Sizes: {counts}.
@@ -100,11 +90,19 @@ described below. Sizes: {counts}.
 ## Upstream source (copied from its SOURCE.md)
 
 {upstream}""")
-    except (BertkitError, OSError) as e:
+    print(f"wrote {args.out}: {counts}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with {train,valid,test}.CoNLL04.json")
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "conll04", help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        return run_main(run, args)
+    except OSError as e:  # a source that cannot be read or an output that cannot be written: the user's to fix
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {counts}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,22 +10,16 @@ SOURCE.md. Every sentence is kept; the tags are checked with the recipe's own re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError
-from bertkit.fileio import atomic_write_text
+from bertkit.cli import run_main
+from bertkit.fileio import write_splits
 from recipes.sequence_labeling.task import read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "ner" / "conll2003"
 SPLITS = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
-
-
-def write_jsonl(path: Path, sentences) -> None:
-    atomic_write_text(path, "".join(json.dumps({"tokens": s.tokens, "tags": s.tags}, ensure_ascii=False) + "\n"
-                                    for s in sentences))
 
 
 def source_md(src: Path, counts: dict[str, tuple[int, int]]) -> str:
@@ -50,23 +44,22 @@ Reuters corpus agreement (see upstream notes below).
 {upstream}"""
 
 
+def run(args) -> None:
+    """Convert the three splits (checked by the recipe's reader) and write them, with SOURCE.md, to ``args.out``."""
+    splits, counts = {}, {}
+    for split, name in SPLITS.items():
+        corpus = read_corpus(args.src / name, scheme="bio")
+        splits[split] = [{"tokens": s.tokens, "tags": s.tags} for s in corpus.sentences]
+        counts[split] = (len(corpus.sentences), sum(len(s.tokens) for s in corpus.sentences))
+        print(f"{split}: {counts[split][0]:,} sentences, {counts[split][1]:,} tokens", file=sys.stderr)
+    write_splits(args.out, splits, source_md(args.src, counts))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/valid/test.txt")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "conll2003", help="output folder")
-    args = parser.parse_args(argv)
-    try:
-        counts = {}
-        for split, name in SPLITS.items():
-            corpus = read_corpus(args.src / name, scheme="bio")
-            write_jsonl(args.out / f"{split}.jsonl", corpus.sentences)
-            counts[split] = (len(corpus.sentences), sum(len(s.tokens) for s in corpus.sentences))
-            print(f"{split}: {counts[split][0]:,} sentences, {counts[split][1]:,} tokens", file=sys.stderr)
-        atomic_write_text(args.out / "SOURCE.md", source_md(args.src, counts))
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

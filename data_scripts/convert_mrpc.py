@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_text
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import write_splits
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "classification" / "mrpc"
@@ -48,32 +48,19 @@ def read_msr_tsv(path: Path) -> list[dict]:
     return records
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with msr_paraphrase_{train,test}.txt")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "mrpc", help="output folder")
-    parser.add_argument("--dev-size", type=int, default=408, help="pairs of the MSR train file held out as dev")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/dev split")
-    args = parser.parse_args(argv)
-    try:
-        train = read_msr_tsv(args.src / "msr_paraphrase_train.txt")
-        test = read_msr_tsv(args.src / "msr_paraphrase_test.txt")
-        dev_rows = set(random.Random(args.seed).sample(range(len(train)), args.dev_size))
-        splits = {
-            "train": [r for i, r in enumerate(train) if i not in dev_rows],
-            "dev": [r for i, r in enumerate(train) if i in dev_rows],
-            "test": test,
-        }
-        args.out.mkdir(parents=True, exist_ok=True)
-        for split, records in splits.items():
-            write_jsonl(args.out / f"{split}.jsonl", records)
-        upstream = (args.src / "SOURCE.md").read_text(encoding="utf-8")
-        counts = ", ".join(f"{split} {len(records):,}" for split, records in splits.items())
-        atomic_write_text(args.out / "SOURCE.md", f"""# MRPC for recipes/sentiment (text pairs)
+def run(args) -> None:
+    """Convert MRPC, hold dev out of the MSR train file and write the splits, with SOURCE.md, to ``args.out``."""
+    train = read_msr_tsv(args.src / "msr_paraphrase_train.txt")
+    test = read_msr_tsv(args.src / "msr_paraphrase_test.txt")
+    dev_rows = set(random.Random(args.seed).sample(range(len(train)), args.dev_size))
+    splits = {
+        "train": [r for i, r in enumerate(train) if i not in dev_rows],
+        "dev": [r for i, r in enumerate(train) if i in dev_rows],
+        "test": test,
+    }
+    upstream = (args.src / "SOURCE.md").read_text(encoding="utf-8")
+    counts = ", ".join(f"{split} {len(records):,}" for split, records in splits.items())
+    write_splits(args.out, splits, f"""# MRPC for recipes/sentiment (text pairs)
 
 Converted by `python data_scripts/convert_mrpc.py --dev-size {args.dev_size} --seed {args.seed}` (deterministic;
 rerun to regenerate) from the public copy described below. Sizes: {counts}. Lines are
@@ -86,11 +73,21 @@ rerun to regenerate) from the public copy described below. Sizes: {counts}. Line
 ## Upstream source (copied from its SOURCE.md)
 
 {upstream}""")
-    except (BertkitError, OSError, ValueError) as e:
+    print(f"wrote {args.out}: {counts}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with msr_paraphrase_{train,test}.txt")
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "mrpc", help="output folder")
+    parser.add_argument("--dev-size", type=int, default=408, help="pairs of the MSR train file held out as dev")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/dev split")
+    args = parser.parse_args(argv)
+    try:
+        return run_main(run, args)
+    except (OSError, ValueError) as e:  # a missing or non-UTF-8 source, an unwritable --out, too big a --dev-size
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {counts}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ both counts are printed. Output: train/dev/test.jsonl with lines
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_text, iter_jsonl, require
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import atomic_write_text, iter_jsonl, require, write_jsonl
 from recipes.sequence_labeling.task import Sentence, check_tags, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,23 +46,19 @@ def convert(path: Path) -> tuple[list[dict], int, int]:
     return records, mapped, repaired
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/dev/test.json")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "resume_ner", help="output folder")
-    args = parser.parse_args(argv)
-    try:
-        rows = []
-        for split, name in SPLITS.items():
-            records, mapped, repaired = convert(args.src / name)
-            out = args.out / f"{split}.jsonl"
-            atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-            read_corpus(out, scheme="bio")  # the recipe must accept what we wrote
-            rows.append(f"| {split}.jsonl | {name} | {len(records):,} | {mapped} | {repaired} |")
-            print(f"{split}: {len(records):,} sentences, {mapped} S- tags mapped to B-, {repaired} entity-starting "
-                  f"I- tags repaired to B-", file=sys.stderr)
-        upstream = (args.src / "SOURCE.md").read_text(encoding="utf-8") if (args.src / "SOURCE.md").exists() else ""
-        atomic_write_text(args.out / "SOURCE.md", f"""# Resume NER (Chinese) for recipes/sequence_labeling
+def run(args) -> None:
+    """Convert the three splits, check each with the recipe's reader and write SOURCE.md, all to ``args.out``."""
+    rows = []
+    for split, name in SPLITS.items():
+        records, mapped, repaired = convert(args.src / name)
+        out = args.out / f"{split}.jsonl"
+        write_jsonl(out, records)
+        read_corpus(out, scheme="bio")  # the recipe must accept what we wrote
+        rows.append(f"| {split}.jsonl | {name} | {len(records):,} | {mapped} | {repaired} |")
+        print(f"{split}: {len(records):,} sentences, {mapped} S- tags mapped to B-, {repaired} entity-starting "
+              f"I- tags repaired to B-", file=sys.stderr)
+    upstream = (args.src / "SOURCE.md").read_text(encoding="utf-8") if (args.src / "SOURCE.md").exists() else ""
+    atomic_write_text(args.out / "SOURCE.md", f"""# Resume NER (Chinese) for recipes/sequence_labeling
 
 Converted by `python data_scripts/convert_resume_ner.py` (deterministic) from the `.json` (BIO) files described
 below. Every sentence is kept; fields renamed `text`->`tokens` (one Chinese character or other symbol per token),
@@ -77,10 +73,13 @@ is repaired to start with `B-X` (the recipe's `--repair-tags` rule).
 ## Upstream source (copied from its SOURCE.md)
 
 {upstream}""")
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/dev/test.json")
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "resume_ner", help="output folder")
+    return run_main(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_text
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import write_splits
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "classification" / "sst2"
@@ -45,10 +45,6 @@ def read_sst2_tsv(path: Path) -> list[dict]:
     return records
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def source_md(src: Path, counts: dict[str, int]) -> str:
     upstream = (src / "SOURCE.md").read_text(encoding="utf-8") if (src / "SOURCE.md").exists() else "(missing)\n"
     rows = "\n".join(f"| {split}.jsonl | {SPLITS[split]} | {n:,} |" for split, n in counts.items())
@@ -70,24 +66,24 @@ comparable to accuracy on it. train + dev here together are the GLUE SST-2 train
 {upstream}"""
 
 
+def run(args) -> None:
+    """Convert the three splits and write them, with SOURCE.md, to ``args.out``."""
+    splits = {split: read_sst2_tsv(args.src / name) for split, name in SPLITS.items()}
+    counts = {split: len(records) for split, records in splits.items()}
+    write_splits(args.out, splits, source_md(args.src, counts))
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/dev/test.tsv")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "sst2", help="output folder")
     args = parser.parse_args(argv)
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        counts = {}
-        for split, name in SPLITS.items():
-            records = read_sst2_tsv(args.src / name)
-            write_jsonl(args.out / f"{split}.jsonl", records)
-            counts[split] = len(records)
-        atomic_write_text(args.out / "SOURCE.md", source_md(args.src, counts))
-    except (BertkitError, OSError) as e:
+        return run_main(run, args)
+    except OSError as e:  # a source that cannot be read or an output that cannot be written: the user's to fix
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    return 0
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bertkit.errors import BertkitError, DataError
-from bertkit.fileio import atomic_write_json, atomic_write_text, read_table
+from bertkit.cli import run_main
+from bertkit.errors import DataError
+from bertkit.fileio import atomic_write_json, read_table, write_jsonl
 
 MARKER = "ANSWERNOTFOUND"
 SPLITS = ("train", "dev", "test")
@@ -139,12 +140,20 @@ def convert(src: Path, out_dir: Path, *, keep_unanswerable: bool = False, domain
             records.extend(converted)
         if not records:
             continue
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        atomic_write_text(out_dir / f"{split}.jsonl", text)
+        path = out_dir / f"{split}.jsonl"
+        write_jsonl(path, records)
         summary["splits"][split] = {**dict(sorted(stats.items())), "questions_per_domain": per_domain,
-                                    "bytes": len(text.encode("utf-8"))}
+                                    "bytes": path.stat().st_size}
     atomic_write_json(out_dir / "conversion_summary.json", summary)
     return summary
+
+
+def run(args) -> None:
+    """Convert ``args.src`` to ``args.out_dir`` and print the summary."""
+    warn = (lambda message: None) if args.quiet else None
+    summary = convert(args.src, args.out_dir, keep_unanswerable=args.keep_unanswerable, domains=args.domains,
+                      warn=warn)
+    print(json.dumps(summary, indent=2))
 
 
 def main(argv=None) -> int:
@@ -155,16 +164,7 @@ def main(argv=None) -> int:
                         help="keep ANSWERNOTFOUND questions with an empty answer list (SQuAD 2.0 form)")
     parser.add_argument("--domains", nargs="+", help="only these domains (default: all)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary, not each cleaned row")
-    args = parser.parse_args(argv)
-    warn = (lambda message: None) if args.quiet else None
-    try:
-        summary = convert(args.src, args.out_dir, keep_unanswerable=args.keep_unanswerable, domains=args.domains,
-                          warn=warn)
-    except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+    return run_main(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from bertkit.errors import BertkitError
+from bertkit.cli import run_main
 
 SAMPLE = "Keras makes BERT fine-tuning easy, even on a 2-core CPU!"
 
@@ -80,13 +80,7 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except BertkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
 from bertkit.fileio import (
     atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl, parse_jsonl, read_input,
-    read_table, read_text, require, write_jsonl_output,
+    read_json, read_table, read_text, require, write_jsonl, write_jsonl_output, write_splits,
 )
 
 
@@ -89,6 +89,48 @@ def test_iter_jsonl(tmp_path):
     with pytest.raises(DataError, match=r"d.jsonl:2: expected a JSON object, got list"):
         list(iter_jsonl(p))
 
+
+
+def test_read_json_names_the_line_of_malformed_json(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_bytes('\ufeff[\r\n  {"text": "é"},\r\n  {"text": 2}\r\n]\r\n'.encode("utf-8"))
+    assert read_json(p) == [{"text": "é"}, {"text": 2}]
+    p.write_text('[\n  {"text": "a"},\n  {"text": }\n]\n', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_json(p)
+    assert (info.value.line, info.value.field) == (3, None)
+    assert str(info.value) == f"{p}:3: malformed JSON: Expecting value"
+    with pytest.raises(DataError, match=r"nope.json: no such file$"):
+        read_json(tmp_path / "nope.json")
+
+
+def test_write_jsonl_and_write_splits(tmp_path):
+    records = [{"text": "é 中", "p": np.float32(0.5)}, {"text": "b", "spo_list": []}]
+    assert write_jsonl(tmp_path / "a.jsonl", iter(records)) == 2
+    assert (tmp_path / "a.jsonl").read_bytes() == '{"text": "é 中", "p": 0.5}\n{"text": "b", "spo_list": []}\n'.encode()
+    assert write_jsonl(tmp_path / "empty.jsonl", []) == 0
+    assert (tmp_path / "empty.jsonl").read_bytes() == b""
+
+    out = tmp_path / "data" / "set"  # created, parents and all
+    counts = write_splits(out, {"train": [{"a": 1}, {"a": 2}], "test": [{"a": "ü"}]}, "# Set\n\nFrom upstream.\n")
+    assert counts == {"train": 2, "test": 1}
+    assert (out / "train.jsonl").read_text("utf-8") == '{"a": 1}\n{"a": 2}\n'
+    assert (out / "test.jsonl").read_bytes() == '{"a": "ü"}\n'.encode()
+    assert (out / "SOURCE.md").read_bytes() == b"# Set\n\nFrom upstream.\n"
+    # rewriting replaces the files; no temporary file is left anywhere
+    assert write_splits(out, {"train": [{"a": 3}]}, "# Set v2\n") == {"train": 1}
+    assert (out / "train.jsonl").read_text("utf-8") == '{"a": 3}\n'
+    assert sorted(f.name for f in out.iterdir()) == ["SOURCE.md", "test.jsonl", "train.jsonl"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.jsonl", "data", "empty.jsonl"]
+
+
+def test_write_jsonl_failure_keeps_old_file(tmp_path):
+    p = tmp_path / "a.jsonl"
+    write_jsonl(p, [{"ok": 1}])
+    with pytest.raises(TypeError):
+        write_jsonl(p, [{"ok": 2}, {"bad": object()}])
+    assert p.read_text("utf-8") == '{"ok": 1}\n'
+    assert [f.name for f in tmp_path.iterdir()] == ["a.jsonl"]
 
 def test_read_table(tmp_path):
     tsv = tmp_path / "t.tsv"
