@@ -294,12 +294,13 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def run_main(body, *args) -> int:
-    """Run a script's ``body(*args)``; a BertkitError (bad data, config or checkpoint) becomes one line on stderr
-    and exit status 2 instead of a traceback. Returns the exit status for ``sys.exit``."""
+def run_main(body, *args, also: tuple[type[Exception], ...] = ()) -> int:
+    """Run a script's ``body(*args)``; a BertkitError (bad data, config or checkpoint), or one of the exception
+    types in ``also`` (e.g. ``OSError`` for a converter whose input or output path is the user's to fix), becomes
+    one line on stderr and exit status 2 instead of a traceback. Returns the exit status for ``sys.exit``."""
     try:
         body(*args)
-    except BertkitError as e:
+    except (BertkitError, *also) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

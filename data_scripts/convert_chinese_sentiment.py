@@ -92,11 +92,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dev-size", type=int, default=1200, help="chnsenticorp: texts of train.tsv held out as dev")
     parser.add_argument("--seed", type=int, default=0, help="chnsenticorp: seed of the train/dev split")
     args = parser.parse_args(argv)
-    try:
-        return run_main(run, args)
-    except (OSError, ValueError) as e:  # a missing or non-UTF-8 source, an unwritable --out, too big a --dev-size
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # a missing or non-UTF-8 source, an unwritable --out, too big a --dev-size
+    return run_main(run, args, also=(OSError, ValueError))
 
 
 if __name__ == "__main__":

@@ -84,11 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
     args = parser.parse_args(argv)
-    try:
-        return run_main(run, args)
-    except OSError as e:  # a source that cannot be read or an output that cannot be written: the user's to fix
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # a source that cannot be read or an output that cannot be written: the user's to fix
+    return run_main(run, args, also=(OSError,))
 
 
 if __name__ == "__main__":

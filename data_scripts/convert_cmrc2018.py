@@ -28,7 +28,7 @@ from pathlib import Path
 from bertkit.cli import run_main
 from bertkit.errors import DataError
 from bertkit.fileio import atomic_write_json, write_jsonl
-from recipes.span_extract.task import ReadStats, _check_answer, _iter_squad
+from recipes.span_extract.data import ReadStats, check_answer, iter_squad
 
 DEFAULT_SRC = Path("/work/shared/data/span_extraction/cmrc2018")
 SPLITS = {"train": "cmrc2018_trial.json", "dev": "cmrc2018_dev.json"}
@@ -37,7 +37,7 @@ SPLITS = {"train": "cmrc2018_trial.json", "dev": "cmrc2018_dev.json"}
 def convert_file(path: Path, *, stats: Counter, warn) -> list[dict]:
     out = []
     read_stats = ReadStats()
-    for _, record in _iter_squad(path):
+    for _, record in iter_squad(path):
         qid = str(record["id"])
         stats["questions_in"] += 1
         empty = [name for name in ("question", "context")
@@ -54,7 +54,7 @@ def convert_file(path: Path, *, stats: Counter, warn) -> list[dict]:
                 stats["answers_dropped_empty"] += 1
                 warn(f"{path}: id {qid}: field 'answers[{i}].text': empty; answer dropped")
                 continue
-            answer = _check_answer(record["context"], text, start if isinstance(start, int) else None, path=path,
+            answer = check_answer(record["context"], text, start if isinstance(start, int) else None, path=path,
                                    line=None, qid=qid, field_name=f"answers[{i}].answer_start", fix=True,
                                    stats=read_stats, warn=warn)
             if {"text": answer.text, "start": answer.start} not in answers:

@@ -19,7 +19,8 @@ from pathlib import Path
 from bertkit.cli import run_main
 from bertkit.errors import DataError
 from bertkit.fileio import atomic_write_text, iter_jsonl, require, write_jsonl
-from recipes.sequence_labeling.task import Sentence, check_tags, read_corpus
+from recipes.sequence_labeling.data import Sentence, check_tags
+from recipes.sequence_labeling.task import read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "ner" / "resume_ner"

@@ -79,11 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/dev/test.tsv")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "sst2", help="output folder")
     args = parser.parse_args(argv)
-    try:
-        return run_main(run, args)
-    except OSError as e:  # a source that cannot be read or an output that cannot be written: the user's to fix
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # a source that cannot be read or an output that cannot be written: the user's to fix
+    return run_main(run, args, also=(OSError,))
 
 
 if __name__ == "__main__":

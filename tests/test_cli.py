@@ -152,6 +152,14 @@ def test_run_main_turns_bertkit_errors_into_one_line_and_status_2(capsys):
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: keep its traceback
         run_main(lambda: 1 / 0)
 
+    def unreadable():
+        raise PermissionError(13, "Permission denied", "out/train.jsonl")
+
+    assert run_main(unreadable, also=(OSError,)) == 2  # a converter's paths are the user's to fix
+    assert capsys.readouterr().err == "error: [Errno 13] Permission denied: 'out/train.jsonl'\n"
+    with pytest.raises(PermissionError):
+        run_main(unreadable)
+
 
 def test_predict_parser_shared_options(tmp_path):
     parser = build_predict_parser("doc", input_help="text file", batch_size=16)

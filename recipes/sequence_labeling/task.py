@@ -24,7 +24,6 @@ import numpy as np
 
 from bertkit.errors import DataError
 from recipes.sequence_labeling.data import Corpus, check_tags, read_conll, read_jsonl, split_tag, split_words
-from recipes.sequence_labeling.data import Sentence  # noqa: F401  (data_scripts import it, with check_tags, from here)
 
 TASK = "sequence_labeling"
 MODEL_KEYS = ("token_ids", "segment_ids", "word_index")

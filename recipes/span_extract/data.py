@@ -54,7 +54,7 @@ def _where(path, line) -> str:
     return f"{path}:{line}" if line else str(path)
 
 
-def _check_answer(context: str, text: str, start, *, path, line, qid, field_name, fix: bool, stats: ReadStats,
+def check_answer(context: str, text: str, start, *, path, line, qid, field_name, fix: bool, stats: ReadStats,
                   warn, locate: bool = False) -> Answer | None:
     """The answer if ``context[start:start+len(text)] == text``; else an error, or with ``fix`` the occurrence of
     ``text`` nearest to ``start`` (a warning) or, when the text is nowhere in the context, the text for scoring only
@@ -119,7 +119,7 @@ def _make_example(record: dict, *, path, line, index, fix_answers, allow_unanswe
             raise DataError(path, line, f"{name}.start", f"id {qid}: expected a non-negative integer, got {start!r}")
         if not item["text"].strip():
             raise DataError(path, line, f"{name}.text", f"id {qid}: empty answer text")
-        answer = _check_answer(context, item["text"], start, path=path, line=line, qid=qid,
+        answer = check_answer(context, item["text"], start, path=path, line=line, qid=qid,
                                field_name=f"{name}.start" if name != "subject" else name, fix=fix_answers,
                                stats=stats, warn=warn, locate=name == "subject")
         if answer not in answers:
@@ -155,7 +155,7 @@ def examples_from_records(items, path, *, fix_answers: bool = False, allow_unans
     return examples
 
 
-def _iter_squad(path):
+def iter_squad(path):
     """``(None, record)`` per question of a SQuAD JSON file, the record carrying its paragraph's context/title."""
     try:
         data = json.loads(read_text(path))

@@ -29,8 +29,7 @@ import numpy as np
 from bertkit.errors import DataError
 from bertkit.fileio import iter_jsonl
 from bertkit.windows import split_windows
-from recipes.span_extract.data import Example, ReadStats, _iter_squad, _warn, examples_from_records
-from recipes.span_extract.data import _check_answer  # noqa: F401  (data_scripts/convert_cmrc2018.py imports it here)
+from recipes.span_extract.data import Example, ReadStats, _warn, examples_from_records, iter_squad
 from recipes.span_extract.scoring import evaluate_predictions, tune_null_threshold
 
 INPUT_KEYS = ("token_ids", "segment_ids", "passage_mask")
@@ -46,7 +45,7 @@ def read_examples(path, *, fix_answers: bool = False, allow_unanswerable: bool =
     unless ``allow_unanswerable``. ``require_answers=False`` reads prediction inputs (answers optional).
     """
     path = Path(path)
-    items = _iter_squad(path) if path.suffix.lower() == ".json" else iter_jsonl(path)
+    items = iter_squad(path) if path.suffix.lower() == ".json" else iter_jsonl(path)
     return examples_from_records(items, path, fix_answers=fix_answers, allow_unanswerable=allow_unanswerable,
                                  require_answers=require_answers, stats=stats, warn=warn)
 
