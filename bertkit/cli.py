@@ -210,11 +210,17 @@ _CHECKS = (
 )
 
 
-def _check_values(args) -> None:
+def check_options(args: argparse.Namespace, *dests: str) -> None:
+    """A ConfigError naming the flag when an option is outside its range (``_CHECKS``): the options ``dests``, or
+    every checked option the namespace has when none are named (``predict.py`` checks its ``batch_size``)."""
     for dest, ok, what in _CHECKS:
-        value = getattr(args, dest, None)
+        value = getattr(args, dest, None) if not dests or dest in dests else None
         if value is not None and not ok(value):
             raise ConfigError(f"--{dest.replace('_', '-')} must be {what}, got {value!r}")
+
+
+def _check_values(args) -> None:
+    check_options(args)
     if args.eval_only and not args.checkpoint:
         if not args.output_dir:
             raise ConfigError("--eval-only needs --checkpoint DIR (the weights to evaluate, e.g. a run's best/) "
@@ -284,14 +290,6 @@ def build_predict_parser(description: str | None, *, input_help: str, batch_size
     parser.add_argument("--checkpoint", type=Path, default=None, help="weights to load instead of RUN_DIR/best")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="inputs per prediction batch")
     return parser
-
-
-def check_positive(args: argparse.Namespace, *names: str) -> None:
-    """A ConfigError naming the flag when one of ``names`` is below 1."""
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def run_main(body, *args, also: tuple[type[Exception], ...] = ()) -> int:

@@ -157,6 +157,10 @@ def atomic_dir(path) -> Iterator[Path]:
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
+def _without_bom(text: str) -> str:
+    return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte-order mark is not content
+
+
 def _decode_utf8(data: bytes, path) -> str:
     try:
         text = data.decode("utf-8")
@@ -168,7 +172,7 @@ def _decode_utf8(data: bytes, path) -> str:
             path, line, "encoding",
             f"not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}); re-encode the file as UTF-8",
         ) from None
-    return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte-order mark is not content
+    return _without_bom(text)
 
 
 def read_text(path) -> str:
@@ -228,8 +232,7 @@ def read_input(path) -> tuple[str, str]:
     """``(text, source)`` of a UTF-8 file, or of standard input when ``path`` is ``-`` (source ``<stdin>``): the
     input of the recipes' ``predict.py``. ``source`` names the input in error messages."""
     if str(path) == "-":
-        text = sys.stdin.read()
-        return (text[1:] if text.startswith("\ufeff") else text), "<stdin>"
+        return _without_bom(sys.stdin.read()), "<stdin>"
     return read_text(path), str(path)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bertkit.cli import args_to_dict, build_parser, build_predict_parser, check_positive, parse_args, run_main
+from bertkit.cli import args_to_dict, build_parser, build_predict_parser, check_options, parse_args, run_main
 from bertkit.errors import ConfigError, DataError
 
 
@@ -168,4 +168,4 @@ def test_predict_parser_shared_options(tmp_path):
     assert args.run_dir == tmp_path
     args = parser.parse_args(["--run-dir", "r", "--batch-size", "0"])
     with pytest.raises(ConfigError, match="--batch-size must be at least 1, got 0"):
-        check_positive(args, "batch_size")
+        check_options(args, "batch_size")

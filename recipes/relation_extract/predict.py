@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bertkit.cli import build_predict_parser, check_positive, run_main
+from bertkit.cli import build_predict_parser, check_options, run_main
 from bertkit.fileio import read_input, write_jsonl_output
 
 if __package__ in (None, ""):  # run as a script: make `recipes` importable
@@ -28,7 +28,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def predict(args) -> None:
-    check_positive(args, "batch_size")
+    check_options(args, "batch_size")
     texts = [line for line in read_input(args.input)[0].split("\n") if line.strip()]
     extractor, config = task.load_run(args.run_dir, checkpoint=args.checkpoint, batch_size=args.batch_size)
     run_thresholds = config.get("thresholds", {})

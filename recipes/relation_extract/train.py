@@ -137,7 +137,7 @@ def run(argv=None) -> dict:
     trainer.write_run_config({"predicates": predicates, "lowercase": tokenizer.lowercase,
                               "thresholds": {"subject": thresholds[0], "object": thresholds[1]}})
     sections = scoring.report_sections(metrics, sweep, thresholds, list(notes.values()),
-                                    scoring.error_examples(test, result["predictions"]), threshold_source=source)
+                                       scoring.error_examples(test, result["predictions"]), threshold_source=source)
     report = trainer.write_report(dataset=Path(args.test_file).parent.name, split="test", headline="triple_f1",
                                   metrics=metrics, markdown_sections=sections)
     print(f"test triple F1 {metrics['triple_f1']:.4f} (P {metrics['triple_precision']:.4f} "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bertkit.cli import build_predict_parser, check_positive, run_main
+from bertkit.cli import build_predict_parser, check_options, run_main
 from bertkit.errors import DataError
 from bertkit.fileio import parse_jsonl, read_input, write_jsonl_output
 
@@ -45,7 +45,7 @@ def parse_records(text: str, source: str, fmt: str, pair: bool) -> list[tuple[in
 
 
 def predict(args) -> None:
-    check_positive(args, "batch_size")
+    check_options(args, "batch_size")
     model, tokenizer, config = task.load_run(args.run_dir, args.checkpoint)
     if args.export:
         task.export(model, config, args.export)

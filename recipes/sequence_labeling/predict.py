@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bertkit.cli import build_predict_parser, check_positive, run_main
+from bertkit.cli import build_predict_parser, check_options, run_main
 from bertkit.fileio import read_input, write_jsonl_output
 
 if __package__ in (None, ""):  # run as a script: make `recipes` importable
@@ -49,7 +49,7 @@ def tag(predictor: task.Predictor, texts: list[str], tokens: list[list[str]] | N
 
 
 def predict(args) -> None:
-    check_positive(args, "batch_size")
+    check_options(args, "batch_size")
     texts, tokens = read_inputs(args.input)
     predictor = task.Predictor.from_run_dir(args.run_dir, checkpoint=args.checkpoint, batch_size=args.batch_size)
     results = tag(predictor, texts, tokens)

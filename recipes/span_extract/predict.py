@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bertkit.cli import build_predict_parser, check_positive, run_main
+from bertkit.cli import build_predict_parser, check_options, run_main
 from bertkit.fileio import parse_jsonl, read_input, write_jsonl_output
 
 if __package__ in (None, ""):  # run as a script: make `recipes` importable
@@ -26,7 +26,7 @@ from recipes.span_extract.export import export  # noqa: E402
 
 
 def predict(args) -> None:
-    check_positive(args, "batch_size")
+    check_options(args, "batch_size")
     model, tokenizer, config = task.load_run(args.run_dir, args.checkpoint)
     if args.export:
         export(model, config, args.export)
