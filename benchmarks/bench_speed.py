@@ -24,16 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SST2_CANDIDATES = (REPO / "data" / "sst2" / "dev.jsonl", Path("/work/shared/data/classification/sst2/dev.tsv"))
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--bert-dir", help="encoder directory (default: the converted default encoder)")
     parser.add_argument("--data", help="SST-2 sentences: a JSONL file with 'text' or a TSV with 'sentence' "
-                                       "(default: data/sst2/dev.jsonl, else the shared SST-2 dev.tsv)")
+                                       "(default: dev.jsonl of the SST-2 copy shipped with bertkit)")
     parser.add_argument("--only", choices=("all", "train", "infer"), default="all")
     parser.add_argument("--skip-sst2", action="store_true", help="fixed shapes only")
     parser.add_argument("--train-batch", type=int, default=32)
@@ -138,6 +135,7 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
+    from bertkit import datasets
     from bertkit.distribute import set_mixed_precision
     from bertkit.encoder import default_bert_dir
     from bertkit.errors import BertkitError
@@ -146,8 +144,8 @@ def main(argv=None) -> int:
 
     try:
         bert_dir = Path(args.bert_dir) if args.bert_dir else default_bert_dir()
-        data = Path(args.data) if args.data else next((p for p in SST2_CANDIDATES if p.is_file()), None)
-        sentences = [] if args.skip_sst2 or data is None else read_sentences(data)
+        data = Path(args.data) if args.data else datasets.file("sst2", "dev")
+        sentences = [] if args.skip_sst2 else read_sentences(data)
         tokenizer = Tokenizer.from_bert_dir(bert_dir)
     except BertkitError as exc:
         print(exc, file=sys.stderr)

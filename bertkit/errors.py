@@ -13,8 +13,8 @@ class BertkitError(Exception):
 
 
 class DataError(BertkitError):
-    """Bad data in a file: ``DataError("data/x.jsonl", 12, "label", "missing")`` reads
-    ``data/x.jsonl:12: field 'label': missing``. ``line`` is 1-based; ``None`` when not line-specific;
+    """Bad data in a file: ``DataError("corpus/train.jsonl", 12, "label", "missing")`` reads
+    ``corpus/train.jsonl:12: field 'label': missing``. ``line`` is 1-based; ``None`` when not line-specific;
     ``field`` may be ``None`` when the whole line is at fault."""
 
     def __init__(self, path, line: int | None, field: str | None, message: str):
@@ -42,3 +42,10 @@ class CheckpointError(BertkitError):
         self.path = os.fspath(path) if path is not None else "<checkpoint>"
         self.message = message
         super().__init__(f"{self.path}: {message}")
+
+
+class Interrupted(BertkitError):
+    """Training stopped by Ctrl-C / SIGTERM after backing up its state; the message says how to resume.
+    Entry points print it as one ``interrupted:`` line and exit with status 130."""
+
+    exit_status = 130

@@ -139,6 +139,14 @@ class InGraphTokenizer(tf.Module):
     ``(0, 0)`` for ``[CLS]``, ``[SEP]`` and padding. ``byte_offsets`` gives the same spans in UTF-8 bytes.
     """
 
+    @classmethod
+    def from_tokenizer(cls, tokenizer, *, max_len: int = 512, name: str | None = None) -> "InGraphTokenizer":
+        """The in-graph twin of a :class:`bertkit.tokenization.Tokenizer` read from a vocab file (same ids)."""
+        if getattr(tokenizer, "vocab_path", None) is None:
+            raise ConfigError("export needs a tokenizer read from a vocab.txt file (Tokenizer.from_bert_dir)")
+        return cls(tokenizer.vocab_path, lowercase=tokenizer.lowercase, max_len=max_len,
+                   per_char=tokenizer.per_char, name=name)
+
     def __init__(self, vocab_path, *, lowercase: bool = True, max_len: int = 512, per_char: bool = False,
                  name: str | None = None):
         super().__init__(name=name or "in_graph_tokenizer")
@@ -176,8 +184,11 @@ class InGraphTokenizer(tf.Module):
     @classmethod
     def from_bert_dir(cls, bert_dir, *, max_len: int = 512, per_char: bool = False, lowercase: bool | None = None):
         """The in-graph twin of ``Tokenizer.from_bert_dir``: ``bert_dir/vocab.txt``, case inferred the same way."""
+        from bertkit.encoder import resolve_bert_dir
         from bertkit.tokenization import infer_lowercase, load_vocab
 
+        if (Path(bert_dir) / "config.json").is_file() and not (Path(bert_dir) / "bert_config.json").is_file():
+            bert_dir = resolve_bert_dir(bert_dir)  # a Hugging Face folder -> its converted Google checkpoint
         vocab_path = Path(bert_dir) / "vocab.txt"
         if lowercase is None:
             lowercase = infer_lowercase(bert_dir, load_vocab(vocab_path))

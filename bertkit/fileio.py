@@ -178,7 +178,8 @@ def _decode_utf8(data: bytes, path) -> str:
 def read_text(path) -> str:
     """Read a UTF-8 text file (a leading BOM is dropped; ``\\r\\n`` and ``\\r`` become ``\\n`` like ``open()``).
 
-    A missing file -> ``DataError(path, None, None, "no such file")``; bytes that are not UTF-8 ->
+    A missing file -> ``DataError(path, None, None, "no such file")`` (any other reason it cannot be read: a
+    ``DataError`` saying so); bytes that are not UTF-8 ->
     ``DataError(path, line, "encoding", ...)`` naming the line of the first bad byte.
     """
     try:
@@ -187,6 +188,8 @@ def read_text(path) -> str:
         raise DataError(path, None, None, "no such file") from None
     except IsADirectoryError:
         raise DataError(path, None, None, "is a directory, expected a file") from None
+    except OSError as error:  # a file on the way ("Not a directory"), no permission, ...
+        raise DataError(path, None, None, f"cannot read it ({error.strerror or error})") from None
     text = _decode_utf8(data, path)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -232,15 +235,23 @@ def read_input(path) -> tuple[str, str]:
     """``(text, source)`` of a UTF-8 file, or of standard input when ``path`` is ``-`` (source ``<stdin>``): the
     input of the recipes' ``predict.py``. ``source`` names the input in error messages."""
     if str(path) == "-":
-        return _without_bom(sys.stdin.read()), "<stdin>"
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text stream without bytes (tests, embedding): already decoded
+            return _without_bom(sys.stdin.read()), "<stdin>"
+        text = _decode_utf8(stream.read(), "<stdin>")  # the same error as a file's bad bytes
+        return text.replace("\r\n", "\n").replace("\r", "\n"), "<stdin>"
     return read_text(path), str(path)
 
 
 def write_jsonl_output(path, records) -> int:
     """Write ``records`` (dicts) as JSON lines to ``path``, atomically, or to standard output when ``path`` is
-    ``-``; returns how many were written."""
+    ``-``; returns how many were written. A path that cannot be written is a ``DataError`` naming it."""
     if str(path) != "-":
-        return write_jsonl(path, records)
+        try:
+            return write_jsonl(path, records)
+        except OSError as error:  # a file on the way, no permission, a full disk: the path is the user's to fix
+            where = f": {error.filename}" if error.filename and str(error.filename) != str(path) else ""
+            raise DataError(path, None, None, f"cannot write it ({error.strerror or error}{where})") from None
     lines = _jsonl_lines(records)
     sys.stdout.writelines(lines)
     sys.stdout.flush()

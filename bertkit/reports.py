@@ -174,8 +174,9 @@ def _sections(markdown_sections) -> list[str]:
 
 
 def write_run_report(trainer, *, dataset, split, headline, metrics: Mapping, markdown_sections=(),
-                     figures: Mapping[str, str | os.PathLike] | None = None) -> Path:
-    """``report.json``, ``report.md`` and ``loss.png`` / ``<headline>.png`` in ``trainer.output_dir``."""
+                     figures: Mapping[str, str | os.PathLike] | None = None, file_stem: str = "report") -> Path:
+    """``<file_stem>.json``, ``<file_stem>.md`` and ``loss.png`` / ``<headline>.png`` in ``trainer.output_dir``
+    (``file_stem`` is ``eval_report`` for ``--eval-only``, which never replaces the training report)."""
     from bertkit.cli import args_to_dict
     from bertkit.fileio import atomic_write_json, atomic_write_text
 
@@ -234,5 +235,5 @@ def write_run_report(trainer, *, dataset, split, headline, metrics: Mapping, mar
         lines += [f"![{caption}]({path})\n" for caption, path in all_figures.items()]
     report["figures"] = all_figures
 
-    atomic_write_text(out / "report.md", "\n".join(lines))
-    return atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / f"{file_stem}.md", "\n".join(lines))
+    return atomic_write_json(out / f"{file_stem}.json", report)

@@ -286,9 +286,13 @@ class Tokenizer:
         ``do_lower_case`` if present, else ``uncased``/``cased``/``chinese`` in the directory name, else uncased iff
         the vocab has no uppercase ASCII word tokens).
         """
+        from bertkit.encoder import resolve_bert_dir  # here: encoder imports this module
+
         bert_dir = Path(bert_dir)
         if not bert_dir.is_dir():
             raise CheckpointError(bert_dir, "no such BERT directory")
+        if (bert_dir / "config.json").is_file() and not (bert_dir / "bert_config.json").is_file():
+            bert_dir = resolve_bert_dir(bert_dir)  # a Hugging Face folder -> its converted Google checkpoint
         vocab_path = bert_dir / "vocab.txt"
         if not vocab_path.is_file():
             raise CheckpointError(bert_dir, "missing vocab.txt")

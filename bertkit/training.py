@@ -19,14 +19,19 @@ replayed: a resumed run with dropout matches an uninterrupted one in schedule an
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
 import logging
 import math
+import os
 import random
 import shutil
+import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,6 +47,10 @@ WEIGHTS_FILE = "weights.h5"
 METRICS_CSV = "metrics.csv"
 RUN_CONFIG = "run_config.json"
 RESUME_STATE = "run_state.json"
+LOCK_FILE = ".lock"
+# What a run leaves in its directory: a directory holding any of these is a run that is never overwritten silently.
+RUN_FILES = (RUN_CONFIG, "report.json", "report.md", BEST_DIR, "backup", METRICS_CSV, "predictions.jsonl",
+             "eval_report.json", "eval_report.md", "tensorboard", "export", "lr_schedule.png", "loss.png")
 # Options that fix the data order and the schedule: --resume refuses to continue a run with other values.
 _RESUME_KEYS = ("epochs", "batch_size", "max_len", "lr", "warmup_ratio", "weight_decay", "seed", "train_file",
                 "max_train_examples", "trainable_layers", "bert_dir")
@@ -250,14 +259,41 @@ def _make_callbacks_module():
         """BackupAndRestore that also backs up at each epoch end, after the dev evaluation (so a resumed run
         never skips an epoch's evaluation), instead of at the epoch's last batch."""
 
-        def __init__(self, backup_dir, save_every_steps, steps_per_epoch):
+        def __init__(self, backup_dir, save_every_steps, steps_per_epoch, save_every_seconds=None):
             super().__init__(str(backup_dir), save_freq=int(save_every_steps), delete_checkpoint=True)
             self.steps_per_epoch = steps_per_epoch
+            self.save_every_seconds = save_every_seconds
+            self._last_save = time.monotonic()
 
         def on_train_batch_end(self, batch, logs=None):
             if batch >= self.steps_per_epoch - 1:
                 return  # the epoch-end backup covers the last batch
+            due = self.save_every_seconds and time.monotonic() - self._last_save >= self.save_every_seconds
+            if due and self._batches_count + 1 < self.save_freq:  # time-based: never lose more than a few minutes
+                self._batches_count = 0
+                self._training_state._ckpt_saved_batch.assign(batch)
+                self._backup(epoch=self._current_epoch, batch=batch)
+                return
             super().on_train_batch_end(batch, logs)
+
+        def _backup(self, epoch, batch=0):
+            super()._backup(epoch, batch)
+            self._last_save = time.monotonic()
+
+        def backup_now(self, steps_done: int) -> tuple[int, int] | None:
+            """Back up the state after ``steps_done`` optimizer steps (an interrupt); returns (epoch, batch) saved,
+            or None when no step was done yet (nothing to save)."""
+            if steps_done <= 0 or not hasattr(self, "_training_state"):
+                return None
+            epoch, batch = divmod(steps_done - 1, self.steps_per_epoch)
+            if batch == self.steps_per_epoch - 1:
+                # The epoch's last step is done but its dev evaluation may not be: the last backup stands (resuming
+                # from it redoes at most this epoch's last steps, exactly, then evaluates).
+                return None
+            self._training_state._ckpt_saved_epoch.assign(epoch)
+            self._training_state._ckpt_saved_batch.assign(batch)
+            self._backup(epoch=epoch, batch=batch)
+            return epoch, batch
 
         def on_epoch_end(self, epoch, logs=None):
             self._training_state._ckpt_saved_batch.assign(self.steps_per_epoch - 1)
@@ -297,16 +333,155 @@ def resume_position(backup_dir, steps_per_epoch: int) -> tuple[int, int] | None:
     return (epoch + 1, 0) if epoch >= 0 else (0, 0)
 
 
+# ---------------------------------------------------------------------------------------------- run lock, interrupts
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """``<run dir>/.lock``: at most one live run writes a run directory. A lock left by a dead process of this host
+    is taken over with a word; a live one is a ``ConfigError`` naming its pid. Released by ``release()`` or at exit."""
+
+    def __init__(self, directory):
+        self.path = Path(directory) / LOCK_FILE
+        self.held = False
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+            return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> None:
+        from bertkit.fileio import atomic_write_json
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and holder.get("host") == me["host"] and holder["pid"] == me["pid"]:
+                    break  # this process ran here before (a notebook, a test): it is ours
+                if holder is not None and holder.get("host") != me["host"]:
+                    raise ConfigError(f"--output-dir {self.path.parent}: locked by pid {holder['pid']} on host "
+                                      f"{holder.get('host')} ({self.path}); if that run is dead, delete the lock")
+                if holder is not None and _process_alive(holder["pid"]):
+                    raise ConfigError(f"--output-dir {self.path.parent}: another run (pid {holder['pid']}, started "
+                                      f"{holder.get('started')}) is writing here; wait for it or choose another "
+                                      f"--output-dir")
+                who = f"pid {holder['pid']}" if holder else "an unreadable lock"
+                _say(f"taking over the stale lock of a dead run ({who}) in {self.path.parent}")
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            break
+        else:
+            raise ConfigError(f"--output-dir {self.path.parent}: could not take its lock {self.path}")
+        atomic_write_json(self.path, me)
+        if not self.held:
+            atexit.register(self.release)
+        self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        holder = self._holder()
+        if holder is not None and holder["pid"] == os.getpid():
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        self.held = False
+
+
+class InterruptGuard:
+    """While training: Ctrl-C (SIGINT) and SIGTERM raise ``KeyboardInterrupt`` in the main thread at the next step
+    boundary, where the Trainer backs up and stops. A watchdog thread woken by the signal itself ends the process
+    after ``grace_seconds`` when the main thread is stuck in one long operation (an XLA compilation) and at once on
+    a second signal; the last backup then stands. Does nothing outside the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, grace_seconds: float, message: str):
+        self.grace_seconds, self.message = grace_seconds, message
+        self.acknowledged = threading.Event()
+        self.active = False
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handle)
+        self.active = True
+        threading.Thread(target=self._watch, name="bertkit-interrupt-watchdog", daemon=True).start()
+        return self
+
+    def _handle(self, signum, frame):
+        raise KeyboardInterrupt
+
+    def _watch(self):
+        signals_seen = 0
+        while True:
+            try:
+                data = self._reader.recv(64)
+            except OSError:
+                return
+            if not data or not self.active:
+                return
+            signals_seen += sum(1 for b in data if b in {int(s) for s in self.SIGNALS})
+            if signals_seen == 1 and self.acknowledged.wait(self.grace_seconds):
+                continue  # the main thread is backing up; a second signal still ends it at once
+            if signals_seen >= 1 and self.active:
+                os.write(2, (f"interrupted: {self.message}\n").encode())
+                os._exit(130)
+
+    def acknowledge(self):
+        self.acknowledged.set()
+
+    def __exit__(self, *exc):
+        if not self.active:
+            return False
+        self.active = False
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._writer.close()
+        self._reader.close()
+        return False
+
+
 # ---------------------------------------------------------------------------------------------------------- Trainer
 class Trainer:
     """Seeds, strategy, mixed precision and the output directory of one run; then compile, fit, report."""
 
     def __init__(self, args, task: str, *, verbose="auto"):
         self.args, self.task, self.verbose = args, task, verbose
-        self.output_dir = Path(getattr(args, "output_dir", None)
-                               or Path("runs") / task / time.strftime("%Y%m%d-%H%M%S"))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if not getattr(args, "output_dir", None):
+            from bertkit.cli import default_output_dir
+
+            args.output_dir = str(default_output_dir(task))
+        self.output_dir = Path(args.output_dir)
+        self._check_output_dir()
         self.strategy = self._make_strategy()  # first: multi-worker needs it before any other TF op
+        if self.is_chief:
+            self._lock = RunLock(self.output_dir)
+            self._lock.acquire()
         self.seed = int(getattr(args, "seed", 0) or 0)
         self._seed_everything()
         self.policy = self._set_precision()
@@ -317,6 +492,40 @@ class Trainer:
         self.extra: dict = {}
 
     # -- setup -------------------------------------------------------------------------------------------------
+    def _check_output_dir(self) -> None:
+        """The run directory must be a writable directory, and one holding a run is only reused on purpose:
+        ``--resume`` (continue it), ``--eval-only`` (writes eval_report.*) or ``--overwrite`` (said in the log)."""
+        out, args = self.output_dir, self.args
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--output-dir {out}: is a file, not a directory; choose another --output-dir")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"--output-dir {out}: cannot create it ({error.strerror or error}); choose another "
+                              f"--output-dir") from None
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ConfigError(f"--output-dir {out}: not writable; choose another --output-dir")
+        present = [name for name in RUN_FILES if (out / name).exists()]
+        if not present or getattr(args, "resume", False) or getattr(args, "eval_only", False):
+            return
+        if getattr(args, "overwrite", False):
+            _say(f"--overwrite: replacing the run in {out} ({', '.join(present)})")
+            for name in present:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            return
+        if "backup" in present:
+            raise ConfigError(f"--output-dir {out}: holds the backup of an unfinished run: pass --resume to continue "
+                              f"it, --overwrite to replace it, or choose another --output-dir")
+        raise ConfigError(f"--output-dir {out}: holds a run already ({', '.join(present[:4])}); pass --overwrite to "
+                          f"replace it, --resume to continue an interrupted one, or choose another --output-dir")
+
+    def close(self) -> None:
+        """Release the run directory's lock (also done at process exit)."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+
     def _make_strategy(self):
         name = getattr(self.args, "strategy", "default") or "default"
         try:
@@ -411,13 +620,28 @@ class Trainer:
             return {"bert_dir": str(bert_dir)}
 
     # -- fit ---------------------------------------------------------------------------------------------------
-    def fit(self, model, train_dataset, *, steps_per_epoch: int, evaluate: Callable, headline: str,
+    def fit(self, model, train_data, *, evaluate: Callable, headline: str, steps_per_epoch: int | None = None,
             higher_is_better: bool = True, train_examples: int | None = None, callbacks=()) -> dict:
-        """Train for ``--epochs`` epochs of ``steps_per_epoch`` steps; returns the history (one list per metric,
-        every epoch of the run including those before a resume). ``train_examples`` (default: steps x batch size)
-        only feeds the examples/s figure."""
+        """Train for ``--epochs`` epochs; returns the history (one list per metric, every epoch of the run including
+        those before a resume).
+
+        ``train_data`` is a :class:`bertkit.batching.TrainingData` (from ``make_training_data``): an epoch is then
+        exactly one pass over the training set. A plain ``tf.data.Dataset`` needs ``steps_per_epoch`` (and
+        ``train_examples`` for the examples/s figure) from the caller, who answers for them being one pass."""
         import tensorflow as tf
 
+        from bertkit.batching import TrainingData
+
+        if isinstance(train_data, TrainingData):
+            if steps_per_epoch not in (None, train_data.steps_per_epoch):
+                raise ConfigError(f"fit: steps_per_epoch {steps_per_epoch} but one pass over the training data is "
+                                  f"{train_data.steps_per_epoch} steps")
+            train_dataset, steps_per_epoch = train_data.dataset, train_data.steps_per_epoch
+            train_examples = train_data.examples if train_examples is None else train_examples
+        elif steps_per_epoch is None:
+            raise ConfigError("fit: steps_per_epoch is needed with a plain dataset (or pass a TrainingData)")
+        else:
+            train_dataset = train_data
         EvaluateEachEpoch, Backup = _make_callbacks_module()
         args, out = self.args, self.output_dir
         if steps_per_epoch < 1:
@@ -426,17 +650,9 @@ class Trainer:
             log.warning("fit steps_per_epoch %d differs from compile's %d (the schedule uses compile's)",
                         steps_per_epoch, self.steps_per_epoch)
         backup_dir = out / "backup"
-        resume = bool(getattr(args, "resume", False))
-        position = resume_position(backup_dir, steps_per_epoch) if backup_dir.exists() else None
-        if resume and position is None:
-            raise ConfigError(f"--resume: {backup_dir} holds no backup to resume from (a finished run deletes it)")
-        if not resume and position is not None:
-            raise ConfigError(f"{out} holds the backup of an unfinished run: pass --resume to continue it, "
-                              f"or choose another --output-dir")
-        state = self._resume_state(steps_per_epoch)
-        if position is not None:
-            self._check_resume_state(backup_dir / RESUME_STATE, state)
-        elif self.is_chief:
+        position, state = self.check_start(steps_per_epoch)
+        resume = position is not None
+        if not resume and self.is_chief:
             from bertkit.fileio import atomic_write_json
 
             atomic_write_json(backup_dir / RESUME_STATE, state)
@@ -462,7 +678,8 @@ class Trainer:
         patience = 0 if keep_last else int(getattr(args, "early_stopping_patience", 0) or 0)
         evaluator = EvaluateEachEpoch(self, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch,
                                       keep_last)
-        backup = Backup(backup_dir, int(getattr(args, "backup_every_steps", 200) or 200), steps_per_epoch)
+        backup = Backup(backup_dir, int(state["backup_every_steps"]), steps_per_epoch,
+                        save_every_seconds=60.0 * float(state["backup_every_minutes"]))
         tensorboard = tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False, profile_batch=0)
         # Order matters: evaluation adds dev_* to the logs before TensorBoard sees them and before the backup.
         all_callbacks = [evaluator, tensorboard, *callbacks, backup]
@@ -472,8 +689,26 @@ class Trainer:
              f"(early stopping {'off' if not patience else f'after {patience} epochs without gain'}); "
              f"backup every {backup.save_freq} steps; output {out}")
         fit_start = time.perf_counter()
-        model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
-                  verbose=self.verbose)
+        hint = f"resume with the same command plus --resume --output-dir {out}"
+        with InterruptGuard(grace_seconds=10.0, message=f"stopped inside a long operation; the last backup in "
+                                                       f"{backup_dir} stands; {hint}") as guard:
+            try:
+                model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
+                          verbose=self.verbose)
+            except KeyboardInterrupt:
+                guard.acknowledge()
+                steps_done = int(model.optimizer.iterations.numpy())
+                saved = backup.backup_now(steps_done) if self.is_chief else None
+                from bertkit.errors import Interrupted
+
+                if saved is None and resume_position(backup_dir, steps_per_epoch) is None:
+                    raise Interrupted("before the first backup; nothing to resume (start the run again with "
+                                      "--overwrite)") from None
+                if saved is None:
+                    raise Interrupted(f"after {steps_done} steps; the last backup in {backup_dir} stands; "
+                                      f"{hint}") from None
+                raise Interrupted(f"backed up after {steps_done} steps (epoch {saved[0] + 1}, step {saved[1] + 1} "
+                                  f"of {steps_per_epoch}) in {backup_dir}; {hint}") from None
         wall = time.perf_counter() - fit_start
         shutil.rmtree(backup_dir, ignore_errors=True)  # Keras removes backup/chief only
 
@@ -494,31 +729,60 @@ class Trainer:
         }
         return self.history
 
+    def check_start(self, steps_per_epoch: int) -> tuple[tuple[int, int] | None, dict]:
+        """Before anything in the run directory is written: whether this run resumes (its ``(epoch, step)``) and
+        the state saved beside its backup. ``--resume`` without a backup, a backup without ``--resume``, or
+        ``--resume`` with options that change the data order or the schedule is a ``ConfigError``; a resumed run
+        takes its backup settings from the interrupted one."""
+        out, args = self.output_dir, self.args
+        backup_dir = out / "backup"
+        resume = bool(getattr(args, "resume", False))
+        position = resume_position(backup_dir, steps_per_epoch) if backup_dir.exists() else None
+        if resume and position is None:
+            raise ConfigError(f"--resume: {backup_dir} holds no backup to resume from (the run finished, or it was "
+                              f"stopped before its first backup)")
+        if not resume and position is not None:
+            raise ConfigError(f"{out} holds the backup of an unfinished run: pass --resume to continue it, "
+                              f"or choose another --output-dir")
+        state = self._resume_state(steps_per_epoch)
+        if position is not None:
+            saved = self._check_resume_state(backup_dir / RESUME_STATE, state)
+            for key in ("backup_every_steps", "backup_every_minutes"):
+                if saved.get(key) is not None:
+                    state[key] = saved[key]
+        return position, state
+
     def _resume_state(self, steps_per_epoch: int) -> dict:
-        """What must not change between a run and its --resume (else data order or schedule would differ)."""
+        """What must not change between a run and its --resume (else data order or schedule would differ), and
+        the backup settings a resumed run keeps."""
         state = {"steps_per_epoch": int(steps_per_epoch)}
         for key in _RESUME_KEYS:
             value = getattr(self.args, key, None)
             state[key] = str(value) if isinstance(value, Path) else value
-        if self.schedule is not None:
-            from bertkit.schedules import schedule_to_config
+        schedule = self.schedule if self.schedule is not None else self.make_schedule(steps_per_epoch)
+        from bertkit.schedules import schedule_to_config
 
-            try:
-                state["schedule"] = schedule_to_config(self.schedule)
-            except ConfigError:
-                pass
+        try:
+            state["schedule"] = schedule_to_config(schedule)
+        except ConfigError:
+            pass
+        state["backup_every_steps"] = int(getattr(self.args, "backup_every_steps", 200) or 200)
+        state["backup_every_minutes"] = float(getattr(self.args, "backup_every_minutes", 5.0) or 5.0)
         return json.loads(json.dumps(state, default=str))
 
     @staticmethod
-    def _check_resume_state(path: Path, state: dict) -> None:
+    def _check_resume_state(path: Path, state: dict) -> dict:
         if not path.is_file():
-            return  # a backup written by plain Keras: nothing to compare
+            return {}  # a backup written by plain Keras: nothing to compare
         saved = json.loads(path.read_text(encoding="utf-8"))
-        changed = [key for key in sorted(set(saved) | set(state)) if saved.get(key) != state.get(key)]
+        settings = ("backup_every_steps", "backup_every_minutes")
+        changed = [key for key in sorted(set(saved) | set(state))
+                   if key not in settings and saved.get(key) != state.get(key)]
         if changed:
             details = "; ".join(f"{k}: {saved.get(k)!r} then, {state.get(k)!r} now" for k in changed)
             raise ConfigError(f"--resume: options differ from the interrupted run ({details}); resume with the "
                               f"same options or start a new --output-dir")
+        return saved
 
     @property
     def is_chief(self) -> bool:
@@ -539,11 +803,13 @@ class Trainer:
         """``report.json``, ``report.md`` and per-epoch plots in the output dir; returns the report.json path.
 
         ``headline`` is the metric name (its value is ``metrics[headline]``) or a ``(name, value)`` pair.
+        With ``--eval-only`` the files are ``eval_report.json`` / ``eval_report.md`` beside the training report.
         ``markdown_sections`` is a sequence of ``(title, markdown)`` pairs (or ready markdown strings) the recipe
         adds: per-class tables, wrong predictions. ``figures`` maps a caption to a PNG the recipe wrote."""
         from bertkit.reports import write_run_report
 
+        name = "eval_report" if getattr(self.args, "eval_only", False) else "report"
         if not self.is_chief:  # multi-worker: the chief writes the one report
-            return self.output_dir / "report.json"
+            return self.output_dir / f"{name}.json"
         return write_run_report(self, dataset=dataset, split=split, headline=headline, metrics=metrics,
-                                markdown_sections=markdown_sections, figures=figures)
+                                markdown_sections=markdown_sections, figures=figures, file_stem=name)

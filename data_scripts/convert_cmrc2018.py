@@ -1,6 +1,8 @@
 """Convert CMRC 2018 (SQuAD-style JSON) into the span-extraction JSONL format, repairing what the raw files get wrong.
 
-    python data_scripts/convert_cmrc2018.py      # -> runs/data/cmrc2018/{train,dev}.jsonl (not shipped; ~4 MB)
+    python -m data_scripts.convert_cmrc2018      # -> runs/data/cmrc2018/{train,dev}.jsonl (not shipped; ~4 MB)
+
+Run it from the repository root: it checks the answers with the recipe's reader (``recipes.span_extract``).
 
 Only ``cmrc2018_trial.json`` (1,002 questions) and ``cmrc2018_dev.json`` (3,219) are on this machine (the official
 train file is not), so ``trial`` becomes ``train.jsonl`` and ``dev`` stays ``dev.jsonl``: train on trial, evaluate on

@@ -1,6 +1,8 @@
 """Convert CoNLL04 (token-span JSON) into the relation_extract recipe's JSONL (DuIE form with character offsets).
 
-    python data_scripts/convert_conll04.py [--src ../shared/data/relation_extraction/conll04] [--out data/conll04]
+    python data_scripts/convert_conll04.py [--src ../shared/data/relation_extraction/conll04] [--out DIR]
+
+--out defaults to the copy shipped with bertkit, bertkit/datasets/conll04.
 
 Source items: {"tokens": [...], "entities": [[start, end, type]], "relations": [[h_start, h_end, t_start, t_end, type]]}
 (token spans, end exclusive). Output lines:
@@ -15,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bertkit import datasets
 from bertkit.cli import run_main
 from bertkit.errors import DataError
 from bertkit.fileio import read_json, read_text, write_splits
@@ -96,7 +99,8 @@ described below. Sizes: {counts}.
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with {train,valid,test}.CoNLL04.json")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "conll04", help="output folder")
+    parser.add_argument("--out", type=Path, default=datasets.path("conll04"),
+                        help="output folder (default: the shipped copy, %(default)s)")
     args = parser.parse_args(argv)
     # a source that cannot be read or an output that cannot be written: the user's to fix
     return run_main(run, args, also=(OSError,))

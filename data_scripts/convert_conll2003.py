@@ -1,6 +1,8 @@
 """Convert CoNLL-2003 English NER (CoNLL columns) into the sequence-labeling recipe's JSONL.
 
-    python data_scripts/convert_conll2003.py [--src ../shared/data/ner/conll2003] [--out data/conll2003]
+    python -m data_scripts.convert_conll2003 [--src ../shared/data/ner/conll2003] [--out bertkit/datasets/conll2003]
+
+Run it from the repository root: it checks the tags with the recipe's reader (``recipes.sequence_labeling``).
 
 Source: `token POS chunk NER` lines, blank lines between sentences, `-DOCSTART-` lines between documents, tags IOB2.
 Output: train/dev/test.jsonl with lines `{"tokens": [...], "tags": [...]}` (POS and chunk columns dropped) plus
@@ -13,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bertkit import datasets
 from bertkit.cli import run_main
 from bertkit.fileio import write_splits
 from recipes.sequence_labeling.task import read_corpus
@@ -27,7 +30,7 @@ def source_md(src: Path, counts: dict[str, tuple[int, int]]) -> str:
     rows = "\n".join(f"| {split}.jsonl | {SPLITS[split]} | {n:,} | {t:,} |" for split, (n, t) in counts.items())
     return f"""# CoNLL-2003 English NER for recipes/sequence_labeling
 
-Converted by `python data_scripts/convert_conll2003.py` (deterministic; rerun it to regenerate) from the public copy
+Converted by `python -m data_scripts.convert_conll2003` (deterministic; rerun it to regenerate) from the public copy
 described below. Every sentence is kept in order; `-DOCSTART-` lines are dropped, and so are the POS and chunk
 columns. Lines are `{{"tokens": [...], "tags": [...]}}` with IOB2 tags for PER, ORG, LOC, MISC.
 The recipe also reads the original `.txt` column files directly.
@@ -58,7 +61,8 @@ def run(args) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/valid/test.txt")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "conll2003", help="output folder")
+    parser.add_argument("--out", type=Path, default=datasets.path("conll2003"),
+                        help="output folder (default: the shipped copy, %(default)s)")
     return run_main(run, parser.parse_args(argv))
 
 

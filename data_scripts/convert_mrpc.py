@@ -1,6 +1,8 @@
 """Convert MRPC (Microsoft Research Paraphrase Corpus, English sentence pairs) into the sentiment recipe's JSONL.
 
-    python data_scripts/convert_mrpc.py [--src ../shared/data/classification/mrpc] [--out data/mrpc] [--dev-size 408]
+    python data_scripts/convert_mrpc.py [--src ../shared/data/classification/mrpc] [--out DIR] [--dev-size 408]
+
+--out defaults to the copy shipped with bertkit, bertkit/datasets/mrpc.
 
 Source: the original MSR release, TSV with header `Quality #1 ID #2 ID #1 String #2 String` (Quality 1 = paraphrase).
 Output: `{"text": ..., "text_b": ..., "label": "equivalent"|"not_equivalent"}` lines in train/dev/test.jsonl plus
@@ -16,6 +18,7 @@ import random
 import sys
 from pathlib import Path
 
+from bertkit import datasets
 from bertkit.cli import run_main
 from bertkit.errors import DataError
 from bertkit.fileio import write_splits
@@ -79,7 +82,8 @@ rerun to regenerate) from the public copy described below. Sizes: {counts}. Line
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with msr_paraphrase_{train,test}.txt")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "mrpc", help="output folder")
+    parser.add_argument("--out", type=Path, default=datasets.path("mrpc"),
+                        help="output folder (default: the shipped copy, %(default)s)")
     parser.add_argument("--dev-size", type=int, default=408, help="pairs of the MSR train file held out as dev")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/dev split")
     args = parser.parse_args(argv)

@@ -1,6 +1,9 @@
 """Convert Resume NER (Chinese, Zhang & Yang 2018) into the sequence-labeling recipe's JSONL.
 
-    python data_scripts/convert_resume_ner.py [--src ../shared/data/ner/resume_ner] [--out data/resume_ner]
+    python -m data_scripts.convert_resume_ner [--src ../shared/data/ner/resume_ner] [--out runs/data/resume_ner]
+
+Run it from the repository root: it checks the tags with the recipe's reader (``recipes.sequence_labeling``). The
+output is not shipped with bertkit; pass its files to the recipe with --train-file/--dev-file/--test-file.
 
 Source: the `.json` files, lines `{"text": [chars], "label": [tags]}` (not the `.char.bmes` files: seqeval cannot
 read their M- prefix). Their tags are BIO except for a few single-character entities tagged `S-X`; those become
@@ -61,7 +64,7 @@ def run(args) -> None:
     upstream = (args.src / "SOURCE.md").read_text(encoding="utf-8") if (args.src / "SOURCE.md").exists() else ""
     atomic_write_text(args.out / "SOURCE.md", f"""# Resume NER (Chinese) for recipes/sequence_labeling
 
-Converted by `python data_scripts/convert_resume_ner.py` (deterministic) from the `.json` (BIO) files described
+Converted by `python -m data_scripts.convert_resume_ner` (deterministic) from the `.json` (BIO) files described
 below. Every sentence is kept; fields renamed `text`->`tokens` (one Chinese character or other symbol per token),
 `label`->`tags`; the source's few `S-X` tags (single-character entities) become `B-X` so the tags are pure BIO, and
 an entity that starts with `I-X` (the source's sentence split cut an entity: it continues from the previous line)
@@ -79,7 +82,7 @@ is repaired to start with `B-X` (the recipe's `--repair-tags` rule).
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/dev/test.json")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "resume_ner", help="output folder")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "data" / "resume_ner", help="output folder")
     return run_main(run, parser.parse_args(argv))
 
 

@@ -1,6 +1,6 @@
 """Convert GLUE SST-2 (English binary sentiment) into the sentiment recipe's JSONL.
 
-    python data_scripts/convert_sst2.py [--src ../shared/data/classification/sst2] [--out data/sst2]
+    python data_scripts/convert_sst2.py [--src ../shared/data/classification/sst2] [--out bertkit/datasets/sst2]
 
 Source: TSV with header `sentence<TAB>label`, label 1 = positive, 0 = negative. Output: train/dev/test.jsonl with
 lines `{"text": ..., "label": "positive"|"negative"}` plus SOURCE.md. The source's test.tsv is the labelled GLUE dev
@@ -14,6 +14,7 @@ import csv
 import sys
 from pathlib import Path
 
+from bertkit import datasets
 from bertkit.cli import run_main
 from bertkit.errors import DataError
 from bertkit.fileio import write_splits
@@ -77,7 +78,8 @@ def run(args) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with train/dev/test.tsv")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "sst2", help="output folder")
+    parser.add_argument("--out", type=Path, default=datasets.path("sst2"),
+                        help="output folder (default: the shipped copy, %(default)s)")
     args = parser.parse_args(argv)
     # a source that cannot be read or an output that cannot be written: the user's to fix
     return run_main(run, args, also=(OSError,))

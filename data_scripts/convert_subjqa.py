@@ -1,6 +1,6 @@
 """Convert SubjQA (megagonlabs, per-domain CSV splits) into the span-extraction JSONL format.
 
-    python data_scripts/convert_subjqa.py                       # -> data/subjqa/{train,dev,test}.jsonl (shipped)
+    python data_scripts/convert_subjqa.py                       # -> bertkit/datasets/subjqa/*.jsonl (shipped)
     python data_scripts/convert_subjqa.py --keep-unanswerable --out-dir runs/data/subjqa_v2
 
 One output record per (question, review) pair; SubjQA repeats a pair once per annotated answer, so those rows are merged
@@ -30,6 +30,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from bertkit import datasets
 from bertkit.cli import run_main
 from bertkit.errors import DataError
 from bertkit.fileio import atomic_write_json, read_table, write_jsonl
@@ -159,7 +160,8 @@ def run(args) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="SubjQA dir with <domain>/<split>.csv")
-    parser.add_argument("--out-dir", type=Path, default=Path("data/subjqa"))
+    parser.add_argument("--out-dir", type=Path, default=datasets.path("subjqa"),
+                        help="output folder (default: the shipped copy, %(default)s)")
     parser.add_argument("--keep-unanswerable", action="store_true",
                         help="keep ANSWERNOTFOUND questions with an empty answer list (SQuAD 2.0 form)")
     parser.add_argument("--domains", nargs="+", help="only these domains (default: all)")

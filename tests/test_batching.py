@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertkit.batching import make_dataset, sample_examples, steps_per_epoch
+from bertkit.batching import batches_per_epoch, make_dataset, make_training_data, sample_examples
 from bertkit.errors import ConfigError
 
 
@@ -21,7 +21,7 @@ def _examples(n=10, seed=0):
 def test_dynamic_padding_to_each_batch_longest():
     examples = _examples()
     batches = list(make_dataset(examples, 4))
-    assert len(batches) == steps_per_epoch(len(examples), 4) == 3
+    assert len(batches) == batches_per_epoch(examples, 4) == 3
     for b, (inputs, labels) in enumerate(batches):
         chunk = examples[4 * b: 4 * b + 4]
         longest = max(len(e["token_ids"]) for e in chunk)
@@ -113,5 +113,52 @@ def test_sixty_thousand_examples_build_quickly():
     start = time.perf_counter()
     ds = make_dataset(examples, 32, shuffle=True, seed=0)
     n = sum(1 for _ in ds)
-    assert n == steps_per_epoch(60_000, 32)
+    assert n == batches_per_epoch(examples, 32) == 1875
     assert time.perf_counter() - start < 60  # generous bound for the shared 2-core box; typically a few seconds
+
+
+def _ids_seen(dataset, steps):
+    """Example ids (the ``label`` target holds each example's index) of the next ``steps`` batches."""
+    seen = []
+    for _, ids in dataset.take(steps):
+        seen.extend(int(i) for i in np.asarray(ids))
+    return seen
+
+
+@pytest.mark.parametrize("n,batch,bucket", [(64, 16, True), (2000, 32, True), (37, 5, True), (37, 5, False),
+                                            (3, 8, True)])
+def test_every_epoch_sees_every_example_exactly_once(n, batch, bucket):
+    """An epoch of ``steps_per_epoch`` steps over the repeated data (what Trainer.fit runs) covers the training set
+    exactly once, epoch after epoch, under length bucketing and dynamic padding (the bug: ceil(n / batch) steps
+    while bucketing yields one partial batch per bucket)."""
+    rng = np.random.default_rng(n)
+    lengths = rng.integers(3, 120, n)
+    lengths[min(2, n - 1)] = 400  # one very long text, as in the reported case
+    examples = [{"token_ids": np.arange(1, int(length) + 1), "segment_ids": np.zeros(int(length), np.int32),
+                 "label": i} for i, length in enumerate(lengths)]
+    data = make_training_data(examples, batch, seed=7, bucket_by_length=bucket)
+    assert data.examples == n
+    if bucket and n >= 64:
+        assert data.steps_per_epoch > -(-n // batch)  # the old formula would have cut every epoch short
+    repeated = data.dataset.repeat()
+    stream = _ids_seen(repeated, 3 * data.steps_per_epoch)
+    assert len(stream) == 3 * n
+    epochs = [stream[k * n:(k + 1) * n] for k in range(3)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(n))
+    if n > 8:
+        assert epochs[0] != epochs[1]  # reshuffled every pass
+    # the same count by iterating one pass
+    assert sum(1 for _ in data.dataset) == data.steps_per_epoch
+
+
+def test_batches_per_epoch_matches_iteration_with_drop_remainder_and_boundaries():
+    rng = np.random.default_rng(1)
+    examples = [{"token_ids": np.ones(int(k), np.int32), "segment_ids": np.zeros(int(k), np.int32), "label": 0}
+                for k in rng.integers(2, 50, 301)]
+    for kwargs in ({"bucket_by_length": True, "drop_remainder": True},
+                   {"bucket_by_length": True, "bucket_boundaries": [10, 20, 30]},
+                   {"bucket_by_length": True, "bucket_boundaries": [10, 20, 30], "drop_remainder": True},
+                   {"bucket_by_length": False, "drop_remainder": True}):
+        dataset = make_dataset(examples, 8, shuffle=True, seed=0, **kwargs)
+        assert sum(1 for _ in dataset) == batches_per_epoch(examples, 8, **kwargs), kwargs

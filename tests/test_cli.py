@@ -10,7 +10,7 @@ from bertkit.errors import ConfigError, DataError
 
 
 def _parser():
-    parser = build_parser("sentiment", train_file="data/sst2/train.tsv", dev_file="data/sst2/dev.tsv",
+    parser = build_parser("sentiment", train_file="corpus/train.tsv", dev_file="corpus/dev.tsv",
                           test_file=None, epochs=3, batch_size=32, max_len=128, lr=5e-5)
     parser.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="sentence vector")
     return parser
@@ -25,7 +25,7 @@ def test_defaults(tmp_path, monkeypatch):
     args = _parse([], tmp_path)
     assert (args.epochs, args.batch_size, args.max_len, args.lr) == (3, 32, 128, 5e-5)
     assert (args.warmup_ratio, args.weight_decay, args.seed) == (0.1, 0.01, 42)
-    assert args.train_file == "data/sst2/train.tsv" and args.test_file is None
+    assert args.train_file == "corpus/train.tsv" and args.test_file is None
     assert args.strategy == "default" and not args.mixed_precision and not args.resume
     assert args.trainable_layers is None and args.max_train_examples is None
     assert args.task == "sentiment" and args.pooling == "cls"
@@ -43,7 +43,7 @@ def test_help_lists_every_shared_flag_with_defaults(capsys):
                  "--checkpoint", "--strategy", "--mixed-precision", "--deterministic",
                  "--early-stopping-patience", "--backup-every-steps"):
         assert flag in text, flag
-    assert "(default: 3)" in text and "(default: 5e-05)" in text and "(default: data/sst2/train.tsv)" in text
+    assert "(default: 3)" in text and "(default: 5e-05)" in text and "(default: corpus/train.tsv)" in text
     squeezed = "".join(text.split())  # argparse wraps lines at hyphens too
     assert "default:theconvertedall-MiniLM-L6-v2" in squeezed and "runs/sentiment/<YYYYmmdd-HHMMSS>" in squeezed
 

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bertkit import datasets
 from bertkit.errors import ConfigError
 from bertkit.export import InGraphTokenizer, export_saved_model
 from bertkit.tokenization import Tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 # Text that trips up tokenizers: accents, ligatures, full-width forms, control and zero-width characters, CJK next
 # to Latin, emoji with modifiers, Greek final sigma, Hangul, very long words, stray combining marks, empty input.
@@ -41,9 +42,10 @@ TRICKY = [
 ]
 
 
-def _jsonl(path, field, n):
+def _jsonl(dataset, split, field, n):
+    """``field`` of the first ``n`` records of a shipped dataset's split."""
     out = []
-    with open(REPO / path, encoding="utf-8") as f:
+    with open(datasets.file(dataset, split), encoding="utf-8") as f:
         for line in f:
             out.append(json.loads(line)[field])
             if len(out) == n:
@@ -52,8 +54,8 @@ def _jsonl(path, field, n):
 
 
 def _real_corpus():
-    sst2 = _jsonl("data/sst2/dev.jsonl", "text", 300)
-    conll = [" ".join(tokens) for tokens in _jsonl("data/conll2003/dev.jsonl", "tokens", 150)]  # cased news text
+    sst2 = _jsonl("sst2", "dev", "text", 300)
+    conll = [" ".join(tokens) for tokens in _jsonl("conll2003", "dev", "tokens", 150)]  # cased news text
     return sst2 + conll + TRICKY
 
 
@@ -96,8 +98,8 @@ def test_in_graph_tokenizer_matches_tokenizer_cased(default_bert_dir):
 
 def test_in_graph_pairs_truncate_longest_first(default_bert_dir):
     vocab = default_bert_dir / "vocab.txt"
-    texts = _jsonl("data/mrpc/dev.jsonl", "text", 120) + TRICKY
-    texts_b = _jsonl("data/mrpc/dev.jsonl", "text_b", 120) + TRICKY[::-1]
+    texts = _jsonl("mrpc", "dev", "text", 120) + TRICKY
+    texts_b = _jsonl("mrpc", "dev", "text_b", 120) + TRICKY[::-1]
     tokenizer = Tokenizer(vocab, lowercase=True)
     for max_len in (24, 40, 128):  # both sides cut, one side cut, no cut
         _check_encoding(InGraphTokenizer(vocab, lowercase=True, max_len=max_len), tokenizer, texts, texts_b,
@@ -109,7 +111,7 @@ def test_in_graph_pairs_truncate_longest_first(default_bert_dir):
 
 
 def test_in_graph_per_char_mode(tmp_path):
-    sentences = (REPO / "tests/data/chinese_sentences.txt").read_text(encoding="utf-8").splitlines()
+    sentences = (TEST_DATA / "chinese_sentences.txt").read_text(encoding="utf-8").splitlines()
     sentences += ["Hello 世界 ABC abc\t中\u3000文 É é 😀", "", "  ", "İ ǅ ﬁ"]
     # A vocab holding the most common characters only, so that out-of-vocab characters occur, plus a few
     # lowercase/accented letters and an uppercase one (which an uncased tokenizer must never produce).
@@ -203,7 +205,7 @@ def test_saved_model_serves_raw_strings_in_fresh_process(tiny_bert_dir, tmp_path
     assert (export_dir / "saved_model.pb").is_file() and not (export_dir / "stale.txt").exists()
     assert sorted(p.name for p in export_dir.parent.iterdir()) == ["export"]  # no temporary directory left
 
-    texts = _jsonl("data/sst2/dev.jsonl", "text", 20) + TRICKY
+    texts = _jsonl("sst2", "dev", "text", 20) + TRICKY
     texts_b = list(reversed(texts))
     inputs_file = tmp_path / "inputs.json"
     inputs_file.write_text(json.dumps({"texts": texts, "texts_b": texts_b}), encoding="utf-8")

@@ -14,9 +14,9 @@ from bertkit.fileio import (
 
 
 def test_error_messages():
-    e = DataError("data/x.jsonl", 12, "label", "missing")
-    assert str(e) == "data/x.jsonl:12: field 'label': missing"
-    assert (e.path, e.line, e.field) == ("data/x.jsonl", 12, "label")
+    e = DataError("corpus/train.jsonl", 12, "label", "missing")
+    assert str(e) == "corpus/train.jsonl:12: field 'label': missing"
+    assert (e.path, e.line, e.field) == ("corpus/train.jsonl", 12, "label")
     assert str(DataError("a.txt", None, None, "no such file")) == "a.txt: no such file"
     assert str(DataError("a.txt", 3, None, "bad")) == "a.txt:3: bad"
     assert str(CheckpointError("/ckpt", "missing vocab.txt")) == "/ckpt: missing vocab.txt"

@@ -12,12 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bertkit import datasets
 from bertkit.errors import DataError
+from bertkit.recipe import predict_main, train_main
 from data_scripts import convert_sst2
-from recipes.sentiment import predict, task, train
+from recipes.sentiment import task
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO / "data" / "sst2"
+RECIPE = Path(task.__file__).parent
+SST2 = datasets.path("sst2")
+
+
+class Options:
+    """The column options of read_examples (what train.py's flags give)."""
+
+    def __init__(self, text_column="text", text_b_column=None, label_column="label"):
+        self.text_column, self.text_b_column, self.label_column = text_column, text_b_column, label_column
 
 
 def write_jsonl(path: Path, records) -> Path:
@@ -39,13 +48,28 @@ def test_read_single_texts_and_pairs(tmp_path):
     assert (pairs[0].text, pairs[0].text_b) == ("q1", "q2")
     table = tmp_path / "c.tsv"
     table.write_text('sentence\tquestion\ty\nhe said "hi\tok ?\tpos\n', encoding="utf-8")
-    rows = task.read_examples(table, text_column="sentence", text_b_column="question", label_column="y")
+    rows = task.read_examples(table, Options("sentence", "question", "y"))
     assert [(e.text, e.text_b, e.label, e.line) for e in rows] == [('he said "hi', "ok ?", "pos", 2)]
 
 
 def test_shipped_sst2_reads_and_has_two_labels():
     test = task.read_examples(SST2 / "test.jsonl")
     assert len(test) == 872 and task.label_vocab(test, SST2 / "test.jsonl") == ["negative", "positive"]
+    assert task.is_labelled(test)
+
+
+def test_unlabelled_file_reads_and_mixed_labels_are_an_error(tmp_path):
+    examples = task.read_examples(write_jsonl(tmp_path / "u.jsonl", [{"id": "a1", "text": "good"}, {"text": "bad"}]))
+    assert not task.is_labelled(examples) and [e.id for e in examples] == ["a1", None]
+    with pytest.raises(DataError, match=r"u2.jsonl:2: field 'label': a label here but not on the first line"):
+        task.read_examples(write_jsonl(tmp_path / "u2.jsonl", [{"text": "good"}, {"text": "bad", "label": "neg"}]))
+
+
+def test_labels_differing_only_in_case_are_an_error():
+    examples = [task.Example("a", label="positive", line=1), task.Example("b", label="Positive", line=2),
+                task.Example("c", label="negative", line=3)]
+    with pytest.raises(DataError, match=r"train.jsonl:1: field 'label': labels 'Positive' and 'positive' differ"):
+        task.label_vocab(examples, "train.jsonl")
 
 
 @pytest.mark.parametrize("line, field, message", [
@@ -78,11 +102,12 @@ def test_csv_without_the_named_column(tmp_path):
 
 def test_unseen_label_in_dev_is_an_error(tmp_path):
     train_examples = [task.Example("a", label="negative", line=1), task.Example("b", label="positive", line=2)]
-    labels = task.label_vocab(train_examples, "train.jsonl")
+    head = {"labels": task.label_vocab(train_examples, "train.jsonl"), "pair": False, "label_column": "label",
+            "text_b_column": "text_b"}
     dev = write_jsonl(tmp_path / "dev.jsonl", [{"text": "c", "label": "positive"}, {"text": "d", "label": "neutral"}])
     with pytest.raises(DataError, match=r"dev.jsonl:2: field 'label': label 'neutral' never seen in training; "
                                         r"training labels are negative, positive"):
-        task.check_labels(task.read_examples(dev), labels, dev)
+        task.check_examples(task.read_examples(dev), head, dev)
 
 
 def test_training_data_with_one_label_is_an_error():
@@ -94,10 +119,12 @@ def test_training_data_with_one_label_is_an_error():
 def test_decode_and_confident_mistakes():
     labels = ["negative", "positive"]
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]], np.float32)
-    assert [d["label"] for d in task.decode(probabilities, labels)] == ["negative", "positive", "positive"]
-    examples = [task.Example("x", label="positive"), task.Example("y", label="positive"),
+    examples = [task.Example("x", label="positive", id=7), task.Example("y", label="positive"),
                 task.Example("z", label="negative")]
-    mistakes = task.confident_mistakes(examples, probabilities, labels)
+    predictions = task.decode(probabilities, labels, examples)
+    assert [d["label"] for d in predictions] == ["negative", "positive", "positive"]
+    assert predictions[0]["id"] == 7 and "id" not in predictions[1]
+    mistakes = task.confident_mistakes(examples, predictions)
     assert [(round(c, 2), g, p, t) for c, g, p, t in mistakes] == [(0.9, "positive", "negative", "x"),
                                                                    (0.6, "negative", "positive", "z")]
 
@@ -117,7 +144,7 @@ def test_convert_sst2_and_its_bad_row(tmp_path, capsys):
 
 
 def test_shipped_mrpc_is_pairs_with_the_documented_split():
-    examples = {split: task.read_examples(REPO / "data" / "mrpc" / f"{split}.jsonl") for split in ("train", "dev", "test")}
+    examples = {split: task.read_examples(datasets.file("mrpc", split)) for split in ("train", "dev", "test")}
     assert {split: len(e) for split, e in examples.items()} == {"train": 3672, "dev": 408, "test": 1725}
     assert all(e.text_b for e in examples["test"])
     assert not {(e.text, e.text_b) for e in examples["dev"]} & {(e.text, e.text_b) for e in examples["train"]}
@@ -133,7 +160,7 @@ def tiny_run(tmp_path_factory, tiny_bert_dir):
     out = work / "run"
     argv = ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(out), "--epochs", "1", "--batch-size", "8",
             "--export"] + [arg for split, path in files.items() for arg in (f"--{split}-file", str(path))]
-    assert train.main(argv) == 0
+    assert train_main(RECIPE, argv) == 0
     return out
 
 
@@ -147,39 +174,44 @@ def test_train_writes_report_with_headline_and_sections(tiny_run):
     assert "## Per class" in markdown and "## Most confident mistakes" in markdown
     assert (tiny_run / "confusion.png").stat().st_size > 0 and (tiny_run / "best" / "weights.h5").is_file()
     config = json.loads((tiny_run / "run_config.json").read_text())
-    assert config["labels"] == ["negative", "positive"] and config["pair"] is False
+    assert config["head"]["labels"] == ["negative", "positive"] and config["head"]["pair"] is False
+    assert config["recipe"] == {"name": "sentiment", "folder": str(RECIPE)}
 
 
 def test_predict_plain_lines_and_jsonl_in_batches(tiny_run, tmp_path, monkeypatch, capsys):
     texts = [r["text"] for r in head_jsonl(SST2 / "test.jsonl", 20)]
     (tmp_path / "texts.txt").write_text("\n".join(texts[:10]) + "\n\n", encoding="utf-8")  # blank line: skipped
-    assert predict.main(["--run-dir", str(tiny_run), "--input", str(tmp_path / "texts.txt"),
-                         "--output", str(tmp_path / "out.jsonl"), "--batch-size", "3"]) == 0
+    assert predict_main(RECIPE, ["--run-dir", str(tiny_run), "--input", str(tmp_path / "texts.txt"),
+                                 "--output", str(tmp_path / "out.jsonl"), "--batch-size", "3"]) == 0
     plain = head_jsonl(tmp_path / "out.jsonl", 100)
-    assert [p["text"] for p in plain] == texts[:10]
+    assert len(plain) == 10
     for p in plain:
         assert p["label"] in ("negative", "positive") and abs(sum(p["probabilities"].values()) - 1) < 1e-4
         assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
     # The same texts as JSONL on stdin (with a gold label and an id), batched differently: same predictions.
     records = [{"id": i, "text": t, "label": "positive"} for i, t in enumerate(texts[:10])]
     monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("".join(json.dumps(r) + "\n" for r in records)))
-    assert predict.main(["--run-dir", str(tiny_run), "--batch-size", "4"]) == 0
+    assert predict_main(RECIPE, ["--run-dir", str(tiny_run), "--batch-size", "4"]) == 0
     streamed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(s["id"], s["gold_label"], s["label"]) for s in streamed] == [(i, "positive", p["label"])
-                                                                          for i, p in enumerate(plain)]
+    assert [(s["id"], s["label"]) for s in streamed] == [(i, p["label"]) for i, p in enumerate(plain)]
+    # load_run: the same predictions from Python, raw strings in
+    from bertkit.recipe import load_run
+
+    predictor = load_run(tiny_run)
+    assert [p["label"] for p in predictor.predict(texts[:10], batch_size=5)] == [p["label"] for p in plain]
 
 
 def test_predict_bad_input_names_line_and_field(tiny_run, tmp_path, capsys):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"text": ""}])
-    assert predict.main(["--run-dir", str(tiny_run), "--input", str(bad)]) == 2
+    assert predict_main(RECIPE, ["--run-dir", str(tiny_run), "--input", str(bad)]) == 2
     assert f"{bad}:2: field 'text': empty" in capsys.readouterr().err
 
 
 def test_export_reload_in_fresh_process_gives_same_labels(tiny_run, tmp_path):
     texts = [r["text"] for r in head_jsonl(SST2 / "test.jsonl", 24)]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-    assert predict.main(["--run-dir", str(tiny_run), "--input", str(tmp_path / "texts.txt"),
-                         "--output", str(tmp_path / "keras.jsonl")]) == 0
+    assert predict_main(RECIPE, ["--run-dir", str(tiny_run), "--input", str(tmp_path / "texts.txt"),
+                                 "--output", str(tmp_path / "keras.jsonl")]) == 0
     keras_predictions = head_jsonl(tmp_path / "keras.jsonl", 100)
     # A fresh interpreter that never imports bertkit: only TensorFlow and tensorflow-text.
     script = ("import json, sys, tensorflow as tf, tensorflow_text\n"
@@ -202,31 +234,64 @@ def test_export_reload_in_fresh_process_gives_same_labels(tiny_run, tmp_path):
 
 
 def test_text_pairs_train_and_predict(tiny_bert_dir, tmp_path):
-    mrpc = REPO / "data" / "mrpc"
+    mrpc = datasets.path("mrpc")
     files = {split: write_jsonl(tmp_path / f"{split}.jsonl", head_jsonl(mrpc / f"{split}.jsonl", 16))
              for split in ("train", "dev", "test")}
     out = tmp_path / "run"
-    assert train.main(["--bert-dir", str(tiny_bert_dir), "--output-dir", str(out), "--epochs", "1",
-                       "--batch-size", "8", "--max-len", "48"]
+    assert train_main(RECIPE, ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(out), "--epochs", "1",
+                               "--batch-size", "8", "--max-len", "48"]
                       + [arg for split, path in files.items() for arg in (f"--{split}-file", str(path))]) == 0
-    assert json.loads((out / "run_config.json").read_text())["pair"] is True
+    assert json.loads((out / "run_config.json").read_text())["head"]["pair"] is True
     pairs = head_jsonl(files["test"], 3)
     (tmp_path / "pairs.txt").write_text("".join(f"{p['text']}\t{p['text_b']}\n" for p in pairs), encoding="utf-8")
-    assert predict.main(["--run-dir", str(out), "--input", str(tmp_path / "pairs.txt"),
-                         "--output", str(tmp_path / "pred.jsonl")]) == 0
+    assert predict_main(RECIPE, ["--run-dir", str(out), "--input", str(tmp_path / "pairs.txt"),
+                                 "--output", str(tmp_path / "pred.jsonl")]) == 0
     predicted = head_jsonl(tmp_path / "pred.jsonl", 10)
-    assert [p["text_b"] for p in predicted] == [p["text_b"] for p in pairs]
+    assert len(predicted) == 3
     assert all(p["label"] in ("equivalent", "not_equivalent") for p in predicted)
 
 
 def test_train_rejects_unseen_dev_label_before_training(tiny_bert_dir, tmp_path, capsys):
     train_file = write_jsonl(tmp_path / "train.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}])
     dev_file = write_jsonl(tmp_path / "dev.jsonl", [{"text": "so so", "label": "neutral"}])
-    code = train.main(["--bert-dir", str(tiny_bert_dir), "--output-dir", str(tmp_path / "run"),
+    code = train_main(RECIPE, ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(tmp_path / "run"),
                        "--train-file", str(train_file), "--dev-file", str(dev_file), "--test-file", str(train_file)])
     assert code == 2
     assert f"{dev_file}:1: field 'label': label 'neutral' never seen in training" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_unlabelled_test_file_gives_predictions_with_ids(tiny_bert_dir, tmp_path):
+    """Competition flow: a test file without labels -> OUTPUT_DIR/predictions.jsonl (one line per input, its id)."""
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", head_jsonl(SST2 / f"{split}.jsonl", 16))
+             for split in ("train", "dev")}
+    test = write_jsonl(tmp_path / "test.jsonl", [{"id": f"t{i}", "text": r["text"]}
+                                                 for i, r in enumerate(head_jsonl(SST2 / "test.jsonl", 10))])
+    out = tmp_path / "run"
+    assert train_main(RECIPE, ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(out), "--epochs", "1",
+                               "--batch-size", "8", "--train-file", str(files["train"]), "--dev-file",
+                               str(files["dev"]), "--test-file", str(test)]) == 0
+    predictions = head_jsonl(out / "predictions.jsonl", 100)
+    assert [p["id"] for p in predictions] == [f"t{i}" for i in range(10)]
+    assert all(p["label"] in ("negative", "positive") for p in predictions)
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] == "dev" and report["metrics"]["predictions"]["inputs"] == 10
+
+
+def test_every_training_example_is_seen_once_per_epoch(tmp_path):
+    """The recipe's training data (length bucketing, dynamic padding) covers each example exactly once per epoch."""
+    from bertkit.tokenization import Tokenizer
+    from bertkit.testing import write_random_checkpoint
+
+    bert = write_random_checkpoint(tmp_path / "bert")
+    examples = task.read_examples(SST2 / "train.jsonl")[:203]
+    head = {"labels": ["negative", "positive"], "max_len": 64}
+    features = task.encode(examples, Tokenizer.from_bert_dir(bert), head)
+    for i, f in enumerate(features):
+        f["label"] = np.int32(i)  # the example's index rides along as its target
+    data = task.training_data(features, head, batch_size=16, seed=3)
+    seen = [int(i) for _, ids in data.dataset.repeat().take(2 * data.steps_per_epoch) for i in ids.numpy()]
+    assert sorted(seen[:203]) == sorted(seen[203:]) == list(range(203))
 
 
 # ------------------------------------------------------------------------------------ slow: the real encoder
@@ -237,9 +302,9 @@ def test_real_encoder_learns_sst2_from_a_few_hundred_sentences(default_bert_dir,
     dev = write_jsonl(tmp_path / "dev.jsonl", head_jsonl(SST2 / "dev.jsonl", 100))
     test = write_jsonl(tmp_path / "test.jsonl", head_jsonl(SST2 / "test.jsonl", 300))
     out = tmp_path / "run"
-    assert train.main(["--bert-dir", str(default_bert_dir), "--output-dir", str(out), "--train-file",
-                       str(SST2 / "train.jsonl"), "--max-train-examples", "1000", "--dev-file", str(dev),
-                       "--test-file", str(test), "--epochs", "1", "--batch-size", "16"]) == 0
+    assert train_main(RECIPE, ["--bert-dir", str(default_bert_dir), "--output-dir", str(out), "--train-file",
+                               str(SST2 / "train.jsonl"), "--max-train-examples", "1000", "--dev-file", str(dev),
+                               "--test-file", str(test), "--epochs", "1", "--batch-size", "16"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["metrics"]["n"] == 300
     assert report["headline"]["value"] >= 0.70, report["headline"]

@@ -113,14 +113,17 @@ def test_evaluate_must_return_the_headline(tmp_path):
 
 
 class Crash(tf.keras.callbacks.Callback):
-    def __init__(self, at_step):
+    """Stops training after ``at_step`` steps: KeyboardInterrupt is Ctrl-C / SIGTERM (the Trainer backs up the
+    current step), any other exception a hard crash (only the periodic backups stand)."""
+
+    def __init__(self, at_step, error=KeyboardInterrupt):
         super().__init__()
-        self.at_step, self.seen = at_step, 0
+        self.at_step, self.seen, self.error = at_step, 0, error
 
     def on_train_batch_end(self, batch, logs=None):
         self.seen += 1
         if self.seen == self.at_step:
-            raise KeyboardInterrupt("simulated crash")
+            raise self.error("simulated stop")
 
 
 def _run(tmp_path, name, *extra, callbacks=()):
@@ -133,15 +136,19 @@ def _run(tmp_path, name, *extra, callbacks=()):
     return trainer, model
 
 
-# Backups every 2 steps, counted from each epoch's start, plus one after each epoch's evaluation. Crash after
-# global step 8 (epoch 2, batch 2): last backup after batch 1 -> resume at (epoch index 1, batch 2). Crash after
-# step 10 (epoch 2's last batch, before its evaluation): last backup after batch 3 -> resume at (1, 4).
-@pytest.mark.parametrize("crash_at, position", [(8, (1, 2)), (10, (1, 4))])
-def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, crash_at, position):
+# Backups every 2 steps, counted from each epoch's start, plus one after each epoch's evaluation. A hard crash after
+# global step 8 (epoch 2, batch 2): last backup after batch 1 -> resume at (epoch index 1, batch 2); an interrupt
+# there backs up step 8 itself -> (1, 3). Interrupt after step 10 (epoch 2's last batch, before its evaluation):
+# the last periodic backup (after batch 3) stands -> resume at (1, 4), and epoch 2 is still evaluated.
+@pytest.mark.parametrize("crash_at, error, position", [(8, RuntimeError, (1, 2)), (8, KeyboardInterrupt, (1, 3)),
+                                                       (10, KeyboardInterrupt, (1, 4))])
+def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, crash_at, error, position):
+    from bertkit.errors import Interrupted
+
     reference, reference_model = _run(tmp_path, "whole")
 
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, "crashed", callbacks=[Crash(crash_at)])
+    with pytest.raises(Interrupted if error is KeyboardInterrupt else error):
+        _run(tmp_path, "crashed", callbacks=[Crash(crash_at, error)])
     backup = tmp_path / "crashed" / "backup"
     assert backup.is_dir()
     assert resume_position(backup, STEPS) == position
@@ -329,9 +336,10 @@ def test_mirrored_two_cpu_replicas_with_dynamic_padding_and_resume(tmp_path):
         tmp = pathlib.Path({str(tmp_path)!r})
         whole, whole_model = _run(tmp, "whole", "--strategy", "mirrored")
         assert whole.strategy.num_replicas_in_sync == 2
+        from bertkit.errors import Interrupted
         try:
             _run(tmp, "crashed", "--strategy", "mirrored", callbacks=[Crash(8)])
-        except KeyboardInterrupt:
+        except Interrupted:
             pass
         resumed, resumed_model = _run(tmp, "crashed", "--strategy", "mirrored", "--resume")
         diff = max(float(np.abs(a - b).max()) for a, b in zip(whole_model.get_weights(), resumed_model.get_weights()))
@@ -341,3 +349,199 @@ def test_mirrored_two_cpu_replicas_with_dynamic_padding_and_resume(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     ok, steps, diff = done.stdout.strip().splitlines()[-1].split()
     assert ok == "OK" and int(steps) == 3 * STEPS and float(diff) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------- run directories
+def test_a_finished_run_is_never_overwritten_without_a_word(tmp_path, capsys):
+    _run(tmp_path, "done")
+    best = (tmp_path / "done" / "best" / "weights.h5").read_bytes()
+    with pytest.raises(ConfigError, match=r"done: holds a run already .*pass --overwrite to replace it, --resume"):
+        _run(tmp_path, "done")
+    assert (tmp_path / "done" / "best" / "weights.h5").read_bytes() == best  # untouched
+    _run(tmp_path, "done", "--overwrite")
+    assert "--overwrite: replacing the run in" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--overwrite starts a new run"):
+        _args(tmp_path, "--overwrite", "--resume")
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_output_dir_that_is_a_file_or_unwritable_is_a_clear_error(tmp_path, kind):
+    import os
+
+    target = tmp_path / "out"
+    if kind == "file":
+        target.write_text("x")
+        with pytest.raises(ConfigError, match=r"--output-dir .*out: is a file, not a directory"):
+            Trainer(_args(tmp_path, "--output-dir", str(target)), "toy")
+    else:
+        target.mkdir()
+        target.chmod(0o500)
+        try:
+            if os.access(target, os.W_OK):
+                pytest.skip("running as a user that can write anywhere (root ignores permissions)")
+            with pytest.raises(ConfigError, match=r"not writable"):
+                Trainer(_args(tmp_path, "--output-dir", str(target)), "toy")
+        finally:
+            target.chmod(0o700)
+
+
+def test_run_lock_refuses_a_live_run_and_takes_over_a_dead_one(tmp_path, capsys):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from bertkit.training import LOCK_FILE, RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                                 "started": "then"}))
+        with pytest.raises(ConfigError, match=rf"another run \(pid {sleeper.pid}, started then\) is writing here"):
+            RunLock(run).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    lock = RunLock(run)
+    lock.acquire()  # the holder is dead now
+    assert f"taking over the stale lock of a dead run (pid {sleeper.pid})" in capsys.readouterr().err
+    assert json.loads((run / LOCK_FILE).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_resume_keeps_the_interrupted_runs_backup_settings(tmp_path):
+    from bertkit.errors import Interrupted
+
+    with pytest.raises(Interrupted):
+        _run(tmp_path, "crashed", callbacks=[Crash(3)])  # _run backs up every 2 steps
+    state = json.loads((tmp_path / "crashed" / "backup" / "run_state.json").read_text())
+    assert state["backup_every_steps"] == 2
+    trainer = Trainer(_args(tmp_path, "--output-dir", str(tmp_path / "crashed"), "--resume"), "toy", verbose=0)
+    position, resumed_state = trainer.check_start(STEPS)  # typed default 200, but the run's own 2 is kept
+    assert position == (0, 3) and resumed_state["backup_every_steps"] == 2
+
+
+def test_ctrl_c_backs_up_and_exits_promptly_then_resume_finishes(tmp_path):
+    """A real SIGINT to a training process: exit status 130 within seconds, one 'interrupted:' line saying how to
+    resume, no traceback; --resume then finishes the run."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = textwrap.dedent(f"""
+        import pathlib, sys, time
+        import tensorflow as tf
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from bertkit.cli import run_main
+        import test_training as t
+
+        class Slow(tf.keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 1:
+                    print("STEPPING", flush=True)
+                time.sleep(0.2)
+
+        tmp = pathlib.Path({str(tmp_path)!r})
+        sys.exit(run_main(lambda: t._run(tmp, "run", *sys.argv[1:], callbacks=[Slow()])))
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline().strip() == "STEPPING"
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and time.monotonic() - sent < 10
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: backed up after") and "--resume --output-dir" in last
+    done = subprocess.run([sys.executable, "-c", script, "--resume"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in done.stderr and not (tmp_path / "run" / "backup").exists()
+
+
+# ------------------------------------------------------------------------------------- SIGKILL, then --resume
+_KILL_SCRIPT = """
+import os, pathlib, signal, sys
+import numpy as np
+import tensorflow as tf
+sys.path.insert(0, {tests!r})
+import test_training as t
+from bertkit.cli import run_main
+
+tmp, name, kill, mode = pathlib.Path({tmp!r}), sys.argv[1], sys.argv[2], sys.argv[3]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+callbacks = []
+if kill.startswith("step:") and mode == "first":
+    class KillAt(tf.keras.callbacks.Callback):
+        seen = 0
+        def on_train_batch_end(self, batch, logs=None):
+            KillAt.seen += 1
+            if KillAt.seen == int(kill[5:]):
+                die()
+    callbacks.append(KillAt())
+elif kill.startswith("backup:") and mode == "first":
+    saves = [0]
+    real_save = tf.train.CheckpointManager.save
+    def torn_save(self, *args, **kwargs):
+        saves[0] += 1
+        if saves[0] == int(kill[7:]):
+            self._checkpoint.write(str(tmp / name / "backup" / "torn"))  # data written, index never updated
+            die()
+        return real_save(self, *args, **kwargs)
+    tf.train.CheckpointManager.save = torn_save
+
+def run():
+    args = t._args(tmp, "--output-dir", str(tmp / name), "--backup-every-steps", "2",
+                   "--early-stopping-patience", "0", *(["--resume"] if mode == "resume" else []))
+    trainer = t.Trainer(args, "toy", verbose=0)
+    model = trainer.compile(t._build_model, steps_per_epoch=t.STEPS, loss=t._loss())
+    calls = [0]
+    def evaluate(m):
+        calls[0] += 1
+        if kill.startswith("eval:") and mode == "first" and calls[0] == int(kill[5:]):
+            die()
+        return {{"acc": float(np.abs(m.get_weights()[-2]).sum())}}
+    trainer.fit(model, t._dataset(), steps_per_epoch=t.STEPS, evaluate=evaluate, headline="acc",
+                callbacks=callbacks if mode == "first" else [])
+    np.savez(tmp / f"{{name}}.npz", *model.get_weights(), steps=model.optimizer.iterations.numpy(),
+             dev=np.array(trainer.history["dev_acc"]))
+
+sys.exit(run_main(run))
+"""
+
+
+@pytest.mark.parametrize("kill", ["step:7", "eval:2", "backup:4"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, kill):
+    """SIGKILL mid-epoch (after step 7), during epoch 2's dev evaluation, and in the middle of writing a backup
+    (checkpoint data written, index not): --resume from the last complete backup gives the same final weights,
+    step count and per-epoch dev numbers as an uninterrupted run of the same seed, to float equality (the toy model
+    has no dropout; tf.data order is seeded and replayed)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
+
+    whole = run("whole", "none", "first")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = run("crashed", kill, "first")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = run("crashed", kill, "resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr
+    a, b = np.load(tmp_path / "whole.npz"), np.load(tmp_path / "crashed.npz")
+    assert int(a["steps"]) == int(b["steps"]) == 3 * STEPS
+    np.testing.assert_allclose(b["dev"], a["dev"], rtol=1e-6)
+    for key in a.files:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-7)

@@ -1,10 +1,13 @@
-"""Reading relation-extraction data: JSONL ``{"text", "spo_list": [{"subject", "predicate", "object"}]}`` with
-optional ``subject_start`` / ``object_start`` character offsets, checked line by line (any problem is one
-``DataError`` naming the file, line and field), plus what the reader has to say about a file (``DataNotes``)."""
+"""Reading relation-extraction data: JSONL ``{"id"?, "text", "spo_list"?: [{"subject", "predicate", "object"}]}``
+with optional ``subject_start`` / ``object_start`` character offsets, checked line by line (any problem is one
+``DataError`` naming the file, line and field), plus what the reader has to say about a file (``DataNotes``).
+
+A file is labelled (every line has a ``spo_list``, ``[]`` for a sentence without triples) or unlabelled (no line
+has one: input to predict), never a mix."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from bertkit.errors import DataError
 from bertkit.fileio import iter_jsonl
@@ -26,9 +29,10 @@ class Triple:
 @dataclass
 class Example:
     text: str
-    triples: list[Triple]
+    triples: list[Triple] | None  # None: unlabelled (prediction input)
     path: str = "<input>"
     line: int | None = None
+    id: str | int | None = None
 
 
 @dataclass
@@ -46,6 +50,14 @@ class DataNotes:
     def warn(self, message: str, limit: int = 10) -> None:
         if len(self.warnings) < limit:
             self.warnings.append(message)
+
+    def add_counts(self, other: "DataNotes") -> None:
+        for name, value in other.counts().items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+
+    def counts(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "warnings"}
 
     def summary(self) -> str:
         return (f"{self.path}: {self.sentences} sentences, {self.triples} triples; {self.without_offsets} entity "
@@ -66,14 +78,7 @@ def _optional_offset(spo: dict, key: str, text: str, value: str, path, line: int
     return start
 
 
-def parse_example(record: dict, path, line: int) -> Example:
-    """One JSONL record -> Example; any problem is a DataError naming the file, line and field."""
-    text = record.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise DataError(path, line, "text", "missing or not a non-empty string")
-    spo_list = record.get("spo_list", None)
-    if spo_list is None:
-        raise DataError(path, line, "spo_list", "missing (use [] for a sentence without triples)")
+def _parse_triples(spo_list, text: str, path, line: int) -> list[Triple]:
     if not isinstance(spo_list, list):
         raise DataError(path, line, "spo_list", f"expected a list, got {type(spo_list).__name__}")
     triples = []
@@ -93,26 +98,55 @@ def parse_example(record: dict, path, line: int) -> Example:
             values["subject"], values["predicate"], values["object"],
             _optional_offset(spo, "subject_start", text, values["subject"], path, line, where),
             _optional_offset(spo, "object_start", text, values["object"], path, line, where)))
-    return Example(text, triples, str(path), line)
+    return triples
 
 
-def read_examples(path) -> list[Example]:
-    """All sentences of a JSONL file (an empty ``spo_list`` is valid: a sentence without triples)."""
-    examples = [parse_example(record, path, line) for line, record in iter_jsonl(path)]
+def parse_example(record: dict, path, line: int, *, labelled: bool = True) -> Example:
+    """One JSONL record -> Example; any problem is a DataError naming the file, line and field. ``labelled``: the
+    file's lines carry gold triples (then this one needs its ``spo_list``), else none may."""
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(path, line, "text", "missing or not a non-empty string")
+    spo_list = record.get("spo_list")
+    if not labelled:
+        if spo_list is not None:
+            raise DataError(path, line, "spo_list", "gold triples here but not on the first line: give every line "
+                                                    "a spo_list (or none)")
+        return Example(text, None, str(path), line, record.get("id"))
+    if spo_list is None:
+        raise DataError(path, line, "spo_list", "missing (use [] for a sentence without triples; the first line "
+                                                "has a spo_list, so every line needs one)")
+    return Example(text, _parse_triples(spo_list, text, path, line), str(path), line, record.get("id"))
+
+
+def to_examples(records, path, args=None) -> list[Example]:
+    """Examples of ``(line, record)`` pairs read from ``path``: labelled when the first record has a ``spo_list``
+    (then every record needs one; an empty list is a sentence without triples), unlabelled otherwise. ``args`` is
+    unused (the recipe contract's signature)."""
+    examples, labelled = [], None
+    for line, record in records:
+        if labelled is None:
+            labelled = record.get("spo_list") is not None
+        examples.append(parse_example(record, path, line, labelled=labelled))
     if not examples:
         raise DataError(path, None, None, "no sentences")
     return examples
 
 
+def read_examples(path, args=None) -> list[Example]:
+    """All sentences of a JSONL file (see :func:`to_examples`)."""
+    return to_examples(iter_jsonl(path), path)
+
+
 def predicate_vocab(examples: list[Example]) -> list[str]:
-    return sorted({t.predicate for e in examples for t in e.triples})
+    return sorted({t.predicate for e in examples for t in e.triples or ()})
 
 
 def check_predicates(examples: list[Example], predicates: list[str], notes: DataNotes) -> None:
     """Unknown predicates at test time are a counted warning: the triple stays gold (a guaranteed miss)."""
     known = set(predicates)
     for e in examples:
-        for i, t in enumerate(e.triples):
+        for i, t in enumerate(e.triples or ()):
             if t.predicate not in known:
                 notes.unknown_predicates += 1
                 notes.warn(f"{e.path}:{e.line}: field 'spo_list[{i}].predicate': {t.predicate!r} was not in the "

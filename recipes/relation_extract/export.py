@@ -38,24 +38,25 @@ def decode_in_graph(start_probs, end_probs, valid, threshold: float):
     return keep(row), keep(label), keep(position), keep(end)
 
 
-def export_extractor(models, bert_dir, predicates: list[str], path, *, max_len: int, per_char: bool = False,
-                     lowercase: bool = True, thresholds: tuple[float, float] = (0.5, 0.5)) -> Path:
+def export(model, tokenizer, head, path) -> Path:
+    """The trained cascade (``task.build_model``), split into its two stages, behind the signatures above."""
     import tensorflow as tf
 
-    from bertkit.encoder import validate_bert_dir
     from bertkit.export import InGraphTokenizer, export_saved_model
 
-    vocab = validate_bert_dir(bert_dir).vocab_path
-    tokenizer = InGraphTokenizer(vocab, lowercase=lowercase, max_len=max_len, per_char=per_char)
-    names = tf.constant(predicates)
-    subject_threshold, object_threshold = (float(t) for t in thresholds)
-    subjects_model, objects_model = models.subjects, models.objects
+    from .task import inference_stages
+
+    in_graph = InGraphTokenizer.from_tokenizer(tokenizer, max_len=head["max_len"])
+    names = tf.constant(head["predicates"])
+    subject_threshold, object_threshold = (float(head["thresholds"][k]) for k in ("subject", "object"))
+    subjects_model, object_head = inference_stages(model)
 
     def encode(texts):
-        enc = tokenizer.encode(texts)
+        enc = in_graph.encode(texts)
         offsets = enc["offsets"]
         valid = offsets[..., 1] > offsets[..., 0]  # text tokens; [CLS], [SEP] and padding have (0, 0)
-        hidden, s_start, s_end = subjects_model([enc["token_ids"], enc["segment_ids"]], training=False)
+        hidden, s_start, s_end = subjects_model({"token_ids": enc["token_ids"], "segment_ids": enc["segment_ids"]},
+                                                training=False)
         return offsets, valid, tf.cast(hidden, tf.float32), s_start, s_end
 
     def chars(offsets, row, token_start, token_end):
@@ -67,8 +68,8 @@ def export_extractor(models, bert_dir, predicates: list[str], path, *, max_len: 
         return tf.strings.substr(tf.gather(texts, row), start, end - start, unit="UTF8_CHAR")
 
     def objects_of(texts, offsets, valid, hidden, row, token_start, token_end):
-        o_start, o_end = objects_model([tf.gather(hidden, row), tf.stack([token_start, token_end], axis=1)],
-                                       training=False)
+        o_start, o_end = object_head([tf.gather(hidden, row), tf.stack([token_start, token_end], axis=1)],
+                                     training=False)
         pair, label, s, e = decode_in_graph(o_start, o_end, tf.gather(valid, row), object_threshold)
         sentence = tf.gather(row, pair)
         start, end = chars(offsets, sentence, s, e)
@@ -109,5 +110,5 @@ def export_extractor(models, bert_dir, predicates: list[str], path, *, max_len: 
         pair, found = objects_of(texts, offsets, valid, hidden, row, token_start, token_end)
         return {"pair_index": pair, **found}
 
-    return export_saved_model(path, models.train, triples, signatures={"subjects": subjects, "objects": objects},
-                              extra={"tokenizer": tokenizer})
+    return export_saved_model(path, model, triples, signatures={"subjects": subjects, "objects": objects},
+                              extra={"tokenizer": in_graph})

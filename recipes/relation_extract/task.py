@@ -1,47 +1,110 @@
 """Joint (subject, predicate, object) extraction with the cascade ("CasRel") design.
 
-The story, top to bottom:
-1. Data: JSONL lines ``{"text": ..., "spo_list": [{"subject", "predicate", "object"}]}`` (the Baidu DuIE form),
-   optionally with ``subject_start`` / ``object_start`` character offsets pinning the annotated mention. Without
-   offsets every occurrence of the entity string is labelled (counted in the report).
-2. Targets: per sentence, 0/1 tags for subject starts and ends; per (sentence, subject), 0/1 tags per predicate for
-   object starts and ends. Training draws one random subject per sentence each time the sentence is batched
-   (``subjects="sample"``, CasRel's choice) or shows every subject as its own example (``subjects="all"``).
-3. Model: encoder -> two sigmoid Dense(1) heads (subject start/end). The subject's vector, the mean of the encoder
-   vectors at its start and end tokens, is added to every position, then two sigmoid Dense(num_predicates) heads tag
-   object starts/ends per predicate. Padding is masked out of every loss.
-4. Decoding, batched over sentences and then over (sentence, subject) pairs: each start above the threshold is paired
-   with the nearest end at or after it that is above the threshold. Token spans are mapped back to exact substrings
-   of the original text by character offsets.
-5. Metrics: triple precision/recall/F1 (exact match of subject string, predicate, object string), micro and per
-   predicate; subject-only and (subject, object)-pair scores as diagnostics.
-The input reader and its checks live in data.py, the scores and report sections in scoring.py, the raw-string
-SavedModel in export.py. Importing this module builds nothing.
+The story, in the steps of the recipe contract (``bertkit.recipe``):
+1. ``read_examples`` (data.py): JSONL lines ``{"id"?, "text", "spo_list": [{"subject", "predicate", "object"}]}``
+   (the Baidu DuIE form), optionally with ``subject_start`` / ``object_start`` character offsets pinning the
+   annotated mention; without ``spo_list`` on every line a file is prediction input. Without offsets every
+   occurrence of an entity string is labelled (counted in the report). ``build_head`` collects the predicates.
+2. ``encode``: per sentence, 0/1 tags for subject starts and ends and the sparse (subject, predicate, object)
+   token spans. ``training_data`` draws one random subject per sentence each time the sentence is batched
+   (``--subjects sample``, CasRel's choice) and builds its dense per-predicate object tags in the input pipeline;
+   ``--subjects all`` shows every subject as its own example.
+3. ``build_model``: encoder -> two sigmoid Dense(1) heads (subject start/end). The subject's vector, the mean of the
+   encoder vectors at its start and end tokens, is added to every position, then two sigmoid Dense(num_predicates)
+   heads tag object starts/ends per predicate. Padding is masked out of every ``loss``.
+4. ``predict``, batched over sentences of similar length and then over all their (sentence, subject) pairs: each
+   start above the threshold is paired with the nearest end at or after it that is above the threshold. Token
+   spans are mapped back to exact substrings of the original text by character offsets.
+5. ``score``: triple precision/recall/F1 (exact match of subject string, predicate, object string), micro and per
+   predicate; subject-only and (subject, object)-pair scores as diagnostics. ``tune`` sweeps the two thresholds on
+   dev after training (the report shows the table; ``--tune-thresholds`` keeps the best pair).
+The reader lives in data.py, the scores and report sections in scoring.py, the raw-string SavedModel (``export``)
+in export.py. Importing this module builds nothing.
 """
 
 from __future__ import annotations
 
 import bisect
-import random
+import sys
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from recipes.relation_extract.data import (  # noqa: F401 (the story's data step; also used as task.X)
-    DataNotes, Example, Triple, check_predicates, parse_example, predicate_vocab, read_examples,
+from bertkit.batching import make_training_data, predict_in_length_order
+from bertkit.errors import DataError
+
+from .data import (  # noqa: F401 (read_examples / to_examples are the contract's read steps)
+    DataNotes, Example, Triple, check_predicates, parse_example, predicate_vocab, read_examples, to_examples,
 )
-from recipes.relation_extract.scoring import score_triples
+from .export import export  # noqa: F401 (the contract's export step)
+from .scoring import best_thresholds, data_notes, error_examples, report_markdown, score_triples, threshold_sweep
 
 TASK = "relation_extract"
+DEFAULTS = {"dataset": "conll04", "epochs": 30, "batch_size": 16, "max_len": 160, "lr": 2e-4}
+HEADLINE = "triple_f1"
 SUBJECT_MODES = ("sample", "all")
 # Threshold grid of the dev sweep run after training (the report shows the whole table).
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 TARGET_KEYS = ("subject_start", "subject_end", "object_start", "object_end")
 
 
-# ---------------------------------------------------------------------------------------------------- alignment
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def add_arguments(parser) -> None:
+    # Dev F1 is noisy from epoch to epoch (one sampled subject per sentence): wait longer before stopping.
+    parser.set_defaults(early_stopping_patience=6)
+    group = parser.add_argument_group("relation extraction")
+    group.add_argument("--subjects", choices=SUBJECT_MODES, default="sample",
+                       help="sample: one random subject per sentence each time it is batched (CasRel); "
+                            "all: every subject of a sentence as its own training example")
+    group.add_argument("--subject-threshold", type=float, default=0.5,
+                       help="a token starts/ends a subject when its probability exceeds this "
+                            "(0.5 is the best or within 0.01 of the best on the CoNLL04 dev sweep, README)")
+    group.add_argument("--object-threshold", type=float, default=0.5,
+                       help="same for object starts/ends per predicate")
+    group.add_argument("--tune-thresholds", action="store_true",
+                       help="decode test (and keep in the run) the best thresholds of the dev sweep instead of the "
+                            "two above")
+    group.add_argument("--dropout", type=float, default=None, help="encoder dropout (default: the checkpoint's)")
+
+
+def check_arguments(args) -> None:
+    from bertkit.cli import OPEN_UNIT, check_ranges
+
+    check_ranges(args, ("subject_threshold", *OPEN_UNIT), ("object_threshold", *OPEN_UNIT))
+
+
+# ------------------------------------------------------------------------------------------------------------- data
+def is_labelled(examples) -> bool:
+    return all(e.triples is not None for e in examples)
+
+
+def build_head(train_examples, args, tokenizer) -> dict:
+    """The predicates of the training data, the training subject mode, encoder dropout and the decoding
+    thresholds (``tune`` adds the dev sweep and, with ``--tune-thresholds``, replaces them by its best pair)."""
+    predicates = predicate_vocab(train_examples)
+    if not predicates:
+        raise DataError(args.train_file, None, "spo_list", "no triples to learn from (every spo_list is empty)")
+    return {"predicates": predicates, "max_len": args.max_len, "subjects": args.subjects, "dropout": args.dropout,
+            "thresholds": {"subject": args.subject_threshold, "object": args.object_threshold},
+            "tune_thresholds": bool(args.tune_thresholds)}
+
+
+def check_examples(examples, head, path) -> None:
+    """A dev/test predicate never seen in training is a counted warning, not an error: the triple stays gold (a
+    guaranteed miss); the report counts them too."""
+    notes = DataNotes(str(path))
+    check_predicates(examples, head["predicates"], notes)
+    if notes.unknown_predicates:
+        _say(f"warning: {path}: {notes.unknown_predicates} triple(s) with a predicate unseen in training")
+        for warning in notes.warnings:
+            _say(f"warning: {warning}")
+
+
+# ------------------------------------------------------------------------------------------------------ alignment
 def occurrences(text: str, value: str) -> list[int]:
     """Start offsets of every (possibly overlapping) occurrence of ``value`` in ``text``."""
     starts, i = [], text.find(value)
@@ -113,6 +176,7 @@ def object_tags(length: int, num_predicates: int, objects):
     return start, end
 
 
+# --------------------------------------------------------------------------------------------------------- features
 @dataclass
 class SentenceFeatures:
     """Encoded sentence + its subject tags + the objects of each subject (token spans)."""
@@ -145,10 +209,10 @@ def training_features(sentences: list[SentenceFeatures], *, subjects: str = "sam
     """Model examples with SPARSE object targets (dense per-predicate tags are built per batch, in the graph).
 
     ``subject_spans`` (n, 2) lists the sentence's subjects and ``objects`` (m, 4) rows ``[subject index, predicate,
-    start, end]``. With ``subjects="sample"`` there is one example per sentence and :func:`make_train_dataset`
-    draws one of its subjects at random every time the batch is drawn (so every epoch sees a fresh choice); with
-    ``"all"`` there is one example per subject. A sentence without subjects still trains the subject head (all-zero
-    tags); its object example uses the [CLS] position as a dummy subject without objects ("no objects here").
+    start, end]``. With ``subjects="sample"`` there is one example per sentence and :func:`training_data` draws one
+    of its subjects at random every time the batch is drawn (so every epoch sees a fresh choice); with ``"all"``
+    there is one example per subject. A sentence without subjects still trains the subject head (all-zero tags);
+    its object example uses the [CLS] position as a dummy subject without objects ("no objects here").
     """
     if subjects not in SUBJECT_MODES:
         raise ValueError(f"subjects must be one of {SUBJECT_MODES}, got {subjects!r}")
@@ -164,6 +228,18 @@ def training_features(sentences: list[SentenceFeatures], *, subjects: str = "sam
                 "objects": np.array(objects or [[-1, -1, -1, -1]], np.int32).reshape(-1, 4),
                 "subject_start": sent.subject_start, "subject_end": sent.subject_end,
             })
+    return features
+
+
+def encode(examples, tokenizer, head) -> list[dict]:
+    """Training features (see :func:`training_features`); what the targets lost (mentions cut off by max_len or
+    not on token boundaries, strings without offsets) is printed."""
+    notes = DataNotes(examples[0].path)
+    sentences = encode_sentences(examples, tokenizer, head["predicates"], head["max_len"], notes)
+    features = training_features(sentences, subjects=head["subjects"])
+    _say(notes.summary())
+    _say(f"train: {len(examples):,} sentences -> {len(features):,} examples ({head['subjects']} subjects); "
+         f"{len(head['predicates'])} predicates")
     return features
 
 
@@ -195,28 +271,120 @@ def choose_subject(inputs: dict, targets: dict, num_predicates: int, random_seed
     return model_inputs, {**targets, "object_start": tags(2), "object_end": tags(3)}
 
 
-def make_train_dataset(features: list[dict], batch_size: int, num_predicates: int, *, seed: int = 0,
-                       shuffle: bool = True):
-    """Batches of (inputs, targets) for the training model, padded per batch, a subject drawn per sentence.
+def training_data(features, head, *, batch_size, seed):
+    """Length-bucketed, shuffled batches (one pass = one epoch) with a subject drawn per sentence per batch.
 
-    The draws come from a seeded random stream that is re-randomized on every pass over the data, so each epoch
-    samples afresh and a run is reproducible given ``seed``.
+    The draws come from a seeded random stream that rides along with the batches and is re-randomized on every
+    pass, so each epoch samples afresh and a run is reproducible given ``seed``.
     """
     import tensorflow as tf
 
-    from bertkit.batching import make_dataset
-
-    dataset = make_dataset(
-        features, batch_size, input_keys=("token_ids", "segment_ids", "subject_spans", "objects"),
-        target_keys=("subject_start", "subject_end"), shuffle=shuffle, seed=seed, bucket_by_length=shuffle,
+    data = make_training_data(
+        features, batch_size, seed=seed, input_keys=("token_ids", "segment_ids", "subject_spans", "objects"),
+        target_keys=("subject_start", "subject_end"),
         pad_values={"subject_spans": -1, "objects": -1, "subject_start": -1.0, "subject_end": -1.0})
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip((dataset, seeds)).map(
-        lambda batch, random_seed: choose_subject(*batch, num_predicates, random_seed),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    num_predicates = len(head["predicates"])
+    return replace(data, dataset=tf.data.Dataset.zip((data.dataset, seeds))).map(
+        lambda batch, random_seed: choose_subject(*batch, num_predicates, random_seed))
 
 
-# ------------------------------------------------------------------------------------------------------- decoding
+# ------------------------------------------------------------------------------------------------------------ model
+def masked_binary_crossentropy(y_true, y_pred):
+    """Mean binary cross-entropy over real positions; padded positions carry the target -1 and are ignored.
+
+    For ``(batch, seq, P)`` object tags the per-position loss is summed over predicates (as in CasRel) so the
+    loss does not shrink with the number of predicates.
+    """
+    import tensorflow as tf
+
+    y_true = tf.cast(y_true, tf.float32)
+    y_pred = tf.cast(y_pred, tf.float32)
+    mask = tf.cast(y_true >= 0.0, tf.float32)
+    eps = tf.keras.backend.epsilon()
+    y_pred = tf.clip_by_value(y_pred, eps, 1.0 - eps)
+    target = tf.clip_by_value(y_true, 0.0, 1.0)
+    bce = -(target * tf.math.log(y_pred) + (1.0 - target) * tf.math.log(1.0 - y_pred)) * mask
+    if len(bce.shape) == 3:
+        bce, mask = tf.reduce_sum(bce, axis=-1), mask[..., 0]
+    return tf.reduce_sum(bce) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def _object_head_class():
+    import tensorflow as tf
+
+    class ObjectHead(tf.keras.layers.Layer):
+        """``[hidden (b, seq, H), subject_span (b, 2)]`` -> object start/end probabilities ``(b, seq, P)`` each.
+
+        The subject vector (mean of the hidden states at its start and end tokens) is added to every position.
+        """
+
+        def __init__(self, num_predicates: int, **kwargs):
+            super().__init__(**kwargs)
+            self.num_predicates = num_predicates
+            self.start = tf.keras.layers.Dense(num_predicates, activation="sigmoid", dtype="float32",
+                                               name="object_start")
+            self.end = tf.keras.layers.Dense(num_predicates, activation="sigmoid", dtype="float32",
+                                             name="object_end")
+
+        def call(self, inputs):
+            hidden, span = inputs
+            hidden = tf.cast(hidden, tf.float32)
+            ends = tf.gather(hidden, tf.cast(span, tf.int32), batch_dims=1)  # (b, 2, H)
+            conditioned = hidden + tf.reduce_mean(ends, axis=1, keepdims=True)
+            return self.start(conditioned), self.end(conditioned)
+
+        def get_config(self):
+            return {**super().get_config(), "num_predicates": self.num_predicates}
+
+    return ObjectHead
+
+
+def build_model(bert_dir, head, *, trainable_layers=None):
+    """``{token_ids, segment_ids, subject_span}`` -> ``{subject_start, subject_end, object_start, object_end}``
+    probabilities; :func:`inference_stages` splits it into the two stages predict and export run."""
+    import tensorflow as tf
+
+    from bertkit.encoder import load_encoder
+
+    token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
+    segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
+    subject_span = tf.keras.Input((2,), dtype=tf.int32, name="subject_span")
+    hidden = load_encoder(bert_dir, trainable_layers=trainable_layers,
+                          dropout=head.get("dropout"))([token_ids, segment_ids])
+    subject_start, subject_end = (
+        tf.keras.layers.Reshape((-1,), name=key)(
+            tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{key}_dense")(hidden))
+        for key in ("subject_start", "subject_end"))
+    object_head = _object_head_class()(len(head["predicates"]), name="object_head")
+    # Identity layers only give the outputs the names the losses, logs and metrics.csv use.
+    outputs = {"subject_start": subject_start, "subject_end": subject_end,
+               **{key: tf.keras.layers.Activation("linear", dtype="float32", name=key)(tensor)
+                  for key, tensor in zip(("object_start", "object_end"), object_head([hidden, subject_span]))}}
+    inputs = {"token_ids": token_ids, "segment_ids": segment_ids, "subject_span": subject_span}
+    return tf.keras.Model(inputs, outputs, name=TASK)
+
+
+def loss(head) -> dict:
+    return {key: masked_binary_crossentropy for key in TARGET_KEYS}
+
+
+def inference_stages(model):
+    """The cascade's two stages, sharing the trained model's layers: ``subjects``, a Keras model
+    ``{token_ids, segment_ids}`` -> ``[hidden, subject start, subject end]``, and the ``object_head`` layer
+    ``[hidden, subject_span]`` -> ``(object start, object end)`` (one encoder pass per sentence, then only the
+    head per subject)."""
+    import tensorflow as tf
+
+    object_head = model.get_layer("object_head")
+    hidden = object_head.get_input_at(0)[0]
+    inputs = {name: model.get_layer(name).output for name in ("token_ids", "segment_ids")}
+    subjects = tf.keras.Model(inputs, [hidden, model.get_layer("subject_start").output,
+                                       model.get_layer("subject_end").output], name="subjects")
+    return subjects, object_head
+
+
+# --------------------------------------------------------------------------------------------------------- decoding
 def decode_spans(start_probs: np.ndarray, end_probs: np.ndarray, valid: np.ndarray, threshold: float):
     """Spans from start/end probabilities of one sequence: ``(seq,)`` -> [(s, e)], or ``(seq, P)`` -> [(p, (s, e))].
 
@@ -270,193 +438,128 @@ def spans_to_triples(text: str, offsets, subject: tuple[int, int], objects, pred
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------- model
-def masked_binary_crossentropy(y_true, y_pred):
-    """Mean binary cross-entropy over real positions; padded positions carry the target -1 and are ignored.
-
-    For ``(batch, seq, P)`` object tags the per-position loss is summed over predicates (as in CasRel) so the
-    loss does not shrink with the number of predicates.
-    """
+def cascade_decoder(model, subject_thresholds, object_thresholds, *, pairs_per_call: int):
+    """A ``predict_batch`` for ``predict_in_length_order``: one encoder pass over a batch of sentences, then the
+    object head over all their candidate (sentence, subject) pairs, ``pairs_per_call`` at a time. Each sentence
+    gets ``{(subject threshold, object threshold): [(subject span, [(predicate id, object span)])]}`` for every
+    threshold pair: the probabilities are computed once and decoded at every pair (a sweep costs no model calls
+    beyond those of the extra candidate subjects of lower thresholds)."""
     import tensorflow as tf
 
-    y_true = tf.cast(y_true, tf.float32)
-    y_pred = tf.cast(y_pred, tf.float32)
-    mask = tf.cast(y_true >= 0.0, tf.float32)
-    eps = tf.keras.backend.epsilon()
-    y_pred = tf.clip_by_value(y_pred, eps, 1.0 - eps)
-    target = tf.clip_by_value(y_true, 0.0, 1.0)
-    bce = -(target * tf.math.log(y_pred) + (1.0 - target) * tf.math.log(1.0 - y_pred)) * mask
-    if len(bce.shape) == 3:
-        bce, mask = tf.reduce_sum(bce, axis=-1), mask[..., 0]
-    return tf.reduce_sum(bce) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    subjects, object_head = inference_stages(model)
+    objects = tf.function(lambda hidden, span: object_head([hidden, span], training=False), input_signature=[
+        tf.TensorSpec((None, None, subjects.outputs[0].shape[-1]), tf.float32), tf.TensorSpec((None, 2), tf.int32)])
+
+    def predict_batch(batch):
+        hidden, s_start, s_end = subjects.predict_on_batch({k: batch[k] for k in ("token_ids", "segment_ids")})
+        hidden, valid = np.asarray(hidden, np.float32), np.asarray(batch["text_mask"], bool)
+        rows = range(len(valid))
+        # Candidate subjects at every subject threshold; each distinct (row, span) goes through the head once.
+        subjects_at = {st: [decode_spans(s_start[r], s_end[r], valid[r], st) for r in rows]
+                       for st in subject_thresholds}
+        pairs = sorted({(r, span) for per_row in subjects_at.values() for r, spans in enumerate(per_row)
+                        for span in spans})
+        objects_of = {}
+        for c in range(0, len(pairs), pairs_per_call):
+            chunk = pairs[c:c + pairs_per_call]
+            o_start, o_end = (np.asarray(x) for x in objects(hidden[[r for r, _ in chunk]],
+                                                             np.array([span for _, span in chunk], np.int32)))
+            for k, (r, span) in enumerate(chunk):
+                for ot in object_thresholds:
+                    objects_of[(r, span, ot)] = decode_spans(o_start[k], o_end[k], valid[r], ot)
+        found = np.empty(len(valid), dtype=object)  # one entry per sentence: predict_in_length_order slices rows
+        for r in rows:
+            found[r] = {(st, ot): [(span, objects_of[(r, span, ot)]) for span in subjects_at[st][r]]
+                        for st in subject_thresholds for ot in object_thresholds}
+        return found
+
+    return predict_batch
 
 
-def _object_head_class():
-    import tensorflow as tf
+class Prediction(dict):
+    """One sentence's output, ``{"id"?, "text", "spo_list": [...]}`` (what predict.py writes: the recipe's own
+    input form, with ``subject_end`` / ``object_end`` too). For a sentence with gold triples (dev, a labelled test
+    file) it also keeps attributes that are never written out: ``decoded``, its token spans at every threshold pair
+    of the dev sweep, with the tokens' ``offsets`` (``tune`` reads them through :meth:`sweep`), and ``notes``, how
+    its gold triples align with the tokens (``score`` counts them for the report)."""
 
-    class ObjectHead(tf.keras.layers.Layer):
-        """``[hidden (b, seq, H), subject_span (b, 2)]`` -> object start/end probabilities ``(b, seq, P)`` each.
+    decoded: dict | None = None  # {(subject threshold, object threshold): [(subject span, [(predicate, span)])]}
+    offsets: list | None = None
+    notes: DataNotes | None = None
 
-        The subject vector (mean of the hidden states at its start and end tokens) is added to every position.
-        """
-
-        def __init__(self, num_predicates: int, **kwargs):
-            super().__init__(**kwargs)
-            self.num_predicates = num_predicates
-            self.start = tf.keras.layers.Dense(num_predicates, activation="sigmoid", dtype="float32",
-                                               name="object_start")
-            self.end = tf.keras.layers.Dense(num_predicates, activation="sigmoid", dtype="float32",
-                                             name="object_end")
-
-        def call(self, inputs):
-            hidden, span = inputs
-            hidden = tf.cast(hidden, tf.float32)
-            ends = tf.gather(hidden, tf.cast(span, tf.int32), batch_dims=1)  # (b, 2, H)
-            conditioned = hidden + tf.reduce_mean(ends, axis=1, keepdims=True)
-            return self.start(conditioned), self.end(conditioned)
-
-        def get_config(self):
-            return {**super().get_config(), "num_predicates": self.num_predicates}
-
-    return ObjectHead
+    def sweep(self, predicates: list[str]) -> dict:
+        """``{threshold pair: {(subject, predicate, object)}}`` over the sweep grid."""
+        return {pair: {t.key for t in decoded_triples(self["text"], self.offsets, decoded, predicates)}
+                for pair, decoded in self.decoded.items()}
 
 
-@dataclass
-class RelationModels:
-    """The training model and the two inference halves sharing its layers."""
-    train: object     # [token_ids, segment_ids, subject_span] -> {subject_start, subject_end, object_start, object_end}
-    subjects: object  # [token_ids, segment_ids] -> (hidden, subject_start, subject_end)
-    objects: object   # [hidden, subject_span] -> (object_start, object_end)
+def decoded_triples(text: str, offsets, decoded, predicates) -> list[PredictedTriple]:
+    """The triples of one sentence's decoded ``[(subject span, [(predicate id, object span)])]``."""
+    return [t for subject, objects in decoded for t in spans_to_triples(text, offsets, subject, objects, predicates)]
 
 
-def build_models(bert_dir, num_predicates: int, *, trainable_layers=None, dropout=None) -> RelationModels:
-    import tensorflow as tf
-
-    from bertkit.encoder import load_encoder
-
-    token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
-    segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
-    subject_span = tf.keras.Input((2,), dtype=tf.int32, name="subject_span")
-    hidden = load_encoder(bert_dir, trainable_layers=trainable_layers, dropout=dropout)([token_ids, segment_ids])
-    subject_start, subject_end = (
-        tf.keras.layers.Reshape((-1,), name=key)(
-            tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{key}_dense")(hidden))
-        for key in ("subject_start", "subject_end"))
-    object_head = _object_head_class()(num_predicates, name="object_head")
-    # Identity layers only give the outputs the names the losses, logs and metrics.csv use.
-    outputs = {"subject_start": subject_start, "subject_end": subject_end,
-               **{key: tf.keras.layers.Activation("linear", dtype="float32", name=key)(tensor)
-                  for key, tensor in zip(("object_start", "object_end"), object_head([hidden, subject_span]))}}
-    train = tf.keras.Model([token_ids, segment_ids, subject_span], outputs, name="relation_extract")
-    subjects = tf.keras.Model([token_ids, segment_ids], [hidden, subject_start, subject_end], name="subjects")
-    hidden_in = tf.keras.Input((None, hidden.shape[-1]), name="hidden")
-    objects = tf.keras.Model([hidden_in, subject_span], list(object_head([hidden_in, subject_span])), name="objects")
-    return RelationModels(train, subjects, objects)
-
-
-def losses() -> dict:
-    return {key: masked_binary_crossentropy for key in TARGET_KEYS}
+def predict(model, tokenizer, examples, head, *, batch_size=64) -> list[Prediction]:
+    """Triples of each example at the head's thresholds, with character offsets into its text (end exclusive:
+    ``text[subject_start:subject_end] == subject``); labelled examples are also decoded over the sweep grid."""
+    thresholds = (head["thresholds"]["subject"], head["thresholds"]["object"])
+    labelled = is_labelled(examples)
+    grid = ([sorted(set(THRESHOLD_GRID) | {t}) for t in thresholds] if labelled
+            else [[thresholds[0]], [thresholds[1]]])
+    encodings = [tokenizer.encode(e.text, max_len=head["max_len"]) for e in examples]
+    features = [{"token_ids": enc.token_ids, "segment_ids": enc.segment_ids,
+                 "text_mask": [s == 0 for s in enc.sequence_ids]} for enc in encodings]
+    found = predict_in_length_order(cascade_decoder(model, *grid, pairs_per_call=4 * batch_size), features,
+                                    batch_size, input_keys=("token_ids", "segment_ids", "text_mask"))
+    predicate_ids = {p: i for i, p in enumerate(head["predicates"])}
+    predictions = []
+    for example, encoding, decoded in zip(examples, encodings, found):
+        triples = decoded_triples(example.text, encoding.offsets, decoded[thresholds], head["predicates"])
+        prediction = Prediction({} if example.id is None else {"id": example.id})
+        prediction.update(text=example.text, spo_list=[t.to_json() for t in triples])
+        if labelled:
+            prediction.decoded, prediction.offsets = decoded, encoding.offsets
+            prediction.notes = DataNotes(example.path)
+            sentence_targets(example, encoding, predicate_ids, prediction.notes)
+        predictions.append(prediction)
+    return predictions
 
 
-# -------------------------------------------------------------------------------------------------- batched inference
-def _pad(rows: list[list[int]]) -> np.ndarray:
-    out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
-    return out
+# ------------------------------------------------------------------------------------------------ score, tune, report
+def _gold(examples) -> list[set]:
+    return [{t.key for t in e.triples} for e in examples]
 
 
-class Extractor:
-    """Batched prediction: subjects for a batch of sentences, then objects for all (sentence, subject) pairs.
-
-    ``extract(texts, subject_thresholds, object_thresholds)`` returns ``{(st, ot): [[PredictedTriple], ...]}``:
-    the probabilities are computed once and decoded at every threshold pair (the dev sweep costs no extra model
-    calls beyond the extra candidate subjects of lower thresholds).
-    """
-
-    def __init__(self, models: RelationModels, tokenizer, predicates: list[str], *, max_len: int,
-                 batch_size: int = 32):
-        self.models, self.tokenizer, self.predicates = models, tokenizer, predicates
-        self.max_len, self.batch_size = max_len, batch_size
-
-    def extract(self, texts: list[str], subject_thresholds=(0.5,), object_thresholds=(0.5,), progress=None):
-        results = {(st, ot): [None] * len(texts) for st in subject_thresholds for ot in object_thresholds}
-        encodings = [self.tokenizer.encode(t, max_len=self.max_len) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].token_ids))  # similar lengths per batch
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
-            batch = [encodings[i] for i in idx]
-            token_ids, segment_ids = _pad([e.token_ids for e in batch]), _pad([e.segment_ids for e in batch])
-            hidden, s_start, s_end = self.models.subjects.predict_on_batch(
-                {"token_ids": token_ids, "segment_ids": segment_ids})
-            hidden, s_start, s_end = np.asarray(hidden, np.float32), np.asarray(s_start), np.asarray(s_end)
-            valid = [np.array([seq == 0 for seq in e.sequence_ids] + [False] * (token_ids.shape[1] - len(e.token_ids)))
-                     for e in batch]
-            # Candidate subjects at every subject threshold; each distinct (row, span) is run once.
-            subjects_at = {st: [decode_spans(s_start[r], s_end[r], valid[r], st) for r in range(len(idx))]
-                           for st in subject_thresholds}
-            pairs = sorted({(r, span) for per_row in subjects_at.values() for r, spans in enumerate(per_row)
-                            for span in spans})
-            objects_of = {}
-            for c in range(0, len(pairs), self.batch_size * 4):
-                chunk = pairs[c:c + self.batch_size * 4]
-                rows = np.array([r for r, _ in chunk])
-                o_start, o_end = self.models.objects.predict_on_batch(
-                    {"hidden": hidden[rows], "subject_span": np.array([span for _, span in chunk], np.int32)})
-                o_start, o_end = np.asarray(o_start), np.asarray(o_end)
-                for k, (r, span) in enumerate(chunk):
-                    for ot in object_thresholds:
-                        objects_of[(r, span, ot)] = decode_spans(o_start[k], o_end[k], valid[r], ot)
-            for r, i in enumerate(idx):
-                for st in subject_thresholds:
-                    for ot in object_thresholds:
-                        triples = []
-                        for span in subjects_at[st][r]:
-                            triples += spans_to_triples(texts[i], encodings[i].offsets, span,
-                                                        objects_of[(r, span, ot)], self.predicates)
-                        results[(st, ot)][i] = triples
-            if progress is not None:
-                progress(min(b + self.batch_size, len(order)), len(order))
-        return results
+def _predicted(predictions) -> list[set]:
+    return [{(t["subject"], t["predicate"], t["object"]) for t in p["spo_list"]} for p in predictions]
 
 
-def evaluate_examples(extractor: Extractor, examples: list[Example], *, subject_threshold: float,
-                      object_threshold: float, sweep: bool = False) -> dict:
-    """Scores at the given thresholds; with ``sweep`` also the triple F1 over THRESHOLD_GRID x THRESHOLD_GRID.
-
-    Returns ``{"metrics": ..., "predictions": [set], "triples": [[PredictedTriple]], "sweep": [...]}``.
-    """
-    st_grid = sorted(set(THRESHOLD_GRID) | {subject_threshold}) if sweep else [subject_threshold]
-    ot_grid = sorted(set(THRESHOLD_GRID) | {object_threshold}) if sweep else [object_threshold]
-    results = extractor.extract([e.text for e in examples], st_grid, ot_grid)
-    gold = [{t.key for t in e.triples} for e in examples]
-    table = []
-    for (st, ot), triples in sorted(results.items()):
-        m = score_triples(gold, [{t.key for t in ts} for ts in triples])
-        table.append({"subject_threshold": st, "object_threshold": ot, "triple_f1": m["triple_f1"],
-                      "triple_precision": m["triple_precision"], "triple_recall": m["triple_recall"]})
-    chosen = results[(subject_threshold, object_threshold)]
-    predictions = [{t.key for t in ts} for ts in chosen]
-    return {"metrics": score_triples(gold, predictions, extractor.predicates), "predictions": predictions,
-            "triples": chosen, "sweep": table}
+def score(examples, predictions, head) -> dict:
+    """Triple, (subject, object) pair and subject scores, per predicate, the thresholds used, the dev sweep (once
+    ``tune`` ran) and the data notes of these examples."""
+    metrics = score_triples(_gold(examples), _predicted(predictions), head["predicates"])
+    metrics["thresholds"] = dict(head["thresholds"])
+    if "dev_sweep" in head:
+        metrics["dev_sweep"] = head["dev_sweep"]
+    metrics["data"] = data_notes(examples, predictions, head["predicates"]).counts()
+    return metrics
 
 
-def best_thresholds(sweep: list[dict]) -> tuple[float, float]:
-    best = max(sweep, key=lambda row: (row["triple_f1"], -abs(row["subject_threshold"] - 0.5)
-                                       - abs(row["object_threshold"] - 0.5)))
-    return best["subject_threshold"], best["object_threshold"]
+def tune(examples, predictions, head) -> dict:
+    """The dev sweep: triple F1 at every pair of THRESHOLD_GRID (plus the run's own pair), kept in the head for the
+    report; with ``--tune-thresholds`` the best pair becomes the run's thresholds."""
+    sweep = threshold_sweep(_gold(examples), [p.sweep(head["predicates"]) for p in predictions])
+    thresholds = head["thresholds"]
+    if head["tune_thresholds"]:
+        subject, object_ = best_thresholds(sweep)
+        thresholds = {"subject": subject, "object": object_}
+    return {**head, "thresholds": thresholds, "dev_sweep": sweep}
 
 
-# ------------------------------------------------------------------------------------------------------ predicting
-def load_run(run_dir, *, checkpoint=None, batch_size: int = 64):
-    """``(Extractor, run_config)`` rebuilt from a trained run directory (``run_config.json`` + ``best/``)."""
-    from bertkit.tokenization import Tokenizer
-    from bertkit.training import load_weights, read_run_config
-
-    config = read_run_config(run_dir, TASK)
-    args = config["args"]
-    models = build_models(args["bert_dir"], len(config["predicates"]), trainable_layers=args.get("trainable_layers"))
-    load_weights(models.train, checkpoint or Path(run_dir) / "best")
-    tokenizer = Tokenizer.from_bert_dir(args["bert_dir"], per_char=args.get("per_char", False))
-    extractor = Extractor(models, tokenizer, config["predicates"], max_len=args["max_len"], batch_size=batch_size)
-    return extractor, config
+def report_sections(metrics, examples, predictions, head, out_dir) -> tuple[list, dict]:
+    """Scores by stage, per predicate, the dev threshold sweep, data notes and the missing / spurious triples of
+    the first sentences with errors (no figures)."""
+    source = ("best of the dev sweep (--tune-thresholds)" if head["tune_thresholds"]
+              else "--subject-threshold / --object-threshold")
+    notes = data_notes(examples, predictions, head["predicates"])
+    errors = error_examples(examples, _predicted(predictions))
+    return report_markdown(metrics, head, notes, errors, threshold_source=source), {}

@@ -8,21 +8,38 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from bertkit.errors import DataError
 from bertkit.fileio import iter_jsonl, read_text, require
 
 SCHEMES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}  # entity prefixes; "O" is outside in both
 DOCSTART = "-DOCSTART-"
+JSONL_SUFFIXES = (".jsonl", ".json")
 
 
 # --------------------------------------------------------------------------------------------------------- readers
 @dataclass
 class Sentence:
+    """One example: its words (``tokens``), their tags (None when unlabelled) and where they come from.
+
+    ``text`` is the text the words lie in and ``spans[i]`` word ``i``'s character offsets in it: a raw-text input's
+    own text, or for token input the tokens joined by single spaces (the default)."""
     tokens: list[str]
-    tags: list[str] | None          # None for unlabeled input (prediction)
+    tags: list[str] | None          # None for unlabelled input (prediction, a competition test set)
     lines: list[int]                # 1-based source line of each token (JSONL: the record's line for all)
+    text: str | None = None
+    spans: list[tuple[int, int]] | None = None
+    id: str | int | None = None     # the input record's id, copied to its prediction
+    repaired: int = field(default=0, compare=False)   # tags rewritten by check_tags(repair=True)
+
+    def __post_init__(self):
+        if self.text is None:
+            self.text, self.spans, start = " ".join(self.tokens), [], 0
+            for token in self.tokens:
+                self.spans.append((start, start + len(token)))
+                start += len(token) + 1
 
 
 @dataclass
@@ -33,9 +50,56 @@ class Corpus:
     repaired: int = 0               # tags rewritten by repair=True (see check_tags)
 
 
-def read_jsonl(path, labeled):
-    """One ``Sentence`` per JSONL record ``{"tokens": [...], "tags": [...]}`` (``tags`` only when ``labeled``)."""
-    for line, record in iter_jsonl(path):
+def read_corpus(path, *, scheme: str = "auto", repair: bool = False, labeled: bool | None = True,
+                per_char: bool = False) -> Corpus:
+    """Read JSONL (``.jsonl``/``.json``, see ``sentences_from_records``) or CoNLL columns (anything else, see
+    ``read_conll``), then check the tags (``check_tags``). ``labeled``: True requires tags, False ignores them, None
+    takes what the file has (all sentences or none)."""
+    path = str(path)
+    if Path(path).suffix.lower() in JSONL_SUFFIXES:
+        return corpus_from_records(iter_jsonl(path), path, scheme=scheme, repair=repair, labeled=labeled,
+                                   per_char=per_char)
+    return make_corpus(list(read_conll(path, labeled)), path, scheme=scheme, repair=repair)
+
+
+def corpus_from_records(records, path, *, scheme: str = "auto", repair: bool = False, labeled: bool | None = None,
+                        per_char: bool = False) -> Corpus:
+    """The checked corpus of ``(line, record)`` pairs (``sentences_from_records``) read from ``path``."""
+    sentences = sentences_from_records(records, path, labeled=labeled, per_char=per_char)
+    return make_corpus(sentences, path, scheme=scheme, repair=repair)
+
+
+def make_corpus(sentences: list[Sentence], path, *, scheme: str = "auto", repair: bool = False) -> Corpus:
+    """A checked corpus: no sentence at all is an error; labelled sentences get ``check_tags``."""
+    if not sentences:
+        raise DataError(path, None, None, "no sentences in the input")
+    if sentences[0].tags is None:
+        return Corpus(str(path), sentences, scheme if scheme != "auto" else "bio")
+    scheme, repaired = check_tags(sentences, path, scheme=scheme, repair=repair)
+    return Corpus(str(path), sentences, scheme, repaired)
+
+
+def sentences_from_records(records, path, *, labeled: bool | None = None, per_char: bool = False) -> list[Sentence]:
+    """One ``Sentence`` per ``(line, record)``: ``{"id"?, "tokens": [...], "tags"?: [...]}``, or unlabelled raw text
+    ``{"id"?, "text": "..."}`` split into words by ``split_words`` (one word per character with ``per_char``).
+
+    ``labeled``: True requires ``tags``, False ignores them, None: labelled when the first record has tags, and then
+    every record needs them (all or none)."""
+    sentences, all_or_none = [], labeled is None
+    for line, record in records:
+        if labeled is None:
+            labeled = record.get("tags") is not None
+        elif all_or_none and not labeled and record.get("tags") is not None:
+            raise DataError(path, line, "tags", "tags here but not on the first line: tag every sentence or none")
+        if record.get("tokens") is None and record.get("text") is not None:
+            if labeled:
+                raise DataError(path, line, "tokens", "missing: tagged sentences need their tokens (raw \"text\" "
+                                                      "is prediction input)")
+            text = require(record, "text", path, line)
+            words = split_words(text, per_char=per_char)
+            sentences.append(Sentence([w for w, _, _ in words], None, [line] * len(words), text,
+                                      [(start, end) for _, start, end in words], record.get("id")))
+            continue
         tokens = require(record, "tokens", path, line, kind=list)
         for i, token in enumerate(tokens):
             if not isinstance(token, str) or not token or token.isspace():
@@ -48,11 +112,14 @@ def read_jsonl(path, labeled):
             for i, tag in enumerate(tags):
                 if not isinstance(tag, str) or not tag:
                     raise DataError(path, line, "tags", f"tag {i} is {tag!r}: expected a non-empty string")
-        yield Sentence(list(tokens), list(tags) if tags is not None else None, [line] * len(tokens))
+            tags = list(tags)
+        sentences.append(Sentence(list(tokens), tags, [line] * len(tokens), id=record.get("id")))
+    return sentences
 
 
-def read_conll(path, labeled):
-    """CoNLL columns: every token line of a file must have the same number of columns (token first, tag last)."""
+def read_conll(path, labeled: bool | None = True):
+    """CoNLL columns: every token line of a file must have the same number of columns (token first, tag last).
+    ``labeled`` None: a file of one column is unlabelled, two or more are token ... tag."""
     tokens, tags, lines, columns = [], [], [], None
     for line_no, line in enumerate(read_text(path).split("\n"), start=1):
         fields = line.split()
@@ -65,6 +132,8 @@ def read_conll(path, labeled):
             columns = len(fields)
             if labeled and columns < 2:
                 raise DataError(path, line_no, "columns", "1 column; expected the token first and the tag last")
+            if labeled is None:
+                labeled = columns >= 2
         if len(fields) != columns:
             raise DataError(path, line_no, "columns", f"{len(fields)} columns, expected {columns} as on the first "
                                                       f"token line")
@@ -128,6 +197,7 @@ def check_tags(sentences: list[Sentence], path, *, scheme: str = "auto", repair:
                                     f"tag {tag!r} at token {i} {why}; pass --repair-tags to rewrite it as "
                                     f"{fix}-{kind}")
                 tags[i] = f"{fix}-{kind}"
+                sentence.repaired += 1
                 repaired += 1
     return scheme, repaired
 

@@ -2,35 +2,34 @@
 
 Load with ``import tensorflow_text`` then ``tf.saved_model.load(path)`` (bertkit is not needed); the signature is
 described in ``export_tagger``. ``entities_from_export`` turns one row of its output into the entity list of
-``task.Predictor.predict_texts``. Importing this module builds nothing.
+``task.predict``. Importing this module builds nothing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from recipes.sequence_labeling.data import SPACE_PATTERN_RE2, WORD_PATTERN_RE2
-from recipes.sequence_labeling.task import char_entities
+from .data import SPACE_PATTERN_RE2, WORD_PATTERN_RE2
+from .task import char_entities
 
 
-def export_tagger(model, bert_dir, tags: list[str], path, *, per_char: bool = False, lowercase: bool = True,
-                  max_len: int = 512) -> Path:
+def export_tagger(model, tokenizer, tags: list[str], path, *, max_len: int = 512) -> Path:
     """SavedModel whose ``serving_default(texts)`` takes raw strings and returns, per word (padded):
     ``words``, ``tags`` (Viterbi in the graph when the model has a CRF), ``starts``/``ends`` (character offsets into
     the text) and ``num_words`` (words in the text) with ``num_tagged`` (words that fit in ``max_len`` pieces:
-    the export does not window, so a longer text is reported, not silently cut; use ``Predictor`` for those).
+    the export does not window, so a longer text is reported, not silently cut; use ``predict.py`` for those).
 
-    Words are split with the same rule as ``data.split_words`` (``WORD_PATTERN_RE2``), each word is tokenised on its own
-    by ``bertkit.export.InGraphTokenizer`` and read at its first piece, exactly as in training.
+    Words are split with the same rule as ``data.split_words`` (``WORD_PATTERN_RE2``; one word per visible character
+    for a ``per_char`` tokenizer), each word is tokenised on its own by the in-graph twin of ``tokenizer``
+    (``bertkit.export.InGraphTokenizer``) and read at its first piece, exactly as in training.
     """
     import tensorflow as tf
     import tensorflow_text as tf_text
 
     from bertkit.export import InGraphTokenizer, export_saved_model
-    tokenizer = InGraphTokenizer(Path(bert_dir) / "vocab.txt", lowercase=lowercase, max_len=max_len,
-                                 per_char=per_char)
+    word_pattern = r"[^\s\p{Z}\p{C}]" if tokenizer.per_char else WORD_PATTERN_RE2
+    in_graph = InGraphTokenizer.from_tokenizer(tokenizer, max_len=max_len)
     names = tf.constant(tags)
-    word_pattern = r"[^\s\p{Z}\p{C}]" if per_char else WORD_PATTERN_RE2
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
     def serve(texts):
@@ -42,19 +41,19 @@ def export_tagger(model, bert_dir, tags: list[str], path, *, per_char: bool = Fa
         char_bytes = char_bytes.to_tensor(big)
         starts = tf.searchsorted(char_bytes, byte_starts.to_tensor(big), side="left")
         ends = tf.searchsorted(char_bytes, byte_ends.to_tensor(big), side="left")
-        pieces = tokenizer.tokenize(words.flat_values)["token_ids"]              # (all words, pieces)
+        pieces = in_graph.tokenize(words.flat_values)["token_ids"]              # (all words, pieces)
         empty = tf.equal(pieces.row_lengths(), 0)                                # e.g. only accents: [UNK]
-        unk = tf.ragged.boolean_mask(tf.fill(tf.stack([pieces.nrows(), 1]), tokenizer.unk_id), empty[:, None])
+        unk = tf.ragged.boolean_mask(tf.fill(tf.stack([pieces.nrows(), 1]), in_graph.unk_id), empty[:, None])
         pieces = tf.concat([pieces, unk], axis=1)
         per_text = tf.RaggedTensor.from_row_splits(pieces, words.row_splits)     # (texts, words, pieces)
         first = tf.cumsum(per_text.row_lengths(axis=2), axis=1, exclusive=True) + 1   # first-piece positions
-        budget = tokenizer.max_len - 2
+        budget = in_graph.max_len - 2
         fits = first <= budget
         word_index = tf.ragged.boolean_mask(first, fits)
         flat = per_text.merge_dims(1, 2)[:, :budget]
         n = flat.nrows()
         column = lambda v: tf.fill(tf.stack([n, 1]), tf.constant(v, flat.dtype))
-        token_ids = tf.concat([column(tokenizer.cls_id), flat, column(tokenizer.sep_id)], axis=1).to_tensor(0)
+        token_ids = tf.concat([column(in_graph.cls_id), flat, column(in_graph.sep_id)], axis=1).to_tensor(0)
         inputs = {"token_ids": tf.cast(token_ids, tf.int32), "segment_ids": tf.zeros_like(token_ids, tf.int32),
                   "word_index": tf.cast(word_index.to_tensor(0), tf.int32)}
         tag_ids = model.decode(inputs)
@@ -69,7 +68,7 @@ def export_tagger(model, bert_dir, tags: list[str], path, *, per_char: bool = Fa
 
 
 def entities_from_export(text: str, output: dict, row: int) -> list[dict]:
-    """Entities of row ``row`` of the exported signature's output (NumPy values), like ``Predictor.predict_texts``."""
+    """Entities of row ``row`` of the exported signature's output (NumPy values), like ``task.predict``'s."""
     n = int(output["num_tagged"][row])
     tags = [t.decode() for t in output["tags"][row][:n]]
     spans = list(zip(output["starts"][row][:n].tolist(), output["ends"][row][:n].tolist()))

@@ -1,108 +1,125 @@
-"""Sequence labeling (NER) with a CRF on the shared BERT encoder: the story in one file.
+"""Sequence labeling (NER) with a CRF on the shared BERT encoder: the story, in the steps of the recipe contract
+(``bertkit.recipe``).
 
-1. Read sentences: JSONL ``{"tokens": [...], "tags": [...]}`` or CoNLL columns (token first, tag last, blank line
-   between sentences, ``-DOCSTART-`` ignored). Tags are BIO/IOB2 or BIOES; bad input is one ``DataError``.
-2. Features: each word becomes its word pieces; the FIRST piece of a word carries the word's tag, the other pieces
+1. ``read_examples``: sentences from JSONL ``{"id"?, "tokens": [...], "tags"?: [...]}`` (or unlabelled raw text
+   ``{"id"?, "text": "..."}``, split into words with their character offsets) or CoNLL columns (token first, tag
+   last, blank line between sentences, ``-DOCSTART-`` ignored). Tags are BIO/IOB2 or BIOES; bad input is one
+   ``DataError``. ``build_head`` takes the tag set and scheme of the training data; a dev/test tag never seen in
+   training is an error (``check_examples``).
+2. ``encode``: each word becomes its word pieces; the FIRST piece of a word carries the word's tag, the other pieces
    only give context (they are never scored). Sentences longer than ``max_len`` pieces are cut into overlapping
    windows (``bertkit.windows.split_windows``) and each word is predicted by the window that gives it the most
    context on both sides, so nothing is truncated.
-3. Head: encoder -> gather the first piece of each word (so the head runs over words, not pieces) -> Dense(num_tags)
-   -> CRF (``bertkit.crf.CRF``: trained transition matrix, Viterbi decoding), or a softmax with ``use_crf=False``.
-4. Decode in batches, re-join windows, read entities off the tags; evaluate with seqeval (entity level).
+3. ``build_model``: encoder -> gather the first piece of each word (so the head runs over words, not pieces) ->
+   Dense(num_tags) -> CRF (``bertkit.crf.CRF``: trained transition matrix, Viterbi decoding), or a softmax with
+   ``--no-crf``. The model computes its own loss (CRF negative log-likelihood over real words).
+4. ``predict`` in batches of similar length, re-join windows, read entities off the tags with character offsets into
+   the input text; ``score`` with seqeval (entity level) and describe it for report.md (per type, type confusion).
+5. ``export`` a SavedModel that tags raw strings (word splitting, tokenization and Viterbi in the graph).
 
-The readers, the tag-scheme checks and the raw-text word splitting live in ``data.py``; the SavedModel export (word
-splitting, tokenization and decoding in the graph) in ``export.py``. Importing this module builds nothing.
+The readers, the tag-scheme checks and the raw-text word splitting live in ``data.py``; the SavedModel export in
+``export.py``. ``train.py`` / ``predict.py`` run these steps through ``bertkit.recipe``. Importing this module builds
+nothing.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from bertkit.batching import make_training_data, predict_in_length_order, sample_examples
 from bertkit.errors import DataError
-from recipes.sequence_labeling.data import Corpus, check_tags, read_conll, read_jsonl, split_tag, split_words
+from bertkit.reports import md_table
+
+from .data import Sentence, check_tags, corpus_from_records, read_corpus, split_tag
 
 TASK = "sequence_labeling"
+DEFAULTS = {"dataset": "conll2003", "epochs": 3, "batch_size": 32, "max_len": 128, "lr": 5e-5}
+HEADLINE = "f1"
 MODEL_KEYS = ("token_ids", "segment_ids", "word_index")
 
 
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("sequence labeling")
+    group.add_argument("--no-crf", dest="crf", action="store_false",
+                       help="softmax over tags per word instead of the CRF (independent decisions)")
+    group.add_argument("--crf-lr-multiplier", type=float, default=200.0,
+                       help="the CRF transition matrix learns this many times faster than the encoder")
+    group.add_argument("--dropout", type=float, default=0.1, help="dropout before the tag scores")
+    group.add_argument("--tag-scheme", choices=("auto", "bio", "bioes"), default="auto",
+                       help="tag scheme of the data (auto: BIOES if E-/S- tags occur, else BIO/IOB2)")
+    group.add_argument("--repair-tags", action="store_true",
+                       help="rewrite an entity that starts with I- (or E-) as B- (or S-) instead of failing; "
+                            "the count is printed and reported")
+    group.add_argument("--max-dev-examples", type=int, default=None, metavar="N",
+                       help="read a seeded subset of N sentences of --dev-file (each epoch's evaluation costs less "
+                            "CPU; the test file stays whole unless it is the dev file)")
+
+
+def check_arguments(args) -> None:
+    from bertkit.cli import AT_LEAST_1, DROPOUT, POSITIVE, check_ranges
+
+    check_ranges(args, ("max_len", lambda v: v >= 4, "at least 4 ([CLS], two pieces, [SEP])"),
+                 ("dropout", *DROPOUT), ("crf_lr_multiplier", *POSITIVE), ("max_dev_examples", *AT_LEAST_1))
+
+
 # ------------------------------------------------------------------------------------------------------------- data
-def read_corpus(path, *, scheme: str = "auto", repair: bool = False, labeled: bool = True) -> Corpus:
-    """Read JSONL (``.jsonl``/``.json``) or CoNLL columns (anything else), then check the tags (``check_tags``)."""
-    path = str(path)
-    if Path(path).suffix.lower() in (".jsonl", ".json"):
-        sentences = list(read_jsonl(path, labeled))
-    else:
-        sentences = list(read_conll(path, labeled))
-    if not sentences:
-        raise DataError(path, None, None, "no sentences in file")
-    if not labeled:
-        return Corpus(path, sentences, scheme if scheme != "auto" else "bio")
-    scheme, repaired = check_tags(sentences, path, scheme=scheme, repair=repair)
-    return Corpus(path, sentences, scheme, repaired)
+def _reading(args) -> dict:
+    """How ``--tag-scheme``, ``--repair-tags`` and ``--per-char`` read sentences (defaults without ``args``)."""
+    return {"scheme": getattr(args, "tag_scheme", "auto"), "repair": getattr(args, "repair_tags", False),
+            "per_char": bool(getattr(args, "per_char", False))}
 
 
-def tag_vocab(corpus: Corpus) -> list[str]:
-    """Tags of the training corpus, ``"O"`` first (id 0), then by type and prefix."""
-    tags = {tag for s in corpus.sentences for tag in s.tags} - {"O"}
+def read_examples(path, args=None) -> list[Sentence]:
+    """Sentences of one JSONL or CoNLL file (``data.read_corpus``), labelled or not (all or none), tags checked with
+    ``--tag-scheme`` / ``--repair-tags``; the dev file is cut to ``--max-dev-examples`` sentences (seeded)."""
+    corpus = read_corpus(path, labeled=None, **_reading(args))
+    if corpus.repaired:
+        print(f"{path}: repaired {corpus.repaired} tags (--repair-tags)", file=sys.stderr)
+    if getattr(args, "max_dev_examples", None) and str(path) == str(args.dev_file):
+        return sample_examples(corpus.sentences, args.max_dev_examples, args.seed)
+    return corpus.sentences
+
+
+def to_examples(records, source, args=None) -> list[Sentence]:
+    """Sentences of ``(line, record)`` pairs (``data.sentences_from_records``): token lists, or raw texts."""
+    return corpus_from_records(records, source, labeled=None, **_reading(args)).sentences
+
+
+def is_labelled(examples) -> bool:
+    return all(s.tags is not None for s in examples)
+
+
+def tag_vocab(sentences: list[Sentence]) -> list[str]:
+    """Tags of the training sentences, ``"O"`` first (id 0), then by type and prefix."""
+    tags = {tag for s in sentences for tag in s.tags} - {"O"}
     order = {p: i for i, p in enumerate("BIES")}
     return ["O"] + sorted(tags, key=lambda t: (split_tag(t)[1], order[split_tag(t)[0]]))
 
 
-def tag_ids(corpus: Corpus, tags: list[str]) -> list[list[int]]:
-    """Tag ids per sentence; a tag not in ``tags`` (unseen in training) is a ``DataError``."""
-    index = {tag: i for i, tag in enumerate(tags)}
-    ids = []
-    for s in corpus.sentences:
+def build_head(train_examples, args, tokenizer) -> dict:
+    """Tag set and scheme of the training data, window length and the head's options."""
+    scheme, _ = check_tags(train_examples, args.train_file, scheme=args.tag_scheme)
+    return {"tags": tag_vocab(train_examples), "scheme": scheme, "max_len": args.max_len, "use_crf": args.crf,
+            "dropout": args.dropout, "crf_lr_multiplier": args.crf_lr_multiplier}
+
+
+def check_examples(examples, head, path) -> None:
+    """Gold tags must follow the training scheme, and a tag the model never saw cannot be predicted."""
+    if not is_labelled(examples):
+        return
+    check_tags(examples, path, scheme=head["scheme"])
+    known = set(head["tags"])
+    for s in examples:
         for tag, line in zip(s.tags, s.lines):
-            if tag not in index:
-                raise DataError(corpus.path, line, "tags", f"tag {tag!r} does not occur in the training data")
-        ids.append([index[tag] for tag in s.tags])
-    return ids
-
-
-@dataclass
-class Splits:
-    train: Corpus
-    dev: Corpus
-    test: Corpus
-    tags: list[str]
-    scheme: str
-    repaired: int
-
-
-def load_splits(args) -> Splits:
-    """Train/dev/test corpora (one scheme, tag vocab from the full train file, then the seeded train subset)."""
-    import sys
-
-    from bertkit.batching import sample_examples
-    read = {}
-    for split in ("train", "dev", "test"):
-        path = getattr(args, f"{split}_file")
-        scheme = args.tag_scheme if split == "train" else read["train"].scheme
-        read[split] = read_corpus(path, scheme=scheme, repair=args.repair_tags)
-        if read[split].repaired:
-            print(f"{path}: repaired {read[split].repaired} tags (--repair-tags)", file=sys.stderr)
-    tags = tag_vocab(read["train"])
-    for split in ("dev", "test"):
-        tag_ids(read[split], tags)   # fail early on a tag the model cannot output
-    if args.max_train_examples:
-        read["train"].sentences = sample_examples(read["train"].sentences, args.max_train_examples, args.seed)
-    if getattr(args, "max_dev_examples", None):
-        read["dev"].sentences = sample_examples(read["dev"].sentences, args.max_dev_examples, args.seed)
-    return Splits(read["train"], read["dev"], read["test"], tags, read["train"].scheme,
-                  sum(c.repaired for c in read.values()))
+            if tag not in known:
+                raise DataError(path, line, "tags", f"tag {tag!r} does not occur in the training data")
 
 
 # --------------------------------------------------------------------------------------------------------- features
-def make_tokenizer(bert_dir, *, per_char: bool = False):
-    from bertkit.tokenization import Tokenizer
-    return Tokenizer.from_bert_dir(bert_dir, per_char=per_char)
-
-
 @dataclass
 class Window:
     """Where a model row comes from: sentence ``sentence``, its words ``words`` (consecutive word indices), and for
@@ -119,12 +136,11 @@ def make_features(tokenizer, sentences: list[list[str]], max_len: int, tags: lis
     there. A word that tokenises to nothing (e.g. only control characters) gets one ``[UNK]`` piece, and a word with
     more than ``(max_len - 2) // 2`` pieces keeps only that many (only its first piece is scored). Sentences over
     ``max_len - 2`` pieces become overlapping windows with stride ``(max_len - 2) // 2``, so every word lies whole in
-    some window; each word is owned by the window where it has the most context on both sides.
+    some window; each word is owned by the window where it has the most context on both sides. A sentence of no
+    words has no row.
     """
-    from bertkit.errors import ConfigError
     from bertkit.windows import split_windows
-    if max_len < 4:
-        raise ConfigError(f"--max-len must be at least 4 ([CLS], two pieces, [SEP]), got {max_len}")
+
     span, stride = max_len - 2, (max_len - 2) // 2
     rows, windows = [], []
     for index, words in enumerate(sentences):
@@ -173,23 +189,29 @@ def join_windows(windows: list[Window], window_tags, sentence_lengths: list[int]
     return out
 
 
-def train_dataset(rows: list[dict], batch_size: int, seed: int):
-    """Shuffled batches of similar length (less padding: CPU time is the budget); returns (dataset, batches)."""
-    from bertkit.batching import make_dataset
-    dataset = make_dataset(rows, batch_size, input_keys=MODEL_KEYS, target_keys=("tags",), shuffle=True, seed=seed,
-                           bucket_by_length=True, length_key="token_ids")
-    steps = sum(1 for _ in dataset)   # bucketing leaves one partial batch per bucket: count them
-    return dataset, steps
+def encode(examples, tokenizer, head) -> list[dict]:
+    """Model rows (windows) of the sentences, with the tag id of each word when they are labelled."""
+    index = {tag: i for i, tag in enumerate(head["tags"])}
+    tags = [[index[t] for t in s.tags] for s in examples] if is_labelled(examples) else None
+    rows, _ = make_features(tokenizer, [s.tokens for s in examples], head["max_len"], tags)
+    return rows
+
+
+def training_data(features, head, *, batch_size, seed):
+    """Shuffled batches of similar length (less padding: CPU time is the budget); an epoch is one pass."""
+    return make_training_data(features, batch_size, seed=seed, input_keys=MODEL_KEYS, target_keys=("tags",),
+                              length_key="token_ids")
 
 
 # ------------------------------------------------------------------------------------------------------------ model
-def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float = 0.1,
-                trainable_layers: int | None = None, crf_lr_multiplier: float = 200.0):
+def build_model(bert_dir, head, *, trainable_layers=None):
     """encoder -> first piece of each word -> dropout -> Dense(num_tags) -> CRF or softmax (built, ready to load)."""
     import tensorflow as tf
 
     from bertkit.crf import CRF
     from bertkit.encoder import load_encoder
+
+    num_tags = len(head["tags"])
 
     class Tagger(tf.keras.Model):
         """Word-level tagger. ``call`` returns tag scores ``(batch, words, num_tags)``; ``compute_loss`` is the CRF
@@ -198,9 +220,10 @@ def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float
         def __init__(self):
             super().__init__(name="tagger")
             self.encoder = load_encoder(bert_dir, trainable_layers=trainable_layers)
-            self.dropout = tf.keras.layers.Dropout(dropout)
+            self.dropout = tf.keras.layers.Dropout(head["dropout"])
             self.scores = tf.keras.layers.Dense(num_tags, dtype="float32", name="tag_scores")
-            self.crf = CRF(num_tags, lr_multiplier=crf_lr_multiplier, name="crf") if use_crf else None
+            self.crf = (CRF(num_tags, lr_multiplier=head["crf_lr_multiplier"], name="crf") if head["use_crf"]
+                        else None)
             self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
         def call(self, inputs, training=False):
@@ -252,24 +275,25 @@ def build_model(bert_dir, num_tags: int, *, use_crf: bool = True, dropout: float
     return model
 
 
-# --------------------------------------------------------------------------------------------------------- decoding
-def predict_tags(model, rows: list[dict], batch_size: int = 64) -> list[np.ndarray]:
-    """Decoded tag ids per row, in batches of rows of similar length (little padding), returned in input order.
-    No XLA: tfa's CRF ops do not compile."""
-    from bertkit.batching import make_dataset
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["token_ids"]))
-    dataset = make_dataset([{k: rows[i][k] for k in MODEL_KEYS} for i in order], batch_size,
-                           input_keys=MODEL_KEYS, target_keys=())
-    decoded = [row for inputs in dataset for row in model.decode_batch(inputs).numpy()]
-    out = [None] * len(rows)
-    for i, tags in zip(order, decoded):
-        out[i] = tags[:len(rows[i]["word_index"])]
-    return out
+# --------------------------------------------------------------------------------------------------- predict, score
+def predict(model, tokenizer, examples, head, *, batch_size=64) -> list[dict]:
+    """One ``{"id"?, "text", "entities": [{"type", "start", "end", "text"}], "tags"}`` per sentence: character
+    offsets into ``text`` (the raw input text, or the tokens joined by single spaces), one tag per word."""
+    rows, windows = make_features(tokenizer, [s.tokens for s in examples], head["max_len"])
+    decoded = predict_in_length_order(model.decode_batch, rows, batch_size, input_keys=MODEL_KEYS)
+    window_tags = [tags[:len(row["word_index"])] for tags, row in zip(decoded, rows)]
+    predictions = []
+    for s, tag_ids in zip(examples, join_windows(windows, window_tags, [len(s.tokens) for s in examples])):
+        tags = [head["tags"][i] for i in tag_ids]
+        prediction = {"text": s.text, "entities": char_entities(s.text, s.spans, tags), "tags": tags}
+        predictions.append(prediction if s.id is None else {"id": s.id, **prediction})
+    return predictions
 
 
 def entities_from_tags(tags: list[str]) -> list[tuple[str, int, int]]:
     """Entities ``(type, first_word, end_word)`` (end exclusive) from BIO or BIOES tags, as seqeval reads them."""
     from seqeval.metrics.sequence_labeling import get_entities
+
     return [(kind, start, end + 1) for kind, start, end in get_entities(list(tags))]
 
 
@@ -282,7 +306,13 @@ def char_entities(text: str, spans: list[tuple[int, int]], tags: list[str]) -> l
     return out
 
 
-# ------------------------------------------------------------------------------------------------------- evaluation
+def score(examples, predictions, head) -> dict:
+    """Entity-level scores (``evaluate_tags``) and ``repaired_tags``: gold tags ``--repair-tags`` rewrote."""
+    metrics = evaluate_tags([s.tags for s in examples], [p["tags"] for p in predictions])
+    metrics["repaired_tags"] = sum(s.repaired for s in examples)
+    return metrics
+
+
 def evaluate_tags(gold: list[list[str]], pred: list[list[str]]) -> dict:
     """Entity-level scores (seqeval, conlleval rules): micro precision/recall/f1, per-type and the type confusion.
 
@@ -314,13 +344,13 @@ def evaluate_tags(gold: list[list[str]], pred: list[list[str]]) -> dict:
 
 def markdown_sections(metrics: dict) -> list[tuple[str, str]]:
     """Report sections: the per-type table and the entity-type confusion."""
-    from bertkit.reports import md_table
     per_type = md_table(["type", "precision", "recall", "f1", "support"],
                         [[k, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
                          for k, v in sorted(metrics["per_type"].items())])
     kinds = sorted(metrics["per_type"])
     rows_gold = kinds + ["(spurious)"]
     cols = kinds + ["(missed)"]
+
     def cell(gold, predicted):
         if gold == "(spurious)" and predicted == "(missed)":
             return ""
@@ -332,61 +362,14 @@ def markdown_sections(metrics: dict) -> list[tuple[str, str]]:
     return [("Per entity type (seqeval, entity level)", per_type), ("Entity-type confusion", note + "\n\n" + confusion)]
 
 
-class Evaluation:
-    """``evaluation(model) -> metrics`` on one labeled corpus: features built once, decoding in batches."""
-
-    def __init__(self, tokenizer, corpus: Corpus, tags: list[str], max_len: int, batch_size: int = 64):
-        self.corpus, self.tags, self.batch_size = corpus, tags, batch_size
-        self.rows, self.windows = make_features(tokenizer, [s.tokens for s in corpus.sentences], max_len)
-        self.gold = [s.tags for s in corpus.sentences]
-
-    def predictions(self, model) -> list[list[str]]:
-        window_tags = predict_tags(model, self.rows, self.batch_size)
-        joined = join_windows(self.windows, window_tags, [len(g) for g in self.gold])
-        return [[self.tags[i] for i in sentence] for sentence in joined]
-
-    def __call__(self, model) -> dict:
-        return evaluate_tags(self.gold, self.predictions(model))
+def report_sections(metrics, examples, predictions, head, out_dir) -> tuple[list, dict]:
+    return markdown_sections(metrics), {}
 
 
-# ------------------------------------------------------------------------------------------------------- predicting
-def write_run_config(trainer, args, tags: list[str], scheme: str) -> Path:
-    """``run_config.json`` (via the Trainer): what ``Predictor.from_run_dir`` needs to rebuild the model."""
-    return trainer.write_run_config({"tags": tags, "scheme": scheme, "model": {
-        "bert_dir": str(args.bert_dir), "use_crf": args.crf, "per_char": args.per_char, "max_len": args.max_len,
-        "dropout": args.dropout, "crf_lr_multiplier": args.crf_lr_multiplier}})
+# ----------------------------------------------------------------------------------------------------------- export
+def export(model, tokenizer, head, path):
+    """A SavedModel that tags raw strings (``export.export_tagger``: word splitting, tokenization and Viterbi in the
+    graph; up to 510 pieces per text, no windows)."""
+    from .export import export_tagger
 
-
-class Predictor:
-    """A trained tagger: ``predict_tokens(list of token lists)`` -> tags, ``predict_texts(raw texts)`` -> entities."""
-
-    def __init__(self, model, tokenizer, tags: list[str], *, max_len: int, per_char: bool, batch_size: int = 64):
-        self.model, self.tokenizer, self.tags = model, tokenizer, tags
-        self.max_len, self.per_char, self.batch_size = max_len, per_char, batch_size
-
-    @classmethod
-    def from_run_dir(cls, run_dir, *, checkpoint=None, batch_size: int = 64, bert_dir=None) -> "Predictor":
-        """Rebuild the model from ``run_config.json`` and load ``best/`` (or ``checkpoint``)."""
-        from bertkit.training import load_weights, read_run_config
-        config = read_run_config(run_dir, TASK)
-        model_config = config["model"]
-        bert_dir = bert_dir or model_config["bert_dir"]
-        model = build_model(bert_dir, len(config["tags"]), use_crf=model_config["use_crf"],
-                            dropout=model_config["dropout"], crf_lr_multiplier=model_config["crf_lr_multiplier"])
-        load_weights(model, checkpoint or Path(run_dir) / "best")
-        return cls(model, make_tokenizer(bert_dir, per_char=model_config["per_char"]), config["tags"],
-                   max_len=model_config["max_len"], per_char=model_config["per_char"], batch_size=batch_size)
-
-    def predict_tokens(self, sentences: list[list[str]]) -> list[list[str]]:
-        rows, windows = make_features(self.tokenizer, sentences, self.max_len)
-        window_tags = predict_tags(self.model, rows, self.batch_size) if rows else []
-        joined = join_windows(windows, window_tags, [len(s) for s in sentences])
-        return [[self.tags[i] for i in sentence] for sentence in joined]
-
-    def predict_texts(self, texts: list[str]) -> list[dict]:
-        """``{"text", "entities": [{"type", "start", "end", "text"}]}`` with character offsets into each text."""
-        words = [split_words(text, per_char=self.per_char) for text in texts]
-        nonempty = [i for i, w in enumerate(words) if w]
-        tagged = dict(zip(nonempty, self.predict_tokens([[w for w, _, _ in words[i]] for i in nonempty])))
-        return [{"text": text, "entities": char_entities(text, [(s, e) for _, s, e in words[i]], tagged[i])
-                 if i in tagged else []} for i, text in enumerate(texts)]
+    return export_tagger(model, tokenizer, head["tags"], path)

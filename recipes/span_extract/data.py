@@ -1,21 +1,21 @@
-"""Reading span-extraction questions: the records, their checks and the SQuAD JSON walk (``task.read_examples`` is
-the entry point the recipe calls).
+"""Reading span-extraction questions: the records, their checks and the SQuAD JSON walk (``task.read_examples`` and
+``task.to_examples`` are the entry points the recipe calls).
 
 Every question record -- a JSONL line, a SQuAD ``qas`` item merged with its paragraph, or the event-subject form
 ``{"id", "event_type", "text", "subject"}`` -- becomes an :class:`Example` here, checked: bad input raises one
 ``DataError`` naming file, line (JSONL) or id, and field; what ``--fix-answers`` repairs is counted in
-:class:`ReadStats` and warned about.
+:class:`ReadStats` and warned about. Gold answers are optional (prediction inputs, a competition test set), but
+given on every record or on none.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
 
 from bertkit.errors import DataError
-from bertkit.fileio import read_text
+from bertkit.fileio import read_json
 
 
 @dataclass
@@ -33,9 +33,10 @@ class Example:
     id: str
     question: str
     context: str
-    answers: list[Answer]
+    answers: list[Answer] | None  # None: unlabelled (prediction input); []: unanswerable (with --no-answer)
     meta: dict = field(default_factory=dict)  # e.g. {"domain": "grocery"} for per-domain breakdowns
     where: str = ""  # "path:line" (JSONL) or "path" (SQuAD JSON), for messages
+    record_id: str | int | None = None  # the input's own "id" (``id`` falls back to the record's index)
 
 
 @dataclass
@@ -84,9 +85,14 @@ def check_answer(context: str, text: str, start, *, path, line, qid, field_name,
     return Answer(text, best)
 
 
-def _make_example(record: dict, *, path, line, index, fix_answers, allow_unanswerable, require_answers, stats,
-                  warn) -> Example | None:
-    """One question record (JSONL or a SQuAD ``qas`` item merged with its context) -> Example, checked."""
+def _answer_field(record: dict) -> str:
+    return "subject" if "subject" in record else "answers"
+
+
+def _make_example(record: dict, *, path, line, index, gold_field: str | None, fix_answers, allow_unanswerable,
+                  stats, warn) -> Example:
+    """One question record (JSONL or a SQuAD ``qas`` item merged with its context) -> Example, checked; its gold
+    answers are in ``gold_field`` (``answers`` or ``subject``, as on the first record; None: unlabelled)."""
     qid = str(record.get("id", index))
     question_field = "question" if "question" in record or "event_type" not in record else "event_type"
     context_field = "context" if "context" in record or "text" not in record else "text"
@@ -98,18 +104,26 @@ def _make_example(record: dict, *, path, line, index, fix_answers, allow_unanswe
         if not value.strip():
             raise DataError(path, line, name, f"id {qid}: empty")
     question, context = record[question_field], record[context_field]
-    answers: list[Answer] = []
-    if "subject" in record:  # event-subject form: the subject text, located in the text
+    if gold_field is not None and record.get(gold_field) is None:
+        raise DataError(path, line, gold_field, f"id {qid}: missing (the first question has gold answers: give "
+                                                f"them on every line or none)")
+    if gold_field is None and record.get(_answer_field(record)) is not None:
+        raise DataError(path, line, _answer_field(record), f"id {qid}: gold answers here but not on the first question: "
+                                                  f"give them on every line or none")
+    meta = {k: record[k] for k in ("domain", "title") if isinstance(record.get(k), str)}
+    if question_field == "event_type":
+        meta["event_type"] = question
+    example = Example(qid, question, context, None, meta, _where(path, line), record.get("id"))
+    if gold_field is None:
+        return example
+    answer_field = gold_field
+    if answer_field == "subject":  # event-subject form: the subject text, located in the text
         raw = [{"text": record["subject"], "start": record.get("subject_start")}]
-        answer_field = "subject"
     else:
-        raw = record.get("answers")
-        answer_field = "answers"
-        if raw is None and require_answers:
-            raise DataError(path, line, "answers", f"id {qid}: missing")
-        raw = raw or []
+        raw = record["answers"]
         if not isinstance(raw, list):
             raise DataError(path, line, "answers", f"id {qid}: expected a list, got {type(raw).__name__}")
+    answers: list[Answer] = []
     for i, item in enumerate(raw):
         name = answer_field if answer_field == "subject" else f"answers[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
@@ -120,32 +134,32 @@ def _make_example(record: dict, *, path, line, index, fix_answers, allow_unanswe
         if not item["text"].strip():
             raise DataError(path, line, f"{name}.text", f"id {qid}: empty answer text")
         answer = check_answer(context, item["text"], start, path=path, line=line, qid=qid,
-                               field_name=f"{name}.start" if name != "subject" else name, fix=fix_answers,
-                               stats=stats, warn=warn, locate=name == "subject")
+                              field_name=f"{name}.start" if name != "subject" else name, fix=fix_answers,
+                              stats=stats, warn=warn, locate=name == "subject")
         if answer not in answers:
             answers.append(answer)
-    if require_answers and not answers:
+    if not answers:
         if not allow_unanswerable:
             raise DataError(path, line, answer_field, f"id {qid}: no answers; pass --no-answer to train and evaluate "
                                                       "SQuAD 2.0 style unanswerable questions")
         stats.unanswerable += 1
-    meta = {k: record[k] for k in ("domain", "title") if isinstance(record.get(k), str)}
-    if question_field == "event_type":
-        meta["event_type"] = question
-    return Example(qid, question, context, answers, meta, _where(path, line))
+    example.answers = answers
+    return example
 
 
 def examples_from_records(items, path, *, fix_answers: bool = False, allow_unanswerable: bool = False,
-                          require_answers: bool = True, stats: ReadStats | None = None, warn=_warn) -> list[Example]:
-    """Examples from ``(line, record)`` pairs read from ``path`` (used in messages), checked as in
-    ``task.read_examples``."""
+                          stats: ReadStats | None = None, warn=_warn) -> list[Example]:
+    """Examples from ``(line, record)`` pairs read from ``path`` (used in messages), checked. Labelled (gold
+    ``answers`` or ``subject``) when the first record is, and then every record must be (all or none)."""
     stats = stats if stats is not None else ReadStats()
     ids = {}
     examples = []
-    opts = dict(fix_answers=fix_answers, allow_unanswerable=allow_unanswerable, require_answers=require_answers,
-                stats=stats, warn=warn)
+    gold_field = None
     for index, (line, record) in enumerate(items):
-        example = _make_example(record, path=path, line=line, index=index, **opts)
+        if index == 0 and record.get(_answer_field(record)) is not None:
+            gold_field = _answer_field(record)
+        example = _make_example(record, path=path, line=line, index=index, gold_field=gold_field,
+                                fix_answers=fix_answers, allow_unanswerable=allow_unanswerable, stats=stats, warn=warn)
         if example.id in ids:
             raise DataError(path, line, "id", f"duplicate id {example.id!r} (first at {ids[example.id]})")
         ids[example.id] = example.where
@@ -157,10 +171,7 @@ def examples_from_records(items, path, *, fix_answers: bool = False, allow_unans
 
 def iter_squad(path):
     """``(None, record)`` per question of a SQuAD JSON file, the record carrying its paragraph's context/title."""
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(path, e.lineno, None, f"malformed JSON at column {e.colno}: {e.msg}") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DataError(path, None, "data", 'expected SQuAD JSON {"data": [{"paragraphs": [...]}]}')
     for a, article in enumerate(data["data"]):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 
-def make_serving_fn(model, config: dict):
+def make_serving_fn(model, tokenizer, head: dict):
     """A ``tf.function`` ``(question, context)`` (string vectors) -> start/end logits, per-token character offsets
     into the context, and the decoded best span (character start/end, text, score).
 
@@ -21,9 +21,8 @@ def make_serving_fn(model, config: dict):
 
     from bertkit.export import InGraphTokenizer
 
-    tokenizer = InGraphTokenizer(Path(config["bert_dir"]) / "vocab.txt", lowercase=config["lowercase"],
-                                 max_len=config["max_len"], per_char=config["per_char"])
-    max_answer_len = int(config["max_answer_len"])
+    tokenizer = InGraphTokenizer.from_tokenizer(tokenizer, max_len=head["max_len"])
+    max_answer_len = int(head["max_answer_len"])
     spec = tf.TensorSpec([None], tf.string)
 
     @tf.function(input_signature=[spec, spec])
@@ -54,8 +53,8 @@ def make_serving_fn(model, config: dict):
     return serve
 
 
-def export(model, config: dict, path) -> Path:
+def export(model, tokenizer, head: dict, path) -> Path:
     """Write the raw-string SavedModel (signature ``serving_default(question, context)``) to ``path``."""
     from bertkit.export import export_saved_model
 
-    return export_saved_model(path, model, make_serving_fn(model, config))
+    return export_saved_model(path, model, make_serving_fn(model, tokenizer, head))

@@ -1,6 +1,9 @@
 """Scoring span predictions: exact match and token F1 with the SQuAD normalisation, or the CMRC 2018
 character-level variant, max over the gold answers; breakdowns per domain / event type / question type; the
 no-answer threshold tuned on dev; the metrics' sections of report.md.
+
+Predictions are the recipe's output dicts: ``answer`` ("" for no answer), ``answer_start``, ``answer_end``, ``score``
+and, in ``--no-answer`` runs, ``null_margin``.
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ def evaluate_predictions(examples, predictions, *, metric: str = "squad", n_wron
     rows = []
     for example, prediction in zip(examples, predictions):
         golds = [a.text for a in example.answers]
-        em, f1 = score(prediction.text, golds)
+        em, f1 = score(prediction["answer"], golds)
         rows.append((example, prediction, em, f1))
 
     def summary(subset):
@@ -158,7 +161,7 @@ def evaluate_predictions(examples, predictions, *, metric: str = "squad", n_wron
     # a deterministic, varied sample: spread over the list rather than the first few
     step = max(1, len(wrong) // max(n_wrong, 1))
     metrics["wrong_examples"] = [
-        {"id": e.id, "question": e.question, "prediction": p.text, "gold": [a.text for a in e.answers],
+        {"id": e.id, "question": e.question, "prediction": p["answer"], "gold": [a.text for a in e.answers],
          "f1": round(100 * f1, 1)} for e, p, _, f1 in wrong[::step][:n_wrong]]
     return metrics
 
@@ -166,12 +169,12 @@ def evaluate_predictions(examples, predictions, *, metric: str = "squad", n_wron
 def tune_null_threshold(examples, predictions, *, metric: str = "squad") -> float:
     """The no-answer threshold on ``null_margin`` that maximises F1 on these (dev) predictions.
 
-    Needs predictions made with ``null_threshold=+inf`` (always a span): each candidate threshold turns the
-    questions whose margin exceeds it into "no answer"."""
+    Needs predictions that never abstain (an untuned head): each candidate threshold turns the questions whose
+    margin exceeds it into "no answer"."""
     score = cmrc_scores if metric == "cmrc" else squad_scores
-    span_f1 = np.array([score(p.text, [a.text for a in e.answers])[1] for e, p in zip(examples, predictions)])
+    span_f1 = np.array([score(p["answer"], [a.text for a in e.answers])[1] for e, p in zip(examples, predictions)])
     null_f1 = np.array([0.0 if e.answers else 1.0 for e in examples])
-    margins = np.array([p.null_margin for p in predictions])
+    margins = np.array([p["null_margin"] for p in predictions])
     order = np.argsort(-margins, kind="stable")
     # abstaining on the j questions with the largest margins: total F1 for every j at once
     totals = span_f1.sum() + np.concatenate([[0.0], np.cumsum(null_f1[order] - span_f1[order])])
@@ -180,9 +183,11 @@ def tune_null_threshold(examples, predictions, *, metric: str = "squad") -> floa
     return float(margins[order[j]]) if j < len(order) else float(margins[order[-1]] - 1.0)
 
 
-def scalar_metrics(metrics: dict) -> dict:
-    """The per-epoch numbers (the Keras logs take scalars only)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def apply_null_threshold(predictions, threshold: float) -> list[dict]:
+    """The SQuAD 2.0 rule: "no answer" (``""`` at -1) where the question's ``null_margin`` (lowest ``[CLS]`` score
+    over its windows minus the best span's score) exceeds ``threshold``."""
+    return [{**p, "answer": "", "answer_start": -1, "answer_end": -1} if p["null_margin"] > threshold else p
+            for p in predictions]
 
 
 def report_sections(metrics: dict) -> list[tuple[str, str]]:

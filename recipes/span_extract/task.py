@@ -1,72 +1,139 @@
 """Pointer span extraction: extractive QA and event-subject extraction with one BERT encoder and two pointers.
 
-The story:
-1. read questions: SQuAD JSON (``data[].paragraphs[].qas[]``) or JSONL ``{"id", "question", "context", "answers":
-   [{"text", "start"}]}``; the event-subject form ``{"id", "event_type", "text", "subject"}`` is the same task with
-   the event type as the question (``read_examples``);
-2. features: ``[CLS] question [SEP] passage-window [SEP]``, long passages cut into overlapping windows
-   (``make_features``);
-3. head: two ``Dense(1)`` pointers over the encoder's hidden states give start and end logits; positions outside the
-   passage are masked to ``NEG_INF``; loss = cross-entropy(start) + cross-entropy(end) (``build_model``);
-4. decoding: per window the best ``start <= end`` pair within ``max_answer_len`` among the top-k starts and ends,
-   vectorised over the batch; per question the best span over its windows; the answer is ``context[a:b]`` from the
-   token offsets, never joined word pieces (``best_spans``, ``predict``);
-5. evaluation: exact match and token F1 with the SQuAD normalisation, or the CMRC 2018 character-level variant, max
-   over the gold answers (``SetEvaluator``).
-
-The secondary parts live beside this file: ``data.py`` (the ``Example`` record, the readers and their checks,
-``ReadStats``), ``scoring.py`` (the metrics, the no-answer threshold tuning, the report sections) and ``export.py``
-(the raw-string SavedModel). Importing any of them builds nothing and reads nothing.
+The whole story, in the steps of the recipe contract (``bertkit.recipe``):
+1. ``read_examples``: questions from SQuAD JSON (``data[].paragraphs[].qas[]``) or JSONL ``{"id", "question",
+   "context", "answers": [{"text", "start"}]}``; the event-subject form ``{"id", "event_type", "text", "subject"}``
+   is the same task with the event type as the question; gold answers on every record or on none (data.py);
+2. ``encode``: ``[CLS] question [SEP] passage-window [SEP]``, long passages cut into overlapping windows
+   (``make_features``); training keeps the windows that hold the first gold answer whole;
+3. ``build_model``: two ``Dense(1)`` pointers over the encoder's hidden states give start and end logits; positions
+   outside the passage are masked to ``NEG_INF``; ``loss`` = cross-entropy(start) + cross-entropy(end);
+4. ``predict``: windows in batches of similar length, each batch decoded at once: per window the best
+   ``start <= end`` pair within ``max_answer_len`` among the top-k starts and ends (``best_spans``), per question the
+   best span over its windows (``merge_windows``); the answer is ``context[a:b]`` from the token offsets, never joined
+   word pieces. With ``--no-answer`` a question is unanswerable when its null margin exceeds the threshold ``tune``
+   picks on dev;
+5. ``score``: exact match and token F1 with the SQuAD normalisation, or the CMRC 2018 character-level variant, max
+   over the gold answers, with breakdowns and wrong answers (scoring.py, also ``report_sections``);
+6. ``export``: a SavedModel answering raw (question, context) strings (export.py).
+``train.py`` / ``predict.py`` run these steps through ``bertkit.recipe``. Importing this module builds nothing.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bertkit.errors import DataError
+from bertkit.batching import make_training_data, predict_in_length_order, sample_examples
+from bertkit.errors import ConfigError, DataError
 from bertkit.fileio import iter_jsonl
 from bertkit.windows import split_windows
-from recipes.span_extract.data import Example, ReadStats, _warn, examples_from_records, iter_squad
-from recipes.span_extract.scoring import evaluate_predictions, tune_null_threshold
 
+from .data import Example, ReadStats, _warn, examples_from_records, iter_squad
+from .scoring import (apply_null_threshold, choose_metric, evaluate_predictions, report_sections as metric_sections,
+                      tune_null_threshold)
+
+TASK = "span_extract"
+DEFAULTS = {"dataset": "subjqa", "epochs": 2, "batch_size": 16, "max_len": 384, "lr": 1e-4}
+HEADLINE = "f1"
 INPUT_KEYS = ("token_ids", "segment_ids", "passage_mask")
+TARGET_KEYS = ("start", "end")
+
+
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("span extraction")
+    group.add_argument("--doc-stride", type=int, default=128,
+                       help="passage tokens between the starts of consecutive windows of a long passage")
+    group.add_argument("--max-query-len", type=int, default=64, help="question tokens kept (the rest is cut)")
+    group.add_argument("--max-answer-len", type=int, default=30,
+                       help="longest answer in tokens when decoding (covers 98%% of SubjQA train answers)")
+    group.add_argument("--top-k", type=int, default=20, help="start and end candidates searched per window")
+    group.add_argument("--no-answer", action="store_true",
+                       help="SQuAD 2.0 style: questions with no answer are kept and [CLS] means 'no answer'; "
+                            "the threshold is tuned on dev")
+    group.add_argument("--fix-answers", action="store_true",
+                       help="an answer not found at its start offset is searched for in the context (warning) "
+                            "instead of being an error")
+    group.add_argument("--metric", choices=("auto", "squad", "cmrc"), default="auto",
+                       help="EM/F1 flavour: SQuAD (English tokens) or CMRC 2018 (characters); auto: cmrc when the "
+                            "contexts are mostly Chinese")
+    group.add_argument("--dropout", type=float, default=None, help="encoder dropout (default: the checkpoint's)")
+    group.add_argument("--max-eval-examples", type=int, default=None, metavar="N",
+                       help="evaluate on a seeded sample of N dev and N test questions (default: all; a file that "
+                            "is also the training file is not sampled)")
+
+
+def check_arguments(args) -> None:
+    from bertkit.cli import AT_LEAST_1, DROPOUT, check_ranges
+
+    check_ranges(args, ("max_len", lambda v: v >= 16, "at least 16"))
+    window = args.max_len - 3 - min(args.max_query_len, args.max_len // 2)
+    if not 1 <= args.doc_stride <= window:
+        raise ConfigError(f"--doc-stride must be in 1..{window} (the passage tokens of a window with a "
+                          f"{args.max_query_len}-token question at --max-len {args.max_len}), got {args.doc_stride}")
+    check_ranges(args, *((name, *AT_LEAST_1) for name in ("max_query_len", "max_answer_len", "top_k",
+                                                          "max_eval_examples")), ("dropout", *DROPOUT))
 
 
 # ------------------------------------------------------------------------------------------------------------ data
-def read_examples(path, *, fix_answers: bool = False, allow_unanswerable: bool = False, require_answers: bool = True,
-                  stats: ReadStats | None = None, warn=_warn) -> list[Example]:
-    """Questions from SQuAD JSON (``.json``) or JSONL (anything else), checked.
+def read_examples(path, args=None, *, stats: ReadStats | None = None, warn=_warn) -> list[Example]:
+    """Questions of a training / evaluation file: SQuAD JSON (``.json``) or JSONL (anything else), checked.
 
     Bad input raises one ``DataError`` naming file, line (JSONL) or id, and field: empty question or context, an
-    answer whose text is not at its ``start`` (``fix_answers`` searches for it instead, with a warning), no answers
-    unless ``allow_unanswerable``. ``require_answers=False`` reads prediction inputs (answers optional).
+    answer whose text is not at its ``start`` (``--fix-answers`` searches for it instead, with a warning), questions
+    with no answers unless ``--no-answer``. With ``--max-eval-examples N`` a dev or test file (not the training file)
+    is cut to a seeded sample of N questions.
     """
     path = Path(path)
     items = iter_squad(path) if path.suffix.lower() == ".json" else iter_jsonl(path)
-    return examples_from_records(items, path, fix_answers=fix_answers, allow_unanswerable=allow_unanswerable,
-                                 require_answers=require_answers, stats=stats, warn=warn)
+    examples = examples_from_records(items, path, fix_answers=getattr(args, "fix_answers", False),
+                                     allow_unanswerable=getattr(args, "no_answer", False), stats=stats, warn=warn)
+    sample = getattr(args, "max_eval_examples", None)
+    if sample and path.resolve() != Path(args.train_file).resolve():
+        examples = sample_examples(examples, sample, args.seed)
+    return examples
 
 
-def predict_inputs(records, source, *, warn=_warn) -> list[Example]:
-    """Prediction inputs from ``(line, record)`` pairs: ``{"question", "context"}`` (``id`` optional; answers, when
-    given, are checked)."""
-    return examples_from_records(records, source, require_answers=False, warn=warn)
+def to_examples(records, source, args=None) -> list[Example]:
+    """Prediction inputs from ``(line, record)`` pairs: ``{"question", "context"}`` or ``{"event_type", "text"}``
+    (``id`` optional; gold answers, when given, are checked like in training, and may be empty)."""
+    return examples_from_records(records, source, fix_answers=getattr(args, "fix_answers", False),
+                                 allow_unanswerable=True)
+
+
+def is_labelled(examples) -> bool:
+    return all(e.answers is not None for e in examples)
+
+
+def record_from_line(line: str, head: dict) -> dict:
+    """A plain-text input line: ``question<TAB>context``."""
+    question, tab, context = line.partition("\t")
+    return {"question": question, "context": context} if tab else {"context": line}
+
+
+def build_head(train_examples, args, tokenizer) -> dict:
+    """Windowing and decoding settings, the metric flavour, and the no-answer threshold (``tune`` sets it)."""
+    return {"max_len": args.max_len, "doc_stride": args.doc_stride, "max_query_len": args.max_query_len,
+            "max_answer_len": args.max_answer_len, "top_k": args.top_k, "no_answer": args.no_answer,
+            "null_threshold": None, "metric": choose_metric(train_examples, args.metric), "dropout": args.dropout}
 
 
 # -------------------------------------------------------------------------------------------------------- features
-def char_to_token_span(offsets, start: int, end: int, boundary=None) -> tuple[int, int] | None:
-    """Token indices ``(first, last)`` (inclusive) of the tokens overlapping characters ``[start, end)``, among the
-    tokens allowed as span boundaries (``boundary[i]``; default all)."""
-    first = last = None
-    for i, (a, b) in enumerate(offsets):
-        if b > start and a < end and b > a and (boundary is None or boundary[i]):
-            if first is None:
-                first = i
-            last = i
-    return None if first is None else (first, last)
+def answer_tokens(passage, answer, boundary) -> tuple[int, int] | None:
+    """Context token positions ``(first, last)`` (inclusive) of an answer: the tokens of ``passage`` (the context
+    encoded as ``[CLS] context [SEP]``) overlapping its characters, trimmed to tokens that may be span boundaries."""
+    span = passage.token_span(answer.start, answer.end)
+    if span is None:
+        return None
+    first, last = span[0] - 1, span[1] - 2  # passage position p is context token p - 1
+    while first <= last and not boundary[first]:
+        first += 1
+    while last >= first and not boundary[last]:
+        last -= 1
+    return (first, last) if first <= last else None
 
 
 @dataclass
@@ -77,38 +144,37 @@ class FeatureStats:
     skipped_ids: list = field(default_factory=list)
 
 
-def make_features(examples, tokenizer, *, max_len: int, doc_stride: int, max_query_len: int = 64,
-                  training: bool = False, no_answer: bool = False, stats: FeatureStats | None = None,
+def make_features(examples, tokenizer, head: dict, *, training: bool = False, stats: FeatureStats | None = None,
                   warn=_warn) -> list[dict]:
-    """One feature per passage window: ``token_ids``, ``segment_ids``, ``passage_mask`` (1 on passage tokens that may
-    begin or end an answer -- not whitespace tokens -- and on ``[CLS]`` when ``no_answer``), ``offsets`` ((seq, 2) character offsets into the context, -1 off the passage),
-    ``example_index``; for training also ``start`` and ``end`` token positions.
+    """One feature per passage window (``head``: ``max_len``, ``doc_stride``, ``max_query_len``, ``no_answer``):
+    ``token_ids``, ``segment_ids``, ``passage_mask`` (1 on passage tokens that may begin or end an answer -- not
+    whitespace tokens -- and on ``[CLS]`` with ``no_answer``), ``offsets`` ((seq, 2) character offsets into the
+    context, -1 off the passage), ``example_index``; for training also ``start`` and ``end`` token positions.
 
-    Training uses the first gold answer that has a position (the SQuAD convention). A window that does not contain it whole is dropped,
-    or with ``no_answer`` trained to point at ``[CLS]``; a question whose answer fits in no window is skipped,
-    counted in ``stats`` and warned about (file, id, field).
+    Training uses the first gold answer that has a position (the SQuAD convention). A window that does not contain
+    it whole is dropped, or with ``no_answer`` trained to point at ``[CLS]``; a question whose answer fits in no
+    window is skipped, counted in ``stats`` and warned about (file, id, field).
     """
     stats = stats if stats is not None else FeatureStats()
-    vocab, unk = tokenizer.vocab, tokenizer.unk_id
+    max_len, no_answer = head["max_len"], head["no_answer"]
     budget = max_len - 3  # [CLS] q [SEP] passage [SEP]
     features = []
     for index, example in enumerate(examples):
-        q_tokens, _ = tokenizer.tokenize_with_offsets(example.question)
-        q_tokens = q_tokens[:min(max_query_len, budget - 1)]
-        c_tokens, c_offsets = tokenizer.tokenize_with_offsets(example.context)
-        if not c_tokens:
+        _, q_ids, _ = tokenizer.tokenize_with_ids(example.question)
+        q_ids = q_ids[:min(head["max_query_len"], budget - 1)]
+        passage = tokenizer.encode(example.context, max_len=None)
+        c_ids = np.asarray(passage.token_ids[1:-1], dtype=np.int32)
+        if not len(c_ids):
             raise DataError(example.where, None, "context", f"id {example.id}: no tokens in the context")
-        window_len = budget - len(q_tokens)
-        stride = min(doc_stride, window_len)
-        q_ids = [vocab.get(t, unk) for t in q_tokens]
-        c_ids = np.array([vocab.get(t, unk) for t in c_tokens], dtype=np.int32)
-        c_offsets = np.asarray(c_offsets, dtype=np.int32).reshape(-1, 2)
+        c_offsets = np.asarray(passage.offsets[1:-1], dtype=np.int32).reshape(-1, 2)
+        window_len = budget - len(q_ids)
+        stride = min(head["doc_stride"], window_len)
         # per-char mode has whitespace tokens ([unused1]); an answer never starts or ends on one
         c_boundary = np.array([not example.context[a:b].isspace() for a, b in c_offsets], dtype=np.int32)
         target = None
-        placed = [a for a in example.answers if a.start is not None]
+        placed = [a for a in example.answers or () if a.start is not None]
         if training and placed:
-            target = char_to_token_span(c_offsets, placed[0].start, placed[0].end, c_boundary)
+            target = answer_tokens(passage, placed[0], c_boundary)
         stats.examples += 1
         prefix = len(q_ids) + 2
         kept = 0
@@ -149,8 +215,24 @@ def make_features(examples, tokenizer, *, max_len: int, doc_stride: int, max_que
     return features
 
 
+def encode(examples, tokenizer, head) -> list[dict]:
+    """Training windows with their ``start``/``end`` targets (a question whose answer fits in no window is warned
+    about and skipped)."""
+    stats = FeatureStats()
+    features = make_features(examples, tokenizer, head, training=True, stats=stats)
+    if not features:
+        raise ConfigError(f"no training window holds an answer ({len(examples)} questions; see the warnings)")
+    print(f"train: {stats.examples} questions -> {len(features)} windows; {stats.no_answer_in_any_window} questions "
+          f"with no answer inside any window (skipped)", file=sys.stderr)
+    return features
+
+
+def training_data(features, head, *, batch_size, seed):
+    return make_training_data(features, batch_size, seed=seed, input_keys=INPUT_KEYS, target_keys=TARGET_KEYS)
+
+
 # ------------------------------------------------------------------------------------------------------------ model
-def build_model(bert_dir, *, trainable_layers=None, dropout=None):
+def build_model(bert_dir, head, *, trainable_layers=None):
     """Encoder + two pointer heads: ``{token_ids, segment_ids, passage_mask}`` -> ``{"start", "end"}`` logits
     ``(batch, seq)``, float32, ``NEG_INF`` outside the passage."""
     import tensorflow as tf
@@ -158,23 +240,22 @@ def build_model(bert_dir, *, trainable_layers=None, dropout=None):
     from bertkit.encoder import load_encoder
     from bertkit.layers import MaskedLogits
 
-    token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
-    segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
-    passage_mask = tf.keras.Input((None,), dtype="int32", name="passage_mask")
-    hidden = load_encoder(bert_dir, trainable_layers=trainable_layers, dropout=dropout)([token_ids, segment_ids])
+    inputs = {name: tf.keras.Input((None,), dtype="int32", name=name) for name in INPUT_KEYS}
+    hidden = load_encoder(bert_dir, trainable_layers=trainable_layers, dropout=head["dropout"])(
+        [inputs["token_ids"], inputs["segment_ids"]])
     outputs = {}
-    for name in ("start", "end"):
+    for name in TARGET_KEYS:
         logits = tf.keras.layers.Dense(1, name=f"{name}_pointer")(hidden)
         logits = tf.keras.layers.Reshape((-1,), dtype="float32", name=f"{name}_squeeze")(logits)  # float32 logits
-        outputs[name] = MaskedLogits(name=name, dtype="float32")([logits, passage_mask])
-    return tf.keras.Model([token_ids, segment_ids, passage_mask], outputs, name="span_extractor")
+        outputs[name] = MaskedLogits(name=name, dtype="float32")([logits, inputs["passage_mask"]])
+    return tf.keras.Model(inputs, outputs, name="span_extractor")
 
 
-def span_loss():
+def loss(head):
     """Per-pointer loss; Keras sums the start and end losses."""
     import tensorflow as tf
 
-    return {name: tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True) for name in ("start", "end")}
+    return {name: tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True) for name in TARGET_KEYS}
 
 
 # --------------------------------------------------------------------------------------------------------- decoding
@@ -207,43 +288,15 @@ def best_spans(start_logits, end_logits, passage_mask, *, max_answer_len: int = 
     return starts, ends, best
 
 
-@dataclass
-class Prediction:
-    id: str
-    text: str
-    start: int  # character offsets into the context; -1 for "no answer"
-    end: int
-    score: float  # start logit + end logit of the chosen span
-    null_margin: float  # no-answer score minus the best span's score (higher = more likely unanswerable)
-
-
-def predict_windows(model, features, *, batch_size: int, max_answer_len: int, top_k: int, progress=None):
-    """Run the model over all windows in batches, decoding each batch at once; returns per-window arrays
-    ``starts, ends, scores, null_scores`` (window token positions)."""
-    from bertkit.batching import make_dataset
-
-    dataset = make_dataset([{k: f[k] for k in INPUT_KEYS} for f in features], batch_size,
-                           input_keys=INPUT_KEYS, target_keys=())
-    parts = []
-    done = 0
-    for inputs in dataset:
-        logits = model(inputs, training=False)
-        start_logits, end_logits = logits["start"].numpy(), logits["end"].numpy()
-        starts, ends, scores = best_spans(start_logits, end_logits, inputs["passage_mask"].numpy(),
-                                          max_answer_len=max_answer_len, top_k=top_k)
-        parts.append((starts, ends, scores, start_logits[:, 0] + end_logits[:, 0]))
-        done += len(starts)
-        if progress:
-            progress(done, len(features))
-    return tuple(np.concatenate(p) for p in zip(*parts))
-
-
 def merge_windows(examples, features, starts, ends, scores, null_scores, *, no_answer: bool = False,
-                  null_threshold: float = 0.0) -> list[Prediction]:
-    """Best span per question over its windows, as an exact substring of the context from the token offsets.
+                  null_threshold: float | None = None) -> list[dict]:
+    """Best span per question over its windows, as an exact substring of the context from the token offsets:
+    ``{"id"?, "answer", "answer_start", "answer_end", "score"}`` (character offsets, end exclusive; "" at -1 for no
+    answer; score = start logit + end logit).
 
-    With ``no_answer``, the question is unanswerable (text "") when the lowest ``[CLS]`` score over its windows
-    exceeds the best span score by more than ``null_threshold`` (SQuAD 2.0 rule; the threshold is tuned on dev).
+    With ``no_answer`` each also has ``null_margin``: the lowest ``[CLS]`` score over its windows minus the best span
+    score, and the question is unanswerable when that exceeds ``null_threshold`` (SQuAD 2.0 rule; None: never, the
+    predictions ``tune`` needs).
     """
     best: dict[int, tuple] = {}
     null: dict[int, float] = {}
@@ -256,78 +309,71 @@ def merge_windows(examples, features, starts, ends, scores, null_scores, *, no_a
     predictions = []
     for i, example in enumerate(examples):
         score, a, b = best.get(i, (-np.inf, -1, -1))
-        margin = null.get(i, np.inf) - score if no_answer else -np.inf
-        if no_answer and margin > null_threshold or a < 0:
-            predictions.append(Prediction(example.id, "", -1, -1, float(score), float(margin)))
-        else:
-            predictions.append(Prediction(example.id, example.context[a:b], a, b, float(score), float(margin)))
+        prediction = {} if example.record_id is None else {"id": example.record_id}
+        prediction.update(answer=example.context[a:b] if a >= 0 else "", answer_start=a, answer_end=b,
+                          score=round(score, 4))
+        if no_answer:
+            prediction["null_margin"] = null.get(i, np.inf) - score
+        predictions.append(prediction)
+    if no_answer and null_threshold is not None:
+        predictions = apply_null_threshold(predictions, null_threshold)
     return predictions
 
 
-# ------------------------------------------------------------------------------ whole-set prediction and evaluation
-TASK = "span_extract"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "subjqa"
-DECODE_KEYS = ("max_len", "doc_stride", "max_query_len", "max_answer_len", "top_k", "no_answer", "null_threshold")
+def predict(model, tokenizer, examples, head, *, batch_size=64) -> list[dict]:
+    """Answers for ``examples``: windows -> the model in batches of similar length, each batch decoded at once ->
+    the best span per question (``merge_windows``), "no answer" by the head's threshold in ``--no-answer`` runs."""
+    features = make_features(examples, tokenizer, head)
+
+    def decode(batch) -> dict:
+        logits = model.predict_on_batch(batch)
+        starts, ends, scores = best_spans(logits["start"], logits["end"], batch["passage_mask"],
+                                          max_answer_len=head["max_answer_len"], top_k=head["top_k"])
+        return {"start": starts, "end": ends, "score": scores,
+                "null_score": logits["start"][:, 0] + logits["end"][:, 0]}
+
+    rows = predict_in_length_order(decode, features, batch_size, input_keys=INPUT_KEYS)
+    arrays = [np.array([row[key] for row in rows]) for key in ("start", "end", "score", "null_score")]
+    return merge_windows(examples, features, *arrays, no_answer=head["no_answer"],
+                         null_threshold=head["null_threshold"])
 
 
-def predict(model, examples, tokenizer, settings: dict, *, batch_size: int = 64, features=None,
-            null_threshold: float | None = None, progress=None) -> list[Prediction]:
-    """Predictions for ``examples``: windows -> batched model + vectorised decoding -> best span per question.
-
-    ``settings`` holds :data:`DECODE_KEYS` (a run's ``run_config.json`` has them); ``features`` may be given to
-    reuse the windows of a set evaluated every epoch."""
-    if features is None:
-        features = make_features(examples, tokenizer, max_len=settings["max_len"], doc_stride=settings["doc_stride"],
-                                 max_query_len=settings["max_query_len"], no_answer=settings["no_answer"])
-    arrays = predict_windows(model, features, batch_size=batch_size, max_answer_len=settings["max_answer_len"],
-                             top_k=settings["top_k"], progress=progress)
-    threshold = settings.get("null_threshold") if null_threshold is None else null_threshold
-    return merge_windows(examples, features, *arrays, no_answer=settings["no_answer"],
-                         null_threshold=0.0 if threshold is None else threshold)
-
-
-class SetEvaluator:
-    """``evaluator(model) -> metrics`` on one evaluation set (its windows built once), for the Trainer's per-epoch
-    dev evaluation and the final test evaluation. With no-answer, the threshold is tuned on this set's predictions
-    when ``tune`` (dev) or taken from ``settings`` (test)."""
-
-    def __init__(self, examples, tokenizer, settings: dict, *, metric: str, batch_size: int, tune: bool = False):
-        self.examples, self.settings, self.metric = examples, settings, metric
-        self.batch_size, self.tune = batch_size, tune
-        self.features = make_features(examples, tokenizer, max_len=settings["max_len"],
-                                      doc_stride=settings["doc_stride"], max_query_len=settings["max_query_len"],
-                                      no_answer=settings["no_answer"])
-        self.null_threshold = settings.get("null_threshold")
-        self.predictions: list[Prediction] = []
-
-    def __call__(self, model) -> dict:
-        threshold = None
-        if self.settings["no_answer"] and self.tune:
-            spans = predict(model, self.examples, None, self.settings, batch_size=self.batch_size,
-                            features=self.features, null_threshold=np.inf)
-            self.null_threshold = threshold = tune_null_threshold(self.examples, spans, metric=self.metric)
-            self.predictions = [p if p.null_margin <= threshold else Prediction(p.id, "", -1, -1, p.score,
-                                                                                 p.null_margin) for p in spans]
-        else:
-            self.predictions = predict(model, self.examples, None, self.settings, batch_size=self.batch_size,
-                                       features=self.features)
-        metrics = evaluate_predictions(self.examples, self.predictions, metric=self.metric)
-        if threshold is not None:
-            metrics["null_threshold"] = threshold
-        return metrics
+# ------------------------------------------------------------------------------------------------ score, tune, report
+def score(examples, predictions, head) -> dict:
+    """EM/F1 (in %) overall and per domain / event type / question type (``scoring.evaluate_predictions``). In a
+    ``--no-answer`` run not tuned yet (dev during training), with the no-answer threshold best on these
+    predictions (reported as ``null_threshold``)."""
+    threshold = None
+    if head["no_answer"] and head["null_threshold"] is None:
+        threshold = tune_null_threshold(examples, predictions, metric=head["metric"])
+        predictions = apply_null_threshold(predictions, threshold)
+    metrics = evaluate_predictions(examples, predictions, metric=head["metric"])
+    if threshold is not None:
+        metrics["null_threshold"] = threshold
+    return metrics
 
 
-# ------------------------------------------------------------------------------------------------------------- runs
-def load_run(run_dir, checkpoint=None):
-    """``(model, tokenizer, config)`` of a trained run: the model rebuilt from ``run_config.json``, ``best/``
-    weights (or ``checkpoint``) loaded."""
-    from bertkit.tokenization import Tokenizer
-    from bertkit.training import BEST_DIR, load_weights, read_run_config
+def needs_tuning(head) -> bool:
+    return bool(head["no_answer"])
 
-    config = read_run_config(run_dir, TASK)
-    model = build_model(config["bert_dir"], dropout=0.0)
-    load_weights(model, checkpoint or Path(run_dir) / BEST_DIR)
-    tokenizer = Tokenizer.from_bert_dir(config["bert_dir"], per_char=config["per_char"],
-                                        lowercase=config["lowercase"])
-    return model, tokenizer, config
 
+def tune(examples, predictions, head) -> dict:
+    """The head with the no-answer threshold that maximises F1 on these dev predictions (made by the untuned head,
+    which never abstains); unchanged without ``--no-answer``."""
+    if not head["no_answer"]:
+        return head
+    threshold = tune_null_threshold(examples, predictions, metric=head["metric"])
+    print(f"no-answer threshold {threshold:.3f} (tuned on {len(examples)} dev questions)", file=sys.stderr)
+    return {**head, "null_threshold": threshold}
+
+
+def report_sections(metrics, examples, predictions, head, out_dir) -> tuple[list, dict]:
+    """Breakdown tables (per domain / event type / question type, answerable or not) and wrong answers."""
+    return metric_sections(metrics), {}
+
+
+def export(model, tokenizer, head, path) -> Path:
+    """A SavedModel ``serving_default(question, context)`` over raw strings (export.py lists the outputs)."""
+    from .export import export as export_saved_model
+
+    return export_saved_model(model, tokenizer, head, path)

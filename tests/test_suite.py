@@ -1,0 +1,89 @@
+"""The suite runner: recipes by path through the contract, a leaderboard with references, --compare, bad configs;
+the slow set runs the whole suite's quick profile with the real default encoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bertkit.errors import DataError
+from bertkit.suite import attach_references, leaderboard_markdown, main, read_suite_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quick_suite_on_a_tiny_checkpoint_writes_the_leaderboard(tmp_path, tiny_bert_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/leaderboard.json here: no baseline
+    copy = tmp_path / "elsewhere" / "my_sentiment"  # a recipe copied into a user's project joins by path
+    shutil.copytree(REPO / "recipes" / "sentiment", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "suite"
+    assert main([str(copy), str(REPO / "recipes" / "sequence_labeling"), "--profile", "quick", "--bert-dir",
+                 str(tiny_bert_dir), "--output-dir", str(out)]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert [row["task"] for row in board["rows"]] == ["sentiment", "sequence_labeling"]
+    for row in board["rows"]:
+        assert row["status"] == "ok" and isinstance(row["headline"]["value"], float)
+        assert row["wall_seconds"] > 0 and row["train_examples_per_second"] > 0
+        assert row["encoder"]["layers"] == 2 and row["references"]  # REFERENCES.json of the folder
+    assert board["rows"][0]["folder"] == str(copy.resolve())
+    markdown = (out / "leaderboard.md").read_text()
+    assert "Quick profile: a pipeline check" in markdown and "| sentiment |" in markdown
+    assert "MiniLM-L12-H384 0.9300" in markdown
+    assert (out / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    # quick profile: the train split was cut to 400 examples, one epoch
+    report = json.loads((out / "sentiment" / "run" / "report.json").read_text())
+    assert report["train"]["epochs"] == 1 and report["args"]["max_train_examples"] is None
+    assert sum(1 for _ in open(out / "sentiment" / "data" / "train.jsonl")) == 400
+
+    # an earlier suite run is never overwritten
+    assert main([str(copy), "--profile", "quick", "--output-dir", str(out)]) == 2
+
+
+def test_compare_marks_moves_beyond_the_noise_band(tmp_path):
+    folder = str(REPO / "recipes" / "sentiment")
+    row = {"task": "sentiment", "folder": folder, "status": "ok", "headline": {"metric": "accuracy", "value": 0.90}}
+    old = {"rows": [{**row, "headline": {"metric": "accuracy", "value": 0.85}}], "source": "old"}
+    rows = [dict(row)]
+    attach_references(rows, baseline=old, compare=old)
+    assert rows[0]["compare"]["moved"] and rows[0]["baseline"]["value"] == 0.85 and rows[0]["noise_band"] == 0.01
+    rows = [dict(row)]
+    attach_references(rows, baseline=None, compare={"rows": [{**row, "headline": {"metric": "accuracy",
+                                                                                    "value": 0.895}}]})
+    assert not rows[0]["compare"]["moved"]
+    board = {"profile": "full", "created": "now", "machine": "m", "wall_seconds": 1.0, "rows": rows,
+             "compare": "old"}
+    assert "| 0.9000 |" in leaderboard_markdown(board)
+
+
+def test_suite_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "suite.json"
+    bad.write_text(json.dumps({"recipes": [{"folder": "x", "lr": 1}]}))
+    with pytest.raises(DataError, match=r"suite.json: field 'recipes\[0\]': unknown key\(s\) \['lr'\]"):
+        read_suite_config(bad)
+    bad.write_text(json.dumps({"recipes": [{"folder": "x", "args": "--lr 1"}]}))
+    with pytest.raises(DataError, match=r"recipes\[0\].args"):
+        read_suite_config(bad)
+    good = tmp_path / "sub" / "suite.json"
+    good.parent.mkdir()
+    good.write_text(json.dumps({"recipes": [{"folder": "../r", "train_file": "t.jsonl"}]}))
+    entry = read_suite_config(good)[0]
+    assert entry["folder"] == (tmp_path / "r").resolve() and entry["train_file"] == (tmp_path / "sub" / "t.jsonl")
+    assert main([str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2  # not a recipe folder
+
+
+@pytest.mark.slow
+def test_quick_profile_of_the_whole_suite_with_the_real_encoder(tmp_path, default_bert_dir, monkeypatch):
+    """The four shipped recipes, quick profile, default encoder: every task gets a numeric headline (a pipeline
+    check of the whole suite; its wall time is printed in the leaderboard)."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "suite"
+    assert main(["--profile", "quick", "--output-dir", str(out)]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    tasks = {row["task"]: row for row in board["rows"]}
+    assert set(tasks) == {"sentiment", "sequence_labeling", "span_extract", "relation_extract"}
+    for row in tasks.values():
+        assert row["status"] == "ok" and isinstance(row["headline"]["value"], float)
+    assert tasks["sentiment"]["headline"]["value"] > 0.6  # 400 SST-2 phrases, one epoch: well above chance
