@@ -303,7 +303,22 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
 
     if args.bert_dir is None or Path(args.bert_dir).is_dir():  # a missing dir is named where it is loaded
         args.bert_dir = str(resolve_bert_dir(args.bert_dir))
+    if Path(args.bert_dir).is_dir():
+        _check_encoder(args)
     return args
+
+
+def _check_encoder(args) -> None:
+    """The encoder directory checked whole (``validate_bert_dir``), and ``--max-len`` / ``--trainable-layers`` within
+    it, before any data is read or any run is started."""
+    from bertkit.encoder import validate_bert_dir
+
+    encoder = validate_bert_dir(args.bert_dir)
+    where = f"--bert-dir {args.bert_dir}"
+    check_ranges(args, ("max_len", lambda v: v <= encoder.max_position_embeddings,
+                        f"at most {encoder.max_position_embeddings} (max_position_embeddings of {where})"),
+                 ("trainable_layers", lambda v: v <= encoder.num_hidden_layers,
+                  f"at most {encoder.num_hidden_layers} (the layers of {where})"))
 
 
 def args_to_dict(args: argparse.Namespace) -> dict:

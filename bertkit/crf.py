@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -47,7 +48,9 @@ BACKEND_ENV = "BERTKIT_CRF"
 def _import_tfa():
     """``(module, None)`` when tensorflow_addons imports, else ``(None, reason)``; tried once per process."""
     try:
-        import tensorflow_addons as tfa
+        with warnings.catch_warnings():  # tfa warns of its own end of life on import: nothing a user can fix
+            warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow_addons")
+            import tensorflow_addons as tfa
     except Exception as error:   # not installed, or installed but broken against this TensorFlow
         return None, f"{type(error).__name__}: {error}"
     return tfa, None

@@ -54,10 +54,24 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _cannot_write(path, error: OSError) -> DataError:
+    """The one-line error for an output path that cannot be written (a file on the way, no permission, disk full)."""
+    where = f": {error.filename}" if error.filename and str(error.filename) != str(path) else ""
+    return DataError(path, None, None, f"cannot write it ({error.strerror or error}{where})")
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder ``path`` goes in; when it cannot be (a file in the way, ...), a DataError naming ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, ``os.replace``). Returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
     # os.open with 0o666 lets the process umask decide the permissions, like a plain open() would.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -129,7 +143,7 @@ def atomic_dir(path) -> Iterator[Path]:
     is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
@@ -250,8 +264,7 @@ def write_jsonl_output(path, records) -> int:
         try:
             return write_jsonl(path, records)
         except OSError as error:  # a file on the way, no permission, a full disk: the path is the user's to fix
-            where = f": {error.filename}" if error.filename and str(error.filename) != str(path) else ""
-            raise DataError(path, None, None, f"cannot write it ({error.strerror or error}{where})") from None
+            raise _cannot_write(path, error) from None
     lines = _jsonl_lines(records)
     sys.stdout.writelines(lines)
     sys.stdout.flush()

@@ -235,6 +235,10 @@ def train(recipe, argv=None, *, args=None) -> dict:
     if test is not None:
         recipe.check_examples(test, head, args.test_file)
     train_examples = sample_examples(train_examples, args.max_train_examples, args.seed)
+    if args.eval_only:
+        from bertkit.training import weights_path
+
+        weights_path(args.checkpoint)  # no weights there: say so before anything starts
 
     trainer = Trainer(args, recipe.name)
     test_words = ("no test file" if test is None else

@@ -35,7 +35,7 @@ from pathlib import Path
 from bertkit.errors import ConfigError, DataError
 
 PROFILES = ("quick", "full")
-QUICK_SPLITS = {"train": 400, "dev": 100, "test": 200}
+QUICK_SPLITS = {"train": 320, "dev": 64, "test": 128}
 QUICK_ARGS = ["--epochs", "1", "--early-stopping-patience", "0"]
 REFERENCES_FILE = "REFERENCES.json"
 DEFAULT_BASELINE = Path("results") / "leaderboard.json"

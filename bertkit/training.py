@@ -74,7 +74,7 @@ def save_weights(model, directory, *, info: dict | None = None) -> Path:
     return directory / WEIGHTS_FILE
 
 
-def _weights_path(checkpoint) -> tuple[str, str]:
+def weights_path(checkpoint) -> tuple[str, str]:
     """(path to load, format) for a weights directory, an .h5 file, or a TF checkpoint directory/prefix."""
     import tensorflow as tf
 
@@ -101,13 +101,13 @@ def load_weights(model, checkpoint) -> Path:
     model shape raises :class:`CheckpointError` saying so, instead of a TensorFlow stack trace."""
     import tensorflow as tf
 
-    path, kind = _weights_path(checkpoint)
+    path, kind = weights_path(checkpoint)
     try:
         if kind == "h5":
             model.load_weights(path)
         else:
             model.load_weights(path).expect_partial().assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError, KeyError) as error:
+    except (ValueError, AssertionError, tf.errors.OpError, KeyError, OSError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if len(first) > 300:
             first = first[:300] + "..."

@@ -432,7 +432,7 @@ def test_train_reports_bad_line_and_exits_2(tmp_path, tiny_bert_dir, capsys):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "john lives in paris .", "spo_list": [
         {"subject": "john", "predicate": "Live_In", "object": "rome"}]}])
     argv = ["--bert-dir", str(tiny_bert_dir), "--train-file", str(bad), "--dev-file", str(good),
-            "--test-file", str(good), "--output-dir", str(tmp_path / "run")]
+            "--test-file", str(good), "--output-dir", str(tmp_path / "run"), "--max-len", "32"]  # tiny BERT: 128
     assert train_main(RECIPE, argv) == 2
     assert f"{bad}:1: field 'spo_list[0].object': 'rome' does not occur in the text" in capsys.readouterr().err
 

@@ -512,7 +512,7 @@ def test_bad_input_exits_2_with_one_message(tmp_path, tiny_bert_dir, capsys):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "b1", "question": "q", "context": "red car",
                                                 "answers": [{"text": "car", "start": 0}]}])
     assert train_main(RECIPE, ["--bert-dir", str(tiny_bert_dir), "--train-file", str(bad), "--dev-file", str(bad),
-                               "--test-file", str(bad), "--output-dir", str(tmp_path / "r")]) == 2
+                               "--test-file", str(bad), "--output-dir", str(tmp_path / "r"), *TINY_FLAGS]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:1: field 'answers[0].start': id b1" in err and "Traceback" not in err
     empty = write_jsonl(tmp_path / "empty.jsonl", [{"question": "q", "context": " "}])

@@ -33,10 +33,10 @@ def test_quick_suite_on_a_tiny_checkpoint_writes_the_leaderboard(tmp_path, tiny_
     assert "Quick profile: a pipeline check" in markdown and "| sentiment |" in markdown
     assert "MiniLM-L12-H384 0.9300" in markdown
     assert (out / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
-    # quick profile: the train split was cut to 400 examples, one epoch
+    # quick profile: the train split was cut to 320 examples, one epoch
     report = json.loads((out / "sentiment" / "run" / "report.json").read_text())
     assert report["train"]["epochs"] == 1 and report["args"]["max_train_examples"] is None
-    assert sum(1 for _ in open(out / "sentiment" / "data" / "train.jsonl")) == 400
+    assert sum(1 for _ in open(out / "sentiment" / "data" / "train.jsonl")) == 320
 
     # an earlier suite run is never overwritten
     assert main([str(copy), "--profile", "quick", "--output-dir", str(out)]) == 2
@@ -86,4 +86,4 @@ def test_quick_profile_of_the_whole_suite_with_the_real_encoder(tmp_path, defaul
     assert set(tasks) == {"sentiment", "sequence_labeling", "span_extract", "relation_extract"}
     for row in tasks.values():
         assert row["status"] == "ok" and isinstance(row["headline"]["value"], float)
-    assert tasks["sentiment"]["headline"]["value"] > 0.6  # 400 SST-2 phrases, one epoch: well above chance
+    assert tasks["sentiment"]["headline"]["value"] > 0.6  # 320 SST-2 phrases, one epoch: well above chance

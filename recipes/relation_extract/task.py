@@ -72,9 +72,9 @@ def add_arguments(parser) -> None:
 
 
 def check_arguments(args) -> None:
-    from bertkit.cli import OPEN_UNIT, check_ranges
+    from bertkit.cli import DROPOUT, OPEN_UNIT, check_ranges
 
-    check_ranges(args, ("subject_threshold", *OPEN_UNIT), ("object_threshold", *OPEN_UNIT))
+    check_ranges(args, ("subject_threshold", *OPEN_UNIT), ("object_threshold", *OPEN_UNIT), ("dropout", *DROPOUT))
 
 
 # ------------------------------------------------------------------------------------------------------------- data
