@@ -273,7 +273,8 @@ def _parse_json(data: bytes, path: Path) -> dict:
     return value
 
 
-def _parse_vocab_txt(data: bytes, path: Path) -> list[str]:
+def parse_vocab_txt(data: bytes, path: Path) -> list[str]:
+    """The tokens of a ``vocab.txt`` read as bytes, one per line; bad UTF-8 is a CheckpointError naming the line."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -444,7 +445,7 @@ def convert_hf_to_google(model_dir, out_dir, *, manifest: dict | None = None, ex
     do_lower_case = _tokenizer_casing(tokenizer_config, tokenizer, source)
     config = hf_config_to_google(hf_config, do_lower_case=do_lower_case, source=source.config)
     if source.vocab_txt is not None:
-        vocab_path, vocab = source.vocab_txt, _parse_vocab_txt(contents[source.vocab_txt], source.vocab_txt)
+        vocab_path, vocab = source.vocab_txt, parse_vocab_txt(contents[source.vocab_txt], source.vocab_txt)
     else:
         vocab_path, vocab = source.tokenizer_json, read_tokenizer_json(tokenizer, source.tokenizer_json)
     if len(vocab) != config["vocab_size"]:

@@ -257,19 +257,13 @@ def _find_checkpoint_prefix(bert_dir: Path) -> Path:
 
 
 def _count_vocab_lines(path: Path) -> int:
+    from bertkit.convert import parse_vocab_txt
+
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(path, "missing file (the WordPiece vocabulary)") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise CheckpointError(path, f"line {line}: not UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return len(lines)
+    return len(parse_vocab_txt(data, path))
 
 
 def _expected_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:

@@ -471,6 +471,8 @@ class Trainer:
     """Seeds, strategy, mixed precision and the output directory of one run; then compile, fit, report."""
 
     def __init__(self, args, task: str, *, verbose="auto"):
+        if verbose == "auto":  # a progress bar on a terminal; one line per epoch in a log file
+            verbose = 1 if sys.stdout.isatty() else 2
         self.args, self.task, self.verbose = args, task, verbose
         if not getattr(args, "output_dir", None):
             from bertkit.cli import default_output_dir

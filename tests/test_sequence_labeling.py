@@ -468,6 +468,15 @@ def test_train_rejects_unseen_dev_tag_before_training(tiny_bert_dir, tmp_path, c
     assert not (tmp_path / "run").exists()  # nothing was started
 
 
+def test_an_all_o_training_set_is_an_error(tiny_bert_dir, tmp_path, capsys):
+    train_file = jsonl(tmp_path, [{"tokens": ["EU", "rejects"], "tags": ["O", "O"]}], "train.jsonl")
+    code = train_main(RECIPE, ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(tmp_path / "run"),
+                               "--train-file", str(train_file), "--dev-file", str(train_file)])
+    assert code == 2
+    assert f"{train_file}: field 'tags': every tag is O" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_real_encoder_beats_entity_f1_on_conll_slice(default_bert_dir, tmp_path):

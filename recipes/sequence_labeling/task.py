@@ -103,7 +103,11 @@ def tag_vocab(sentences: list[Sentence]) -> list[str]:
 def build_head(train_examples, args, tokenizer) -> dict:
     """Tag set and scheme of the training data, window length and the head's options."""
     scheme, _ = check_tags(train_examples, args.train_file, scheme=args.tag_scheme)
-    return {"tags": tag_vocab(train_examples), "scheme": scheme, "max_len": args.max_len, "use_crf": args.crf,
+    tags = tag_vocab(train_examples)
+    if len(tags) < 2:
+        raise DataError(args.train_file, None, "tags", "every tag is O: there is no entity to learn (is this the "
+                                                       "labelled training file?)")
+    return {"tags": tags, "scheme": scheme, "max_len": args.max_len, "use_crf": args.crf,
             "dropout": args.dropout, "crf_lr_multiplier": args.crf_lr_multiplier}
 
 
