@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+STANDARD_METRICS = ("f1", "precision", "recall", "accuracy", "exact")  # counts stay in the leaderboard
 
 
 def _value(value: float) -> str:
@@ -38,7 +39,7 @@ def results_table(board: dict, source: str) -> str:
             continue
         headline = row["headline"]
         others = ", ".join(f"{k} {_value(v)}" for k, v in sorted(row.get("metrics", {}).items())
-                           if k != headline["metric"] and k not in ("n", "support"))
+                           if k != headline["metric"] and any(word in k for word in STANDARD_METRICS))
         published = "; ".join(f"{r['name']} {_value(r['value'])}" for r in row.get("references", [])) or "–"
         lines.append(f"| [{row['task']}](recipes/{row['task']}/README.md) | {row['dataset']} ({row['split']}) | "
                      f"{headline['metric']} **{_value(headline['value'])}** | {others[:160]} | {published} | "
