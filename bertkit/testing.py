@@ -164,3 +164,28 @@ def numpy_bert_forward(bert_dir, token_ids, segment_ids) -> np.ndarray:
         x = layer_norm(x + dense(context, "attention/output/dense"), f"{name}/attention/output/LayerNorm")
         x = layer_norm(x + dense(act(dense(x, "intermediate/dense")), "output/dense"), f"{name}/output/LayerNorm")
     return x
+
+
+def serve_in_fresh_process(export_dir, inputs: dict | list, *, signature: str = "serving_default") -> dict:
+    """Run a SavedModel's ``signature`` in a fresh interpreter that imports only TensorFlow and tensorflow-text
+    (never bertkit), as a server would: ``inputs`` maps argument names to lists of strings (a plain list is
+    ``texts``). Returns each output as a nested list, strings decoded. For tests of every recipe's export."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if isinstance(inputs, list):
+        inputs = {"texts": inputs}
+    script = ("import json, sys, tensorflow as tf, tensorflow_text\n"
+              "served = tf.saved_model.load(sys.argv[1]).signatures[sys.argv[2]]\n"
+              "out = served(**{k: tf.constant(v) for k, v in json.loads(sys.argv[3]).items()})\n"
+              "assert 'bertkit' not in sys.modules\n"
+              "decode = lambda v: [decode(x) for x in v] if isinstance(v, list) else v.decode()\n"
+              "print(json.dumps({k: decode(v.numpy().tolist()) if v.dtype == tf.string else v.numpy().tolist()"
+              " for k, v in out.items()}))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(export_dir), signature, json.dumps(inputs)],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
+    if result.returncode != 0:
+        raise AssertionError(f"serving {export_dir} in a fresh process failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -6,8 +6,6 @@ one slow test that fine-tunes the real default encoder on a slice of CoNLL04."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -395,18 +393,9 @@ def test_export_reloaded_in_a_fresh_process_gives_predict_py_triples(tiny_run, t
     assert predict_main(RECIPE, ["--run-dir", str(tiny_run), "--input", str(tmp_path / "texts.txt"),
                                  "--output", str(tmp_path / "pred.jsonl")]) == 0
     found = triples_of(read_jsonl(tmp_path / "pred.jsonl"))
-    # A fresh interpreter that never imports bertkit: only TensorFlow and tensorflow-text.
-    script = ("import json, sys, tensorflow as tf, tensorflow_text\n"
-              "m = tf.saved_model.load(sys.argv[1])\n"
-              "out = m.signatures['serving_default'](texts=tf.constant(json.load(open(sys.argv[2]))))\n"
-              "assert 'bertkit' not in sys.modules\n"
-              "print(json.dumps({k: [x.decode() if isinstance(x, bytes) else x for x in v.numpy().tolist()]"
-              " for k, v in out.items()}))\n")
-    (tmp_path / "texts.json").write_text(json.dumps(TEXTS), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-c", script, str(tiny_run / "export"), str(tmp_path / "texts.json")],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
-    assert result.returncode == 0, result.stderr[-2000:]
-    served = json.loads(result.stdout.strip().splitlines()[-1])
+    from bertkit.testing import serve_in_fresh_process
+
+    served = serve_in_fresh_process(tiny_run / "export", TEXTS)  # TensorFlow and tensorflow-text only
     exported = set(zip(served["sentence_index"], served["subject"], served["predicate"], served["object"],
                        served["subject_start"], served["object_start"]))
     assert exported == found

@@ -4,8 +4,6 @@ that fine-tunes the real default encoder on a slice of SST-2."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -213,20 +211,10 @@ def test_export_reload_in_fresh_process_gives_same_labels(tiny_run, tmp_path):
     assert predict_main(RECIPE, ["--run-dir", str(tiny_run), "--input", str(tmp_path / "texts.txt"),
                                  "--output", str(tmp_path / "keras.jsonl")]) == 0
     keras_predictions = head_jsonl(tmp_path / "keras.jsonl", 100)
-    # A fresh interpreter that never imports bertkit: only TensorFlow and tensorflow-text.
-    script = ("import json, sys, tensorflow as tf, tensorflow_text\n"
-              "m = tf.saved_model.load(sys.argv[1])\n"
-              "texts = json.load(open(sys.argv[2]))\n"
-              "out = m.signatures['serving_default'](texts=tf.constant(texts))\n"
-              "labels = [x.decode() for x in m.signatures['labels']()['labels'].numpy()]\n"
-              "assert 'bertkit' not in sys.modules\n"
-              "print(json.dumps({'labels': labels, 'label': [x.decode() for x in out['label'].numpy()],"
-              " 'probabilities': out['probabilities'].numpy().tolist()}))\n")
-    (tmp_path / "texts.json").write_text(json.dumps(texts), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-c", script, str(tiny_run / "export"), str(tmp_path / "texts.json")],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
-    assert result.returncode == 0, result.stderr[-2000:]
-    served = json.loads(result.stdout.strip().splitlines()[-1])
+    from bertkit.testing import serve_in_fresh_process  # TensorFlow and tensorflow-text only, never bertkit
+
+    served = serve_in_fresh_process(tiny_run / "export", texts)
+    served["labels"] = serve_in_fresh_process(tiny_run / "export", {}, signature="labels")["labels"]
     assert served["labels"] == ["negative", "positive"]
     assert served["label"] == [p["label"] for p in keras_predictions]
     expected = np.array([[p["probabilities"][label] for label in served["labels"]] for p in keras_predictions])

@@ -5,8 +5,6 @@ that fine-tunes the real default encoder on a slice of CoNLL-2003."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -395,24 +393,10 @@ def test_predict_bad_input_names_line_and_field(tiny_run, tmp_path, capsys):
     assert f"{bad}:2: field 'tokens': token 1 is ''" in capsys.readouterr().err
 
 
-def serve_in_fresh_process(export_dir, texts) -> dict:
-    """The exported SavedModel's ``serving_default(texts)`` run by a fresh interpreter that imports only TensorFlow
-    and tensorflow-text (never bertkit): each output as a list (strings decoded)."""
-    script = ("import json, sys, tensorflow as tf, tensorflow_text\n"
-              "served = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
-              "out = served(texts=tf.constant(json.loads(sys.argv[2])))\n"
-              "assert 'bertkit' not in sys.modules\n"
-              "decode = lambda v: [decode(x) for x in v] if isinstance(v, list) else v.decode()\n"
-              "print(json.dumps({k: decode(v.numpy().tolist()) if v.dtype == tf.string else v.numpy().tolist()"
-              " for k, v in out.items()}))\n")
-    result = subprocess.run([sys.executable, "-c", script, str(export_dir), json.dumps(texts)],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def test_export_reload_in_fresh_process_gives_same_words_tags_and_entities(tiny_run):
     from recipes.sequence_labeling.export import entities_from_export
+
+    from bertkit.testing import serve_in_fresh_process
 
     served = {k: np.array(v) for k, v in serve_in_fresh_process(tiny_run / "export", TEXTS).items()}
     served["tags"] = np.array([[t.encode() for t in row] for row in served["tags"]], dtype=object)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -437,21 +435,11 @@ def test_predict_jsonl_and_text_lines_and_load_run_agree(tiny_run, tmp_path, mon
 
 def test_export_reload_in_fresh_process_gives_the_same_answers(tiny_run, tmp_path):
     rows = load_run(tiny_run).predict([{"question": q, "context": c} for q, c, _ in TINY_CONTEXTS])
-    # A fresh interpreter that never imports bertkit: only TensorFlow and tensorflow-text.
-    script = ("import json, sys, tensorflow as tf, tensorflow_text\n"
-              "m = tf.saved_model.load(sys.argv[1])\n"
-              "pairs = json.load(open(sys.argv[2]))\n"
-              "out = m.signatures['serving_default'](question=tf.constant([q for q, _ in pairs]),"
-              " context=tf.constant([c for _, c in pairs]))\n"
-              "assert 'bertkit' not in sys.modules\n"
-              "print(json.dumps({'answer': [a.decode() for a in out['answer'].numpy()],"
-              " 'answer_start': out['answer_start'].numpy().tolist(), 'answer_end': out['answer_end'].numpy().tolist(),"
-              " 'shapes': [out[k].shape.as_list() for k in ('start_logits', 'end_logits', 'offsets')]}))\n")
-    (tmp_path / "pairs.json").write_text(json.dumps([[q, c] for q, c, _ in TINY_CONTEXTS]), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-c", script, str(tiny_run / "export"), str(tmp_path / "pairs.json")],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
-    assert result.returncode == 0, result.stderr[-2000:]
-    served = json.loads(result.stdout.strip().splitlines()[-1])
+    from bertkit.testing import serve_in_fresh_process  # TensorFlow and tensorflow-text only, never bertkit
+
+    served = serve_in_fresh_process(tiny_run / "export", {"question": [q for q, _, _ in TINY_CONTEXTS],
+                                                          "context": [c for _, c, _ in TINY_CONTEXTS]})
+    served["shapes"] = [list(np.shape(served[k])) for k in ("start_logits", "end_logits", "offsets")]
     assert served["answer"] == [r["answer"] for r in rows]
     assert served["answer_start"] == [r["answer_start"] for r in rows]
     assert served["answer_end"] == [r["answer_end"] for r in rows]
