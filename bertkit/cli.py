@@ -115,6 +115,11 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
     return parser
 
 
+def say(message: str) -> None:
+    """One progress or notice line on stderr, flushed (stdout stays for results: predictions, summaries)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 # --- parse_args ------------------------------------------------------------------------------------------------
 
 def _option_actions(parser):

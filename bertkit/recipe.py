@@ -55,15 +55,13 @@ import sys
 import time
 from pathlib import Path
 
+from bertkit.cli import say
 from bertkit.errors import CheckpointError, ConfigError, DataError
 
 REQUIRED = ("TASK", "DEFAULTS", "HEADLINE", "add_arguments", "read_examples", "to_examples", "is_labelled",
             "build_head", "encode", "training_data", "build_model", "predict", "score", "report_sections", "export")
 PREDICTIONS_FILE = "predictions.jsonl"
 
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------- loading a recipe
@@ -243,7 +241,7 @@ def train(recipe, argv=None, *, args=None) -> dict:
     trainer = Trainer(args, recipe.name)
     test_words = ("no test file" if test is None else
                   f"{len(test):,} test ({'labelled' if test_labelled else 'unlabelled: predictions only'})")
-    _say(f"{recipe.name}: encoder {args.bert_dir}; {len(train_examples):,} train / {len(dev):,} dev / {test_words}; "
+    say(f"{recipe.name}: encoder {args.bert_dir}; {len(train_examples):,} train / {len(dev):,} dev / {test_words}; "
          f"output {trainer.output_dir}")
     features = recipe.encode(train_examples, tokenizer, head)
     data = recipe.training_data(features, head, batch_size=args.batch_size, seed=args.seed)
@@ -283,13 +281,13 @@ def train(recipe, argv=None, *, args=None) -> dict:
     if test is not None and not test_labelled:
         write_jsonl(out / PREDICTIONS_FILE, predict(test))
         metrics["predictions"] = {"file": PREDICTIONS_FILE, "inputs": len(test), "source": str(args.test_file)}
-        _say(f"{len(test):,} unlabelled test inputs: predictions in {out / PREDICTIONS_FILE}")
+        say(f"{len(test):,} unlabelled test inputs: predictions in {out / PREDICTIONS_FILE}")
     sections, figures = recipe.report_sections(metrics, examples, predictions, head, out)
     trainer.write_report(dataset=Path(split_path).parent.name, split=Path(split_path).stem,
                          headline=recipe.HEADLINE, metrics=metrics, markdown_sections=sections, figures=figures)
     if args.export:
         path = recipe.export(model, tokenizer, head, out / "export")
-        _say(f"exported a SavedModel: {path}")
+        say(f"exported a SavedModel: {path}")
     value = metrics[recipe.HEADLINE]
     print(f"{split_name} {recipe.HEADLINE} {value:.4f}  -> {out}")
     return metrics
@@ -401,7 +399,7 @@ def predict_main(folder, argv=None) -> int:
         check_options(args, "batch_size")
         predictor = load_run(args.run_dir, recipe, checkpoint=args.checkpoint, batch_size=args.batch_size)
         if args.export:
-            _say(f"exported {predictor.export(args.export)}")
+            say(f"exported {predictor.export(args.export)}")
             return
         text, source = read_input(args.input)
         records = parse_records(text, source, args.format,
@@ -411,6 +409,6 @@ def predict_main(folder, argv=None) -> int:
         started = time.perf_counter()
         predictions = predictor.predict_examples(predictor.to_examples(records, source))
         write_jsonl_output(args.output, predictions)
-        _say(f"{len(predictions):,} predictions in {time.perf_counter() - started:.1f}s")
+        say(f"{len(predictions):,} predictions in {time.perf_counter() - started:.1f}s")
 
     return run_main(lambda: body(parser.parse_args(argv)))

@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from bertkit.cli import say
 from bertkit.errors import ConfigError, DataError
 
 PROFILES = ("quick", "full")
@@ -41,9 +42,6 @@ REFERENCES_FILE = "REFERENCES.json"
 DEFAULT_BASELINE = Path("results") / "leaderboard.json"
 SPLITS = ("train", "dev", "test")
 
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -------------------------------------------------------------------------------------------------- configuration
@@ -150,8 +148,8 @@ def run_recipe(entry: dict, profile: str, suite_dir: Path, extra: list[str]) -> 
     out_dir.mkdir(parents=True)
     command = recipe_command(entry, recipe, profile, out_dir, extra)
     log_path = out_dir / "train.log"
-    _say(f"[{recipe.name}] {' '.join(command[1:])}")
-    _say(f"[{recipe.name}] log: {log_path}")
+    say(f"[{recipe.name}] {' '.join(command[1:])}")
+    say(f"[{recipe.name}] log: {log_path}")
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -162,7 +160,7 @@ def run_recipe(entry: dict, profile: str, suite_dir: Path, extra: list[str]) -> 
     if process.returncode != 0 or not report_path.is_file():
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
         row["status"] = f"failed (exit {process.returncode}): {tail[0][:300]}"
-        _say(f"[{recipe.name}] FAILED after {wall:.0f}s: {tail[0][:300]}")
+        say(f"[{recipe.name}] FAILED after {wall:.0f}s: {tail[0][:300]}")
         return row
     report = json.loads(report_path.read_text(encoding="utf-8"))
     encoder = report.get("encoder", {})
@@ -177,7 +175,7 @@ def run_recipe(entry: dict, profile: str, suite_dir: Path, extra: list[str]) -> 
                     "hidden": encoder.get("hidden_size")},
         "report": str(report_path.relative_to(suite_dir)),
     })
-    _say(f"[{recipe.name}] {row['headline']['metric']} {row['headline']['value']:.4f} on "
+    say(f"[{recipe.name}] {row['headline']['metric']} {row['headline']['value']:.4f} on "
          f"{row['dataset']} {row['split']} in {wall:.0f}s")
     return row
 
@@ -329,7 +327,7 @@ def run_suite(entries: list[dict], *, profile: str, output_dir: Path, extra: lis
         baseline = read_json(baseline_file)
         baseline.setdefault("source", str(baseline_file))
     output_dir.mkdir(parents=True, exist_ok=True)
-    _say(f"suite: {len(entries)} recipe(s), profile {profile}, output {output_dir}")
+    say(f"suite: {len(entries)} recipe(s), profile {profile}, output {output_dir}")
     started = time.perf_counter()
     rows = [run_recipe(entry, profile, output_dir, extra) for entry in entries]
     attach_references(rows, baseline, compare)
@@ -341,7 +339,7 @@ def run_suite(entries: list[dict], *, profile: str, output_dir: Path, extra: lis
     plot_leaderboard(board, output_dir / "leaderboard.png")
     atomic_write_text(output_dir / "leaderboard.md", leaderboard_markdown(board))
     failed = [row["task"] for row in rows if row.get("status") != "ok"]
-    _say(f"suite: leaderboard in {output_dir / 'leaderboard.md'} ({board['wall_seconds']:.0f}s"
+    say(f"suite: leaderboard in {output_dir / 'leaderboard.md'} ({board['wall_seconds']:.0f}s"
          + (f"; FAILED: {', '.join(failed)}" if failed else "") + ")")
     return board
 

@@ -38,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 
+from bertkit.cli import say
 from bertkit.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("bertkit.training")
@@ -56,9 +57,6 @@ _RESUME_KEYS = ("epochs", "batch_size", "max_len", "lr", "warmup_ratio", "weight
                 "max_train_examples", "trainable_layers", "bert_dir")
 _RESERVED_RUN_CONFIG_KEYS = ("task", "args", "encoder", "optimizer")
 
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------------ weights I/O
@@ -248,11 +246,11 @@ def _make_callbacks_module():
             if self.trainer.is_chief:
                 write_metrics_csv(self.trainer.output_dir / METRICS_CSV, self.rows)
             kept = "saved (--keep-weights last)" if self.keep_last else "new best, saved"
-            _say(f"epoch {number}: loss {logs.get('loss', math.nan):.4f}  dev {self.headline} {value:.4f}  "
+            say(f"epoch {number}: loss {logs.get('loss', math.nan):.4f}  dev {self.headline} {value:.4f}  "
                  f"({kept if improved else f'best {self.best:.4f} at epoch {self.best_epoch}'}; "
                  f"train {train_seconds:.0f}s, eval {eval_seconds:.0f}s)")
             if self.patience and self.wait >= self.patience:
-                _say(f"early stopping: dev {self.headline} has not improved for {self.wait} epoch(s)")
+                say(f"early stopping: dev {self.headline} has not improved for {self.wait} epoch(s)")
                 self.model.stop_training = True
 
     class Backup(tf.keras.callbacks.BackupAndRestore):
@@ -378,7 +376,7 @@ class RunLock:
                                       f"{holder.get('started')}) is writing here; wait for it or choose another "
                                       f"--output-dir")
                 who = f"pid {holder['pid']}" if holder else "an unreadable lock"
-                _say(f"taking over the stale lock of a dead run ({who}) in {self.path.parent}")
+                say(f"taking over the stale lock of a dead run ({who}) in {self.path.parent}")
                 try:
                     self.path.unlink()
                 except FileNotFoundError:
@@ -511,7 +509,7 @@ class Trainer:
         if not present or getattr(args, "resume", False) or getattr(args, "eval_only", False):
             return
         if getattr(args, "overwrite", False):
-            _say(f"--overwrite: replacing the run in {out} ({', '.join(present)})")
+            say(f"--overwrite: replacing the run in {out} ({', '.join(present)})")
             for name in present:
                 target = out / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
@@ -665,7 +663,7 @@ class Trainer:
         if position is not None:
             rows = [r for r in rows if r["epoch"] <= position[0]]
             skip = position[0] * steps_per_epoch + position[1]
-            _say(f"resuming {out} at epoch {position[0] + 1}, step {position[1]} ({skip} steps done)")
+            say(f"resuming {out} at epoch {position[0] + 1}, step {position[1]} ({skip} steps done)")
         if self.is_chief and self.schedule is not None and callable(self.schedule):
             from bertkit.schedules import plot_schedule
 
@@ -686,7 +684,7 @@ class Trainer:
         # Order matters: evaluation adds dev_* to the logs before TensorBoard sees them and before the backup.
         all_callbacks = [evaluator, tensorboard, *callbacks, backup]
         epochs = int(args.epochs)
-        _say(f"training {epochs} epoch(s) x {steps_per_epoch} steps, batch {batch_size}, "
+        say(f"training {epochs} epoch(s) x {steps_per_epoch} steps, batch {batch_size}, "
              f"{self.strategy.num_replicas_in_sync} replica(s), {self.policy}; dev {headline} after each epoch "
              f"(early stopping {'off' if not patience else f'after {patience} epochs without gain'}); "
              f"backup every {backup.save_freq} steps; output {out}")
@@ -718,7 +716,7 @@ class Trainer:
         if best.is_file():
             load_weights(model, best)
             which = "the last epoch's" if keep_last else "the best"
-            _say(f"restored {which} weights: dev {headline} {evaluator.best:.4f} at epoch {evaluator.best_epoch}")
+            say(f"restored {which} weights: dev {headline} {evaluator.best:.4f} at epoch {evaluator.best_epoch}")
         rows = sorted(evaluator.rows, key=lambda r: r["epoch"])
         self.history = history_from_rows(rows)
         seconds = sum(r.get("train_seconds", 0.0) for r in rows)
@@ -797,7 +795,7 @@ class Trainer:
         checkpoint); another model shape raises :class:`CheckpointError`."""
         path = load_weights(model, checkpoint_dir)
         self.train_stats = {**self.train_stats, "checkpoint": str(path)}
-        _say(f"loaded weights from {path}")
+        say(f"loaded weights from {path}")
         return path
 
     # -- report ------------------------------------------------------------------------------------------------

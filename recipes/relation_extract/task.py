@@ -25,13 +25,13 @@ in export.py. Importing this module builds nothing.
 from __future__ import annotations
 
 import bisect
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from bertkit.batching import make_training_data, predict_in_length_order
+from bertkit.cli import say
 from bertkit.errors import DataError
 
 from .data import (  # noqa: F401 (read_examples / to_examples are the contract's read steps)
@@ -48,9 +48,6 @@ SUBJECT_MODES = ("sample", "all")
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 TARGET_KEYS = ("subject_start", "subject_end", "object_start", "object_end")
 
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def add_arguments(parser) -> None:
@@ -99,9 +96,9 @@ def check_examples(examples, head, path) -> None:
     notes = DataNotes(str(path))
     check_predicates(examples, head["predicates"], notes)
     if notes.unknown_predicates:
-        _say(f"warning: {path}: {notes.unknown_predicates} triple(s) with a predicate unseen in training")
+        say(f"warning: {path}: {notes.unknown_predicates} triple(s) with a predicate unseen in training")
         for warning in notes.warnings:
-            _say(f"warning: {warning}")
+            say(f"warning: {warning}")
 
 
 # ------------------------------------------------------------------------------------------------------ alignment
@@ -237,8 +234,8 @@ def encode(examples, tokenizer, head) -> list[dict]:
     notes = DataNotes(examples[0].path)
     sentences = encode_sentences(examples, tokenizer, head["predicates"], head["max_len"], notes)
     features = training_features(sentences, subjects=head["subjects"])
-    _say(notes.summary())
-    _say(f"train: {len(examples):,} sentences -> {len(features):,} examples ({head['subjects']} subjects); "
+    say(notes.summary())
+    say(f"train: {len(examples):,} sentences -> {len(features):,} examples ({head['subjects']} subjects); "
          f"{len(head['predicates'])} predicates")
     return features
 

