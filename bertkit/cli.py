@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -31,6 +32,12 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
         if action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0:
             return help_text
         return help_text + " (default: %(default)s)"
+
+    def _split_lines(self, text, width):
+        # argparse's own wrapping breaks a word longer than the line (a default data path) mid-word and at hyphens;
+        # a path must stay whole so that it can be copied from the help.
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
 
 
 class _Parser(argparse.ArgumentParser):

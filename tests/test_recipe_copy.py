@@ -48,9 +48,9 @@ def _slice(source: Path, target: Path, n: int) -> Path:
     return target
 
 
-def _run(args, cwd, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=_clean_env(), capture_output=True,
-                          text=True, timeout=timeout)
+def _run(args, cwd, timeout=600, **env):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env={**_clean_env(), **env},
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_the_repository_root_is_not_importable_from_elsewhere(tmp_path):
@@ -70,8 +70,9 @@ def test_a_copied_renamed_and_edited_recipe_runs_its_own_code(name, tmp_path, ti
     work = tmp_path / "work"
     work.mkdir()
 
-    # --help: the default data resolves to the data shipped inside the installed bertkit
-    helped = _run([copy / "train.py", "--help"], work)
+    # --help: the default data resolves to the data shipped inside the installed bertkit, and the path stays whole
+    # (copyable) in a narrow terminal
+    helped = _run([copy / "train.py", "--help"], work, COLUMNS="60")
     assert helped.returncode == 0, helped.stderr[-3000:]
     recipe = load_recipe(REPO / "recipes" / name)
     default_train = datasets.file(recipe.DEFAULTS["dataset"], "train")
