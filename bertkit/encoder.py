@@ -148,11 +148,15 @@ def resolve_bert_dir(bert_dir=None) -> Path:
     """The Google-format BERT directory for an encoder given as ``--bert-dir``: a Google checkpoint directory (has
     ``bert_config.json``) as it is; a Hugging Face BERT folder (``config.json``, ``model.safetensors`` or
     ``pytorch_model.bin``, ``vocab.txt`` or ``tokenizer.json``) converted once into the cache
-    (:func:`converted_bert_dir`); ``None``: :func:`default_bert_dir`. Anything else -> :class:`CheckpointError`.
+    (:func:`converted_bert_dir`); ``None`` or ``"all-MiniLM-L6-v2"``: :func:`default_bert_dir`; ``"m3e-small"``:
+    :func:`chinese_bert_dir` (when no directory of that name exists). Anything else -> :class:`CheckpointError`.
     Only checks which kind the directory is; :func:`validate_bert_dir` checks the result."""
     if bert_dir is None:
         return default_bert_dir()
     path = Path(bert_dir).expanduser()
+    packaged = {DEFAULT_ENCODER_NAME.lower(): default_bert_dir, CHINESE_ENCODER_NAME.lower(): chinese_bert_dir}
+    if not path.exists() and str(bert_dir).lower() in packaged:  # --bert-dir m3e-small: a packaged encoder by name
+        return packaged[str(bert_dir).lower()]()
     if not path.exists():
         raise CheckpointError(path, "no such directory (expected a BERT checkpoint directory or a Hugging Face "
                                     "BERT folder)")

@@ -23,11 +23,16 @@ from __future__ import annotations
 import functools
 import sys
 import unicodedata
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_text as tf_text
+
+with warnings.catch_warnings():  # tensorflow-text imports tensorflow-hub, which warns about setuptools' pkg_resources
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    import tensorflow_text as tf_text
 
 from bertkit.errors import CheckpointError, ConfigError
 
@@ -348,6 +353,28 @@ def _longest_first(len_a, len_b, budget):
 
 
 # --------------------------------------------------------------------------------------------------- SavedModel
+
+
+@dataclass
+class Serving:
+    """What a recipe's ``serving(model, tokenizer, head)`` step returns: its named serving ``tf.function``s (each
+    with an ``input_signature``; ``serving_default`` among them) and the trackables they capture (in-graph
+    tokenizers, lookup tables). A single-task export writes them as they are; the multi-task export writes every
+    task's under ``<task>`` / ``<task>_<name>`` in one SavedModel that holds the shared encoder once."""
+
+    signatures: dict
+    trackables: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if "serving_default" not in self.signatures:
+            raise ConfigError(f"Serving: no 'serving_default' among the signatures {sorted(self.signatures)}")
+
+
+def export_serving(path, keras_model, serving: Serving) -> Path:
+    """:func:`export_saved_model` of a recipe's :class:`Serving`."""
+    rest = {name: fn for name, fn in serving.signatures.items() if name != "serving_default"}
+    return export_saved_model(path, keras_model, serving.signatures["serving_default"], signatures=rest,
+                              extra=serving.trackables)
 
 
 def export_saved_model(path, keras_model, serving_fn, *, signatures=None, extra=None) -> Path:

@@ -13,6 +13,8 @@ runner, a multi-task trainer and a competitor's edited copy drive every recipe t
                                                    "max_len", "lr"}`` (+ optional ``warmup_ratio``, ``weight_decay``)
 ``HEADLINE``                                       the metric that picks the best epoch and heads the report
 ``HIGHER_IS_BETTER`` (optional, default True)
+``HEADLINE_SCALE`` (optional, default 1.0)           the headline's full scale (100 for percentages): a joint
+                                                   run averages ``HEADLINE / HEADLINE_SCALE`` over its tasks
 ``add_arguments(parser)``                          the recipe's own flags (an argparse group)
 ``check_arguments(args)`` (optional)               range checks of those flags -> ``ConfigError``
 ``read_examples(path, args)``                      a file -> examples, labelled or not (all or none), ``DataError``
@@ -26,7 +28,8 @@ runner, a multi-task trainer and a competitor's edited copy drive every recipe t
 ``training_data(features, head, *, batch_size,     ``bertkit.batching.TrainingData``: the batches and the one
 seed)``                                            definition of an epoch (``make_training_data``)
 ``build_model(bert_dir, head, *,                   the Keras model that trains (encoder + minimal head, masked
-trainable_layers=None)``                           logits); also what ``predict`` runs
+trainable_layers=None, encoder=None)``             logits); also what ``predict`` runs; ``encoder``: a loaded
+                                                   ``load_encoder`` model used as it is (shared by several tasks)
 ``loss(head)`` (optional, default None)            the compile loss (None: the model computes its own)
 ``predict(model, tokenizer, examples, head, *,     decoded outputs, one dict per example in order, with character
 batch_size)``                                      offsets into the input text and the input's ``id`` when it has one
@@ -36,7 +39,10 @@ batch_size)``                                      offsets into the input text a
 ``record_from_line(line, head)`` (optional)        a plain-text input line -> record (default ``{"text": line}``)
 ``report_sections(metrics, examples,               report.md sections ``[(title, markdown)]`` and figures
 predictions, head, out_dir)``                      ``{caption: png}``
-``export(model, tokenizer, head, path)``           a SavedModel that serves raw strings
+``serving(model, tokenizer, head)``                ``bertkit.export.Serving``: the raw-string ``tf.function``s
+                                                   (``serving_default`` + named ones) and the trackables they capture
+``export(model, tokenizer, head, path)``           a SavedModel that serves raw strings:
+                                                   ``export_serving(path, model, serving(model, tokenizer, head))``
 =================================================  ==================================================================
 
 ``train.py`` and ``predict.py`` of every recipe are the same few lines: ``train_main(folder, argv)`` and
@@ -59,7 +65,8 @@ from bertkit.cli import say
 from bertkit.errors import CheckpointError, ConfigError, DataError
 
 REQUIRED = ("TASK", "DEFAULTS", "HEADLINE", "add_arguments", "read_examples", "to_examples", "is_labelled",
-            "build_head", "encode", "training_data", "build_model", "predict", "score", "report_sections", "export")
+            "build_head", "encode", "training_data", "build_model", "predict", "score", "report_sections", "serving",
+            "export")
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
@@ -81,6 +88,10 @@ class Recipe:
     @property
     def name(self) -> str:
         return self.module.TASK
+
+    @property
+    def headline_scale(self) -> float:
+        return float(getattr(self.module, "HEADLINE_SCALE", 1.0))
 
     @property
     def higher_is_better(self) -> bool:

@@ -47,28 +47,52 @@ SPLITS = ("train", "dev", "test")
 # -------------------------------------------------------------------------------------------------- configuration
 def read_suite_config(path) -> list[dict]:
     """The recipe entries of a suite config file, paths made absolute against the config's folder."""
+    return read_recipe_entries(path, key="recipes")
+
+
+def read_recipe_entries(path, *, key: str, extra_keys: dict | None = None) -> list[dict]:
+    """The entries ``{"folder", "dataset"?, "train_file"?, "dev_file"?, "test_file"?, "args"?}`` under ``key`` of a
+    JSON config (the suite's ``recipes``, the multi-task trainer's ``tasks``), paths made absolute against the
+    config's folder; ``dataset`` names a dataset shipped in ``bertkit.datasets`` for the splits not given as files;
+    ``extra_keys`` maps further allowed keys to their type (kept as given)."""
+    from bertkit import datasets
     from bertkit.fileio import read_json
 
     path = Path(path)
     config = read_json(path)
-    if not isinstance(config, dict) or not isinstance(config.get("recipes"), list) or not config["recipes"]:
-        raise DataError(path, None, "recipes", "a suite config is {\"recipes\": [{\"folder\": ...}, ...]}")
+    extra_keys = dict(extra_keys or {})
+    known = ["folder", "dataset", "train_file", "dev_file", "test_file", "args", *extra_keys]
+    if not isinstance(config, dict) or not isinstance(config.get(key), list) or not config[key]:
+        raise DataError(path, None, key, f"expected {{\"{key}\": [{{\"folder\": ...}}, ...]}}")
     entries = []
-    for i, entry in enumerate(config["recipes"]):
-        where = f"recipes[{i}]"
+    for i, entry in enumerate(config[key]):
+        where = f"{key}[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("folder"), str):
-            raise DataError(path, None, f"{where}.folder", "each recipe entry needs a \"folder\" (a path)")
-        unknown = set(entry) - {"folder", "train_file", "dev_file", "test_file", "args"}
+            raise DataError(path, None, f"{where}.folder", "each entry needs a \"folder\" (a path)")
+        unknown = set(entry) - set(known)
         if unknown:
-            raise DataError(path, None, where, f"unknown key(s) {sorted(unknown)}; known: folder, train_file, "
-                                               f"dev_file, test_file, args")
+            raise DataError(path, None, where, f"unknown key(s) {sorted(unknown)}; known: {', '.join(known)}")
         args = entry.get("args", [])
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise DataError(path, None, f"{where}.args", "must be a list of strings (command-line flags)")
         resolved = {"folder": (path.parent / entry["folder"]).resolve(), "args": args}
+        shipped = entry.get("dataset")
+        if shipped is not None and shipped not in datasets.names():
+            raise DataError(path, None, f"{where}.dataset", f"no shipped dataset {shipped!r}; shipped: "
+                                                            f"{', '.join(datasets.names())}")
         for split in SPLITS:
             value = entry.get(f"{split}_file")
+            if value is None and shipped is not None:
+                resolved[f"{split}_file"] = datasets.file(shipped, split)
+                continue
+            if value is not None and not isinstance(value, str):
+                raise DataError(path, None, f"{where}.{split}_file", "must be a path (a string)")
             resolved[f"{split}_file"] = None if value is None else (path.parent / value).resolve()
+        for name, kind in extra_keys.items():
+            if name in entry:
+                if not isinstance(entry[name], kind) or isinstance(entry[name], bool):
+                    raise DataError(path, None, f"{where}.{name}", f"wrong type: {entry[name]!r}")
+                resolved[name] = entry[name]
         entries.append(resolved)
     return entries
 

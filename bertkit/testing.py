@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SPECIAL_TOKENS", "default_vocab_tokens", "write_random_checkpoint", "numpy_bert_forward"]
+__all__ = ["SPECIAL_TOKENS", "default_vocab_tokens", "write_random_checkpoint", "numpy_bert_forward",
+           "serve_in_fresh_process", "check_shared_encoder"]
 
 SPECIAL_TOKENS = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -189,3 +190,31 @@ def serve_in_fresh_process(export_dir, inputs: dict | list, *, signature: str = 
     if result.returncode != 0:
         raise AssertionError(f"serving {export_dir} in a fresh process failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def check_shared_encoder(build_model, bert_dir, head: dict, inputs: dict) -> list:
+    """Assert what a multi-task trainer relies on in a recipe's ``build_model(..., encoder=)``: two models built on
+    one ``load_encoder`` instance hold its variables and both see a change to one of them, while a model built
+    without ``encoder`` has an encoder of its own. ``inputs`` is one batch of the model's inputs (tensors). Returns
+    the three models (two sharing, one own) for further recipe-specific checks."""
+    import tensorflow as tf
+
+    from bertkit.encoder import load_encoder
+
+    encoder = load_encoder(bert_dir)
+    first, second = (build_model(bert_dir, head, encoder=encoder) for _ in range(2))
+    own = build_model(bert_dir, head)
+    shared = {id(v) for v in encoder.variables}
+    assert shared <= {id(v) for v in first.variables} and shared <= {id(v) for v in second.variables}
+    assert not shared & {id(v) for v in own.variables}
+
+    def outputs(model):
+        return np.concatenate([np.asarray(x).ravel() for x in tf.nest.flatten(model(inputs, training=False))])
+
+    before = [outputs(m) for m in (second, own)]
+    embeddings = next(v for v in first.variables if "Embedding-Token" in v.name)
+    embeddings.assign_add(np.random.default_rng(0).normal(size=embeddings.shape).astype(np.float32))
+    after = [outputs(m) for m in (second, own)]
+    assert not np.allclose(before[0], after[0]), "a change to the shared encoder did not reach the second model"
+    assert np.array_equal(before[1], after[1]), "a model built without encoder= shares the other models' encoder"
+    return [first, second, own]

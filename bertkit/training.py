@@ -464,6 +464,34 @@ class InterruptGuard:
         return False
 
 
+def check_output_dir(out: Path, args) -> None:
+    """The run directory must be a writable directory, and one holding a run is only reused on purpose:
+    ``--resume`` (continue it), ``--eval-only`` (writes eval_report.*) or ``--overwrite`` (said in the log)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {out}: is a file, not a directory; choose another --output-dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--output-dir {out}: cannot create it ({error.strerror or error}); choose another "
+                          f"--output-dir") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output-dir {out}: not writable; choose another --output-dir")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if not present or getattr(args, "resume", False) or getattr(args, "eval_only", False):
+        return
+    if getattr(args, "overwrite", False):
+        say(f"--overwrite: replacing the run in {out} ({', '.join(present)})")
+        for name in present:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        return
+    if "backup" in present:
+        raise ConfigError(f"--output-dir {out}: holds the backup of an unfinished run: pass --resume to continue "
+                          f"it, --overwrite to replace it, or choose another --output-dir")
+    raise ConfigError(f"--output-dir {out}: holds a run already ({', '.join(present[:4])}); pass --overwrite to "
+                      f"replace it, --resume to continue an interrupted one, or choose another --output-dir")
+
+
 # ---------------------------------------------------------------------------------------------------------- Trainer
 class Trainer:
     """Seeds, strategy, mixed precision and the output directory of one run; then compile, fit, report."""
@@ -493,32 +521,7 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _check_output_dir(self) -> None:
-        """The run directory must be a writable directory, and one holding a run is only reused on purpose:
-        ``--resume`` (continue it), ``--eval-only`` (writes eval_report.*) or ``--overwrite`` (said in the log)."""
-        out, args = self.output_dir, self.args
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--output-dir {out}: is a file, not a directory; choose another --output-dir")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(f"--output-dir {out}: cannot create it ({error.strerror or error}); choose another "
-                              f"--output-dir") from None
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise ConfigError(f"--output-dir {out}: not writable; choose another --output-dir")
-        present = [name for name in RUN_FILES if (out / name).exists()]
-        if not present or getattr(args, "resume", False) or getattr(args, "eval_only", False):
-            return
-        if getattr(args, "overwrite", False):
-            say(f"--overwrite: replacing the run in {out} ({', '.join(present)})")
-            for name in present:
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            return
-        if "backup" in present:
-            raise ConfigError(f"--output-dir {out}: holds the backup of an unfinished run: pass --resume to continue "
-                              f"it, --overwrite to replace it, or choose another --output-dir")
-        raise ConfigError(f"--output-dir {out}: holds a run already ({', '.join(present[:4])}); pass --overwrite to "
-                          f"replace it, --resume to continue an interrupted one, or choose another --output-dir")
+        check_output_dir(self.output_dir, self.args)
 
     def close(self) -> None:
         """Release the run directory's lock (also done at process exit)."""

@@ -1,7 +1,6 @@
 """bertkit.errors and bertkit.fileio: error messages, atomic writes, readers that name file/line/field."""
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -29,10 +29,10 @@ EDIT = f'''
 _build_model_before_the_edit = build_model
 
 
-def build_model(bert_dir, head, *, trainable_layers=None):
+def build_model(bert_dir, head, **options):
     import sys
     print("{MARKER}", file=sys.stderr)
-    return _build_model_before_the_edit(bert_dir, head, trainable_layers=trainable_layers)
+    return _build_model_before_the_edit(bert_dir, head, **options)
 '''
 
 

@@ -447,6 +447,23 @@ def test_every_training_sentence_is_seen_once_per_epoch():
     assert sorted(seen[:203]) == sorted(seen[203:]) == list(range(203))
 
 
+def test_models_built_on_one_encoder_share_its_weights(tiny_bert_dir):
+    """``build_model(..., encoder=)`` uses that very encoder (what the multi-task trainer relies on), and so does
+    the subject stage of the cascade that ``predict`` and ``serving`` run."""
+    import tensorflow as tf
+
+    from bertkit.testing import check_shared_encoder
+
+    head = {"predicates": ["Live_In", "Work_For"], "dropout": None}
+    first, second, _ = check_shared_encoder(
+        task.build_model, tiny_bert_dir, head,
+        {"token_ids": tf.constant([[3, 40, 41, 42, 4]]), "segment_ids": tf.zeros((1, 5), tf.int32),
+         "subject_span": tf.constant([[1, 2]])})
+    subjects, _ = task.inference_stages(second)
+    encoder_variables = {id(v) for v in first.get_layer("encoder").variables}
+    assert encoder_variables <= {id(v) for v in subjects.variables}
+
+
 # ------------------------------------------------------------------------------------ slow: the real encoder
 def head_lines(path: Path, n: int) -> list[str]:
     with open(path, encoding="utf-8") as f:

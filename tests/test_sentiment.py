@@ -282,6 +282,17 @@ def test_every_training_example_is_seen_once_per_epoch(tmp_path):
     assert sorted(seen[:203]) == sorted(seen[203:]) == list(range(203))
 
 
+def test_models_built_on_one_encoder_share_its_weights(tiny_bert_dir):
+    """``build_model(..., encoder=)`` uses that very encoder (what the multi-task trainer relies on)."""
+    import tensorflow as tf
+
+    from bertkit.testing import check_shared_encoder
+
+    head = {"labels": ["negative", "positive"], "pooling": "cls", "dropout": 0.1}
+    check_shared_encoder(task.build_model, tiny_bert_dir, head,
+                         {"token_ids": tf.constant([[3, 40, 41, 4]]), "segment_ids": tf.zeros((1, 4), tf.int32)})
+
+
 # ------------------------------------------------------------------------------------ slow: the real encoder
 @pytest.mark.slow
 def test_real_encoder_learns_sst2_from_a_few_hundred_sentences(default_bert_dir, tmp_path):

@@ -461,6 +461,20 @@ def test_an_all_o_training_set_is_an_error(tiny_bert_dir, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_models_built_on_one_encoder_share_its_weights(tiny_bert_dir):
+    """``build_model(..., encoder=)`` uses that very encoder (what the multi-task trainer relies on)."""
+    import tensorflow as tf
+
+    from bertkit.testing import check_shared_encoder
+
+    head = {"tags": ["O", "B-PER", "I-PER"], "dropout": 0.1, "use_crf": True, "crf_lr_multiplier": 200.0}
+    first, second, _ = check_shared_encoder(
+        task.build_model, tiny_bert_dir, head,
+        {"token_ids": tf.constant([[3, 40, 41, 42, 4]]), "segment_ids": tf.zeros((1, 5), tf.int32),
+         "word_index": tf.constant([[1, 2, 3]])})
+    assert first.encoder is second.encoder
+
+
 # ------------------------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_real_encoder_beats_entity_f1_on_conll_slice(default_bert_dir, tmp_path):

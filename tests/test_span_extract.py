@@ -513,6 +513,18 @@ def test_predict_bad_record_names_line_and_field(tiny_run, tmp_path, capsys):
     assert f"{bad}:2: field 'context': id 1: empty" in capsys.readouterr().err
 
 
+def test_models_built_on_one_encoder_share_its_weights(tiny_bert_dir):
+    """``build_model(..., encoder=)`` uses that very encoder (what the multi-task trainer relies on)."""
+    import tensorflow as tf
+
+    from bertkit.testing import check_shared_encoder
+
+    check_shared_encoder(task.build_model, tiny_bert_dir, head(),
+                         {"token_ids": tf.constant([[3, 40, 4, 41, 42, 4]]),
+                          "segment_ids": tf.constant([[0, 0, 0, 1, 1, 1]]),
+                          "passage_mask": tf.constant([[0, 0, 0, 1, 1, 0]])})
+
+
 # ------------------------------------------------------------------------------------------------------ slow (real)
 SLOW_MIN_F1 = 12.0  # measured ~21-26 F1 with 320-400 questions; an untrained model scores ~3
 

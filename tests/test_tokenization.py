@@ -3,8 +3,6 @@ text from the shared datasets and on tests/data/tricky_strings.txt, plus offsets
 
 import collections
 import json
-import os
-import unicodedata
 from pathlib import Path
 
 import numpy as np

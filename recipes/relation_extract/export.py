@@ -1,6 +1,7 @@
-"""A SavedModel of the relation extractor that serves raw strings (tokenization and decoding in the graph).
+"""The relation extractor's raw-string serving signatures (tokenization and decoding in the graph).
 
-Signatures (load with ``import tensorflow_text`` then ``tf.saved_model.load(path)``; bertkit is not needed):
+Signatures (``task.export`` writes them as a SavedModel; load it with ``import tensorflow_text`` then
+``tf.saved_model.load(path)``; bertkit is not needed):
 
 - ``serving_default(texts)``: all triples of a batch of texts, flat: ``sentence_index`` (which input text),
   ``subject``, ``predicate``, ``object`` (strings) and ``subject_start``, ``subject_end``, ``object_start``,
@@ -15,8 +16,6 @@ threshold pairs with the nearest end at or after it that is above the threshold.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 
 def decode_in_graph(start_probs, end_probs, valid, threshold: float):
@@ -38,11 +37,13 @@ def decode_in_graph(start_probs, end_probs, valid, threshold: float):
     return keep(row), keep(label), keep(position), keep(end)
 
 
-def export(model, tokenizer, head, path) -> Path:
-    """The trained cascade (``task.build_model``), split into its two stages, behind the signatures above."""
+def serving(model, tokenizer, head):
+    """The contract's ``serving`` step: the trained cascade (``task.build_model``), split into its two stages,
+    behind the signatures above (``triples`` is ``serving_default``), as a ``bertkit.export.Serving`` whose
+    trackable is the in-graph tokenizer."""
     import tensorflow as tf
 
-    from bertkit.export import InGraphTokenizer, export_saved_model
+    from bertkit.export import InGraphTokenizer, Serving
 
     from .task import inference_stages
 
@@ -110,5 +111,4 @@ def export(model, tokenizer, head, path) -> Path:
         pair, found = objects_of(texts, offsets, valid, hidden, row, token_start, token_end)
         return {"pair_index": pair, **found}
 
-    return export_saved_model(path, model, triples, signatures={"subjects": subjects, "objects": objects},
-                              extra={"tokenizer": in_graph})
+    return Serving({"serving_default": triples, "subjects": subjects, "objects": objects}, {"tokenizer": in_graph})

@@ -18,8 +18,8 @@ The story, in the steps of the recipe contract (``bertkit.recipe``):
 5. ``score``: triple precision/recall/F1 (exact match of subject string, predicate, object string), micro and per
    predicate; subject-only and (subject, object)-pair scores as diagnostics. ``tune`` sweeps the two thresholds on
    dev after training (the report shows the table; ``--tune-thresholds`` keeps the best pair).
-The reader lives in data.py, the scores and report sections in scoring.py, the raw-string SavedModel (``export``)
-in export.py. Importing this module builds nothing.
+The reader lives in data.py, the scores and report sections in scoring.py, the raw-string serving signatures
+(``serving``, which ``export`` writes as a SavedModel) in export.py. Importing this module builds nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from bertkit.errors import DataError
 from .data import (  # noqa: F401 (read_examples / to_examples are the contract's read steps)
     DataNotes, Example, Triple, check_predicates, parse_example, predicate_vocab, read_examples, to_examples,
 )
-from .export import export  # noqa: F401 (the contract's export step)
+from .export import serving  # the contract's serving step
 from .scoring import best_thresholds, data_notes, error_examples, report_markdown, score_triples, threshold_sweep
 
 TASK = "relation_extract"
@@ -337,9 +337,13 @@ def _object_head_class():
     return ObjectHead
 
 
-def build_model(bert_dir, head, *, trainable_layers=None):
+def build_model(bert_dir, head, *, trainable_layers=None, encoder=None):
     """``{token_ids, segment_ids, subject_span}`` -> ``{subject_start, subject_end, object_start, object_end}``
-    probabilities; :func:`inference_stages` splits it into the two stages predict and export run."""
+    probabilities; :func:`inference_stages` splits it into the two stages predict and serving run.
+
+    ``encoder``: an encoder already loaded (``bertkit.encoder.load_encoder``), used as it is instead of loading
+    ``bert_dir``'s, so several task models can share one; its ``trainable_layers`` and dropout (``head["dropout"]``
+    here) are then the caller's business."""
     import tensorflow as tf
 
     from bertkit.encoder import load_encoder
@@ -347,8 +351,9 @@ def build_model(bert_dir, head, *, trainable_layers=None):
     token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
     segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
     subject_span = tf.keras.Input((2,), dtype=tf.int32, name="subject_span")
-    hidden = load_encoder(bert_dir, trainable_layers=trainable_layers,
-                          dropout=head.get("dropout"))([token_ids, segment_ids])
+    if encoder is None:
+        encoder = load_encoder(bert_dir, trainable_layers=trainable_layers, dropout=head.get("dropout"))
+    hidden = encoder([token_ids, segment_ids])
     subject_start, subject_end = (
         tf.keras.layers.Reshape((-1,), name=key)(
             tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{key}_dense")(hidden))
@@ -560,3 +565,11 @@ def report_sections(metrics, examples, predictions, head, out_dir) -> tuple[list
     notes = data_notes(examples, predictions, head["predicates"])
     errors = error_examples(examples, _predicted(predictions))
     return report_markdown(metrics, head, notes, errors, threshold_source=source), {}
+
+
+# ----------------------------------------------------------------------------------------------------------- export
+def export(model, tokenizer, head, path):
+    """A SavedModel of :func:`serving`'s signatures (export.py describes them) over raw strings."""
+    from bertkit.export import export_serving
+
+    return export_serving(path, model, serving(model, tokenizer, head))

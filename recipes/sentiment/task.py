@@ -8,7 +8,8 @@ The whole story, in the steps of the recipe contract (``bertkit.recipe``):
 3. ``build_model``: the [CLS] vector (or the mean over real tokens) -> dropout -> Dense softmax;
 4. ``predict`` in batches of similar length, ``score`` it (accuracy, macro-F1, per class, confusion) and describe it
    for report.md (``report_sections``: per-class table, confusion matrix, the most confident mistakes);
-5. ``export`` a SavedModel that classifies raw strings.
+5. ``serving``: signatures that classify raw strings (tokenization in the graph), which ``export`` writes as a
+   SavedModel.
 ``train.py`` / ``predict.py`` run these steps through ``bertkit.recipe``. Importing this module builds nothing.
 """
 
@@ -187,16 +188,21 @@ def training_data(features, head, *, batch_size, seed):
 
 
 # ------------------------------------------------------------------------------------------------------------ model
-def build_model(bert_dir, head, *, trainable_layers=None):
-    """Encoder -> pooled vector -> dropout -> Dense softmax (float32, also under mixed precision)."""
+def build_model(bert_dir, head, *, trainable_layers=None, encoder=None):
+    """Encoder -> pooled vector -> dropout -> Dense softmax (float32, also under mixed precision).
+
+    ``encoder``: an encoder already loaded (``bertkit.encoder.load_encoder``), used as it is instead of loading
+    ``bert_dir``'s, so several task models can share one; its ``trainable_layers`` are then the caller's business."""
     import tensorflow as tf
 
     from bertkit.encoder import load_encoder
     from bertkit.layers import Pooler
 
+    if encoder is None:
+        encoder = load_encoder(bert_dir, trainable_layers=trainable_layers)
     token_ids = tf.keras.Input(shape=(None,), dtype="int32", name="token_ids")
     segment_ids = tf.keras.Input(shape=(None,), dtype="int32", name="segment_ids")
-    hidden = load_encoder(bert_dir, trainable_layers=trainable_layers)([token_ids, segment_ids])
+    hidden = encoder([token_ids, segment_ids])
     pooled = Pooler(head["pooling"], name="pooler")([hidden, token_ids])
     pooled = tf.keras.layers.Dropout(head["dropout"], name="dropout")(pooled)
     probabilities = tf.keras.layers.Dense(len(head["labels"]), activation="softmax", dtype="float32",
@@ -264,13 +270,13 @@ def report_sections(metrics, examples, predictions, head, out_dir) -> tuple[list
 
 
 # ----------------------------------------------------------------------------------------------------------- export
-def export(model, tokenizer, head, path) -> Path:
-    """A SavedModel that classifies raw strings: ``serving_default(texts[, texts_b])`` -> ``label`` (string) and
-    ``probabilities`` (n, num_labels, in the order of the ``labels()`` signature). Tokenization runs in the graph, so
-    loading needs only TensorFlow and ``import tensorflow_text``."""
+def serving(model, tokenizer, head):
+    """The raw-string signatures (a ``bertkit.export.Serving``): ``serving_default(texts[, texts_b])`` -> ``label``
+    (string) and ``probabilities`` (n, num_labels, in the order of the ``labels()`` signature), and ``labels()``.
+    Tokenization runs in the graph (the in-graph tokenizer is the trackable)."""
     import tensorflow as tf
 
-    from bertkit.export import InGraphTokenizer, export_saved_model  # tensorflow-text is only needed here
+    from bertkit.export import InGraphTokenizer, Serving  # tensorflow-text is only needed here
 
     in_graph = InGraphTokenizer.from_tokenizer(tokenizer, max_len=head["max_len"])
     label_names = tf.constant(head["labels"])
@@ -288,4 +294,12 @@ def export(model, tokenizer, head, path) -> Path:
     else:
         serve = tf.function(lambda texts: classify(texts), input_signature=[texts])
     labels = tf.function(lambda: {"labels": label_names}, input_signature=[])
-    return export_saved_model(path, model, serve, signatures={"labels": labels})
+    return Serving({"serving_default": serve, "labels": labels}, {"tokenizer": in_graph})
+
+
+def export(model, tokenizer, head, path) -> Path:
+    """A SavedModel of :func:`serving`'s signatures that classifies raw strings; loading it needs only TensorFlow and
+    ``import tensorflow_text``."""
+    from bertkit.export import export_serving
+
+    return export_serving(path, model, serving(model, tokenizer, head))

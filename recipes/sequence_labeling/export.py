@@ -1,32 +1,30 @@
-"""A SavedModel of the tagger that serves raw strings: word splitting, tokenization and decoding in the graph.
+"""The tagger's raw-string serving signature: word splitting, tokenization and decoding in the graph.
 
-Load with ``import tensorflow_text`` then ``tf.saved_model.load(path)`` (bertkit is not needed); the signature is
-described in ``export_tagger``. ``entities_from_export`` turns one row of its output into the entity list of
-``task.predict``. Importing this module builds nothing.
+``task.export`` writes it as a SavedModel; load that with ``import tensorflow_text`` then ``tf.saved_model.load(path)``
+(bertkit is not needed); the signature is described in ``tagger_serving``. ``entities_from_export`` turns one row of
+its output into the entity list of ``task.predict``. Importing this module builds nothing.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from .data import SPACE_PATTERN_RE2, WORD_PATTERN_RE2
 from .task import char_entities
 
 
-def export_tagger(model, tokenizer, tags: list[str], path, *, max_len: int = 512) -> Path:
-    """SavedModel whose ``serving_default(texts)`` takes raw strings and returns, per word (padded):
+def tagger_serving(model, tokenizer, tags: list[str], *, max_len: int = 512):
+    """A ``bertkit.export.Serving`` whose ``serving_default(texts)`` takes raw strings and returns, per word (padded):
     ``words``, ``tags`` (Viterbi in the graph when the model has a CRF), ``starts``/``ends`` (character offsets into
     the text) and ``num_words`` (words in the text) with ``num_tagged`` (words that fit in ``max_len`` pieces:
     the export does not window, so a longer text is reported, not silently cut; use ``predict.py`` for those).
 
     Words are split with the same rule as ``data.split_words`` (``WORD_PATTERN_RE2``; one word per visible character
     for a ``per_char`` tokenizer), each word is tokenised on its own by the in-graph twin of ``tokenizer``
-    (``bertkit.export.InGraphTokenizer``) and read at its first piece, exactly as in training.
+    (``bertkit.export.InGraphTokenizer``, the trackable) and read at its first piece, exactly as in training.
     """
     import tensorflow as tf
-    import tensorflow_text as tf_text
 
-    from bertkit.export import InGraphTokenizer, export_saved_model
+    from bertkit.export import InGraphTokenizer, Serving, tf_text  # tensorflow-text, imported quietly there
+
     word_pattern = r"[^\s\p{Z}\p{C}]" if tokenizer.per_char else WORD_PATTERN_RE2
     in_graph = InGraphTokenizer.from_tokenizer(tokenizer, max_len=max_len)
     names = tf.constant(tags)
@@ -64,7 +62,7 @@ def export_tagger(model, tokenizer, tags: list[str], path, *, max_len: int = 512
                 "starts": tf.cast(starts, tf.int32), "ends": tf.cast(ends, tf.int32),
                 "num_words": tf.cast(words.row_lengths(), tf.int32), "num_tagged": num_tagged}
 
-    return export_saved_model(path, model, serve)
+    return Serving({"serving_default": serve}, {"tokenizer": in_graph})
 
 
 def entities_from_export(text: str, output: dict, row: int) -> list[dict]:

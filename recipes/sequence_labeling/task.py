@@ -15,9 +15,10 @@
    ``--no-crf``. The model computes its own loss (CRF negative log-likelihood over real words).
 4. ``predict`` in batches of similar length, re-join windows, read entities off the tags with character offsets into
    the input text; ``score`` with seqeval (entity level) and describe it for report.md (per type, type confusion).
-5. ``export`` a SavedModel that tags raw strings (word splitting, tokenization and Viterbi in the graph).
+5. ``serving``: a signature that tags raw strings (word splitting, tokenization and Viterbi in the graph), which
+   ``export`` writes as a SavedModel.
 
-The readers, the tag-scheme checks and the raw-text word splitting live in ``data.py``; the SavedModel export in
+The readers, the tag-scheme checks and the raw-text word splitting live in ``data.py``; the serving signature in
 ``export.py``. ``train.py`` / ``predict.py`` run these steps through ``bertkit.recipe``. Importing this module builds
 nothing.
 """
@@ -208,8 +209,11 @@ def training_data(features, head, *, batch_size, seed):
 
 
 # ------------------------------------------------------------------------------------------------------------ model
-def build_model(bert_dir, head, *, trainable_layers=None):
-    """encoder -> first piece of each word -> dropout -> Dense(num_tags) -> CRF or softmax (built, ready to load)."""
+def build_model(bert_dir, head, *, trainable_layers=None, encoder=None):
+    """encoder -> first piece of each word -> dropout -> Dense(num_tags) -> CRF or softmax (built, ready to load).
+
+    ``encoder``: an encoder already loaded (``bertkit.encoder.load_encoder``), used as it is instead of loading
+    ``bert_dir``'s, so several task models can share one; its ``trainable_layers`` are then the caller's business."""
     import tensorflow as tf
 
     from bertkit.crf import CRF
@@ -223,7 +227,8 @@ def build_model(bert_dir, head, *, trainable_layers=None):
 
         def __init__(self):
             super().__init__(name="tagger")
-            self.encoder = load_encoder(bert_dir, trainable_layers=trainable_layers)
+            self.encoder = (encoder if encoder is not None
+                            else load_encoder(bert_dir, trainable_layers=trainable_layers))
             self.dropout = tf.keras.layers.Dropout(head["dropout"])
             self.scores = tf.keras.layers.Dense(num_tags, dtype="float32", name="tag_scores")
             self.crf = (CRF(num_tags, lr_multiplier=head["crf_lr_multiplier"], name="crf") if head["use_crf"]
@@ -371,9 +376,16 @@ def report_sections(metrics, examples, predictions, head, out_dir) -> tuple[list
 
 
 # ----------------------------------------------------------------------------------------------------------- export
-def export(model, tokenizer, head, path):
-    """A SavedModel that tags raw strings (``export.export_tagger``: word splitting, tokenization and Viterbi in the
-    graph; up to 510 pieces per text, no windows)."""
-    from .export import export_tagger
+def serving(model, tokenizer, head):
+    """The raw-string signature ``serving_default(texts)`` (``export.tagger_serving``: word splitting, tokenization
+    and Viterbi in the graph; up to 510 pieces per text, no windows) as a ``bertkit.export.Serving``."""
+    from .export import tagger_serving
 
-    return export_tagger(model, tokenizer, head["tags"], path)
+    return tagger_serving(model, tokenizer, head["tags"])
+
+
+def export(model, tokenizer, head, path):
+    """A SavedModel of :func:`serving`'s signature that tags raw strings (loads without bertkit)."""
+    from bertkit.export import export_serving
+
+    return export_serving(path, model, serving(model, tokenizer, head))

@@ -1,35 +1,35 @@
-"""A SavedModel of the span extractor that serves raw strings (tokenization and span decoding in the graph).
+"""The span extractor's raw-string serving signature (tokenization and span decoding in the graph).
 
-Signature ``serving_default(question, context)`` (load with ``import tensorflow_text`` then
-``tf.saved_model.load(path)``; bertkit is not needed); the outputs are listed in :func:`make_serving_fn`.
+Signature ``serving_default(question, context)``; ``task.export`` writes it as a SavedModel (load with
+``import tensorflow_text`` then ``tf.saved_model.load(path)``; bertkit is not needed); the outputs are listed in
+:func:`serving`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 
-def make_serving_fn(model, tokenizer, head: dict):
-    """A ``tf.function`` ``(question, context)`` (string vectors) -> start/end logits, per-token character offsets
-    into the context, and the decoded best span (character start/end, text, score).
+def serving(model, tokenizer, head: dict):
+    """The contract's ``serving`` step: a ``bertkit.export.Serving`` whose ``serving_default(question, context)``
+    (string vectors) gives start/end logits, per-token character offsets into the context, and the decoded best span
+    (character start/end, text, score); the in-graph tokenizer is its trackable.
 
     One window per pair: the in-graph tokenizer truncates the passage to ``max_len`` (longest first); long passages
     need ``predict.py``, which windows them."""
     import tensorflow as tf
 
-    from bertkit.export import InGraphTokenizer
+    from bertkit.export import InGraphTokenizer, Serving
 
-    tokenizer = InGraphTokenizer.from_tokenizer(tokenizer, max_len=head["max_len"])
+    in_graph = InGraphTokenizer.from_tokenizer(tokenizer, max_len=head["max_len"])
     max_answer_len = int(head["max_answer_len"])
     spec = tf.TensorSpec([None], tf.string)
 
     @tf.function(input_signature=[spec, spec])
     def serve(question, context):
-        encoded = tokenizer.encode(question, context)
+        encoded = in_graph.encode(question, context)
         token_ids, segment_ids = encoded["token_ids"], encoded["segment_ids"]
-        passage = (segment_ids == 1) & (token_ids != tokenizer.sep_id) & (token_ids != tokenizer.pad_id)
+        passage = (segment_ids == 1) & (token_ids != in_graph.sep_id) & (token_ids != in_graph.pad_id)
         logits = model({"token_ids": token_ids, "segment_ids": segment_ids,
                         "passage_mask": tf.cast(passage, tf.int32)}, training=False)
         start_logits, end_logits = logits["start"], logits["end"]
@@ -50,11 +50,4 @@ def make_serving_fn(model, tokenizer, head: dict):
                 "answer_start": char_start, "answer_end": char_end, "answer": text,
                 "score": tf.reduce_max(flat, axis=1)}
 
-    return serve
-
-
-def export(model, tokenizer, head: dict, path) -> Path:
-    """Write the raw-string SavedModel (signature ``serving_default(question, context)``) to ``path``."""
-    from bertkit.export import export_saved_model
-
-    return export_saved_model(path, model, make_serving_fn(model, tokenizer, head))
+    return Serving({"serving_default": serve}, {"tokenizer": in_graph})

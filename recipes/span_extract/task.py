@@ -15,7 +15,8 @@ The whole story, in the steps of the recipe contract (``bertkit.recipe``):
    picks on dev;
 5. ``score``: exact match and token F1 with the SQuAD normalisation, or the CMRC 2018 character-level variant, max
    over the gold answers, with breakdowns and wrong answers (scoring.py, also ``report_sections``);
-6. ``export``: a SavedModel answering raw (question, context) strings (export.py).
+6. ``serving``: a signature answering raw (question, context) strings (export.py), which ``export`` writes as a
+   SavedModel.
 ``train.py`` / ``predict.py`` run these steps through ``bertkit.recipe``. Importing this module builds nothing.
 """
 
@@ -33,12 +34,14 @@ from bertkit.fileio import iter_jsonl
 from bertkit.windows import split_windows
 
 from .data import Example, ReadStats, _warn, examples_from_records, iter_squad
+from .export import serving  # the contract's serving step
 from .scoring import (apply_null_threshold, choose_metric, evaluate_predictions, report_sections as metric_sections,
                       tune_null_threshold)
 
 TASK = "span_extract"
 DEFAULTS = {"dataset": "subjqa", "epochs": 2, "batch_size": 16, "max_len": 384, "lr": 1e-4}
 HEADLINE = "f1"
+HEADLINE_SCALE = 100.0  # SQuAD-style EM / F1 are percentages (a joint run averages headlines on a 0-1 scale)
 INPUT_KEYS = ("token_ids", "segment_ids", "passage_mask")
 TARGET_KEYS = ("start", "end")
 
@@ -232,17 +235,22 @@ def training_data(features, head, *, batch_size, seed):
 
 
 # ------------------------------------------------------------------------------------------------------------ model
-def build_model(bert_dir, head, *, trainable_layers=None):
+def build_model(bert_dir, head, *, trainable_layers=None, encoder=None):
     """Encoder + two pointer heads: ``{token_ids, segment_ids, passage_mask}`` -> ``{"start", "end"}`` logits
-    ``(batch, seq)``, float32, ``NEG_INF`` outside the passage."""
+    ``(batch, seq)``, float32, ``NEG_INF`` outside the passage.
+
+    ``encoder``: an encoder already loaded (``bertkit.encoder.load_encoder``), used as it is instead of loading
+    ``bert_dir``'s, so several task models can share one; its ``trainable_layers`` and dropout (``head["dropout"]``
+    here) are then the caller's business."""
     import tensorflow as tf
 
     from bertkit.encoder import load_encoder
     from bertkit.layers import MaskedLogits
 
+    if encoder is None:
+        encoder = load_encoder(bert_dir, trainable_layers=trainable_layers, dropout=head["dropout"])
     inputs = {name: tf.keras.Input((None,), dtype="int32", name=name) for name in INPUT_KEYS}
-    hidden = load_encoder(bert_dir, trainable_layers=trainable_layers, dropout=head["dropout"])(
-        [inputs["token_ids"], inputs["segment_ids"]])
+    hidden = encoder([inputs["token_ids"], inputs["segment_ids"]])
     outputs = {}
     for name in TARGET_KEYS:
         logits = tf.keras.layers.Dense(1, name=f"{name}_pointer")(hidden)
@@ -373,7 +381,8 @@ def report_sections(metrics, examples, predictions, head, out_dir) -> tuple[list
 
 
 def export(model, tokenizer, head, path) -> Path:
-    """A SavedModel ``serving_default(question, context)`` over raw strings (export.py lists the outputs)."""
-    from .export import export as export_saved_model
+    """A SavedModel of :func:`serving`'s ``serving_default(question, context)`` over raw strings (export.py lists the
+    outputs)."""
+    from bertkit.export import export_serving
 
-    return export_saved_model(model, tokenizer, head, path)
+    return export_serving(path, model, serving(model, tokenizer, head))
