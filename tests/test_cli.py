@@ -45,7 +45,8 @@ def test_help_lists_every_shared_flag_with_defaults(capsys):
         assert flag in text, flag
     assert "(default: 3)" in text and "(default: 5e-05)" in text and "(default: corpus/train.tsv)" in text
     squeezed = "".join(text.split())  # argparse wraps lines at hyphens too
-    assert "default:theconvertedall-MiniLM-L6-v2" in squeezed and "runs/sentiment/<YYYYmmdd-HHMMSS>" in squeezed
+    assert "all-MiniLM-L6-v2(thedefault)" in squeezed and "runs/sentiment/<YYYYmmdd-HHMMSS>" in squeezed
+    assert "m3e-small(Chinese" in squeezed and "non-commercial" in squeezed
 
 
 def test_config_merges_and_command_line_wins(tmp_path):
