@@ -137,7 +137,11 @@ class TaskData:
     head: dict
     features: list
     batch_size: int
-    steps_per_pass: int = 0  # batches of one pass over its training data (set once its TrainingData is made)
+    data: object = None  # its bertkit.batching.TrainingData (made once, reused by the joint run and the run alone)
+
+    @property
+    def steps_per_pass(self) -> int:
+        return self.data.steps_per_epoch
 
     @property
     def test_labelled(self) -> bool:
@@ -420,11 +424,7 @@ class JointRun:
                 rows, best, step, partial = state["rows"], state["best"], int(state["step"]), state.get("partial")
                 say(f"resuming {self.out} at step {step} of {self.total_steps}")
             consumed = self._batches_before(step)
-            iterators = []
-            for task, done in zip(self.tasks, consumed):
-                data = task.recipe.training_data(task.features, task.head, batch_size=task.batch_size,
-                                                 seed=int(self.joint.seed))
-                iterators.append(iter(data.dataset.repeat().skip(done)))
+            iterators = [iter(task.data.dataset.repeat().skip(done)) for task, done in zip(self.tasks, consumed)]
             steps = [self._train_step(model, task.weight) for task, model in zip(self.tasks, models)]
             plot_schedule(self.schedule, self.total_steps, self.out / "lr_schedule.png")
             say(f"{self.title}: {len(self.tasks)} task(s) on one encoder, {self.joint.epochs} epoch(s) x "
@@ -804,8 +804,7 @@ def run(argv=None, *, default_folders=None) -> dict:
         alone = []  # a single task trained "jointly" is its own baseline
     probabilities = sampling_probabilities(args.sampler, [len(t.features) for t in tasks], args.temperature)
     for task in tasks:
-        task.steps_per_pass = task.recipe.training_data(task.features, task.head, batch_size=task.batch_size,
-                                                        seed=args.seed).steps_per_epoch
+        task.data = task.recipe.training_data(task.features, task.head, batch_size=task.batch_size, seed=args.seed)
     quotas = epoch_quotas(probabilities, sum(t.steps_per_pass for t in tasks))
     joint_run = JointRun(tasks, quotas, args, out, sampler=args.sampler, tokenizer=tokenizer, title=TASK_KEY,
                          resume_dir=out)
