@@ -456,7 +456,8 @@ class JointRun:
             result.wall_seconds = time.perf_counter() - started
             atomic_write_json(self.out / "result.json", {
                 "tasks": [t.name for t in self.tasks], "metrics": result.metrics, "split": result.split,
-                "rows": result.rows, "best_epoch": result.best_epoch, "best_mean_dev": result.best_mean, "steps": result.steps,
+                "rows": result.rows, "best_epoch": result.best_epoch, "best_mean_dev": result.best_mean,
+                "steps": result.steps,
                 "batches": result.batches, "train_seconds": round(result.train_seconds, 1),
                 "wall_seconds": round(result.wall_seconds, 1)})
             return result
@@ -510,7 +511,8 @@ class JointRun:
                     done = counts.sum()
                     say(f"  epoch {epoch + 1}/{epochs} step {position + 1}/{per_epoch}: "
                         + ", ".join(f"{t.name} loss {s / c:.4f}" for t, s, c in zip(self.tasks, sums, counts) if c)
-                        + f"; {done / elapsed:.2f} steps/s, epoch ETA {(per_epoch - position - 1) * elapsed / done:.0f}s")
+                        + f"; {done / elapsed:.2f} steps/s, "
+                          f"epoch ETA {(per_epoch - position - 1) * elapsed / done:.0f}s")
                     last_said = now
                 if interval > 0 and now - last_backup >= interval and step < self.total_steps:
                     self._backup(checkpoint, {"step": step, "rows": rows, "best": best, "partial": self._partial})
@@ -595,7 +597,8 @@ class JointRun:
                              "passes": round(batches / task.steps_per_pass, 2),
                              "seconds": round(seconds, 2), "best_epoch": result.best_epoch,
                              "joint_run": str(self.out), "joint_steps": self.total_steps})
-            sections = [("Joint training", f"Trained jointly with {', '.join(t.name for t in self.tasks if t is not task)}"
+            others = ", ".join(t.name for t in self.tasks if t is not task)
+            sections = [("Joint training", f"Trained jointly with {others}"
                                            f" on one encoder ({self.sampler} sampler); the kept epoch maximises the "
                                            f"mean normalised dev headline of all tasks: see {self.out / 'report.md'}.")
                         if len(self.tasks) > 1 else ("Training", f"Trained alone through the multi-task loop "
