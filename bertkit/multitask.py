@@ -541,13 +541,10 @@ class JointRun:
     # -- after training ----------------------------------------------------------------------------------------
     def _task_run_config(self, task: TaskData) -> dict:
         from bertkit.cli import args_to_dict
-        from bertkit.encoder import validate_bert_dir
+        from bertkit.training import encoder_summary
 
-        try:
-            encoder = validate_bert_dir(self.joint.bert_dir).to_dict()
-        except Exception:  # the run config must not fail on an encoder summary
-            encoder = {"bert_dir": str(self.joint.bert_dir)}
-        return {"task": task.recipe.TASK, "args": args_to_dict(task.args), "encoder": encoder,
+        return {"task": task.recipe.TASK, "args": args_to_dict(task.args),
+                "encoder": encoder_summary(self.joint.bert_dir),
                 "recipe": {"name": task.recipe.TASK, "folder": str(task.recipe.folder)}, "head": task.head,
                 "tokenizer": {"lowercase": self.tokenizer.lowercase, "per_char": bool(self.joint.per_char)},
                 "multitask": {"run": str(self.out), "tasks": [t.name for t in self.tasks], "sampler": self.sampler,

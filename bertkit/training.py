@@ -492,6 +492,19 @@ def check_output_dir(out: Path, args) -> None:
                       f"replace it, --resume to continue an interrupted one, or choose another --output-dir")
 
 
+def encoder_summary(bert_dir) -> dict:
+    """The encoder's config summary for run_config.json and reports (``{"bert_dir"}`` alone when it cannot be read:
+    a report must not fail on it; ``{}`` without an encoder)."""
+    if not bert_dir:
+        return {}
+    try:
+        from bertkit.encoder import validate_bert_dir
+
+        return validate_bert_dir(bert_dir).to_dict()
+    except Exception:
+        return {"bert_dir": str(bert_dir)}
+
+
 # ---------------------------------------------------------------------------------------------------------- Trainer
 class Trainer:
     """Seeds, strategy, mixed precision and the output directory of one run; then compile, fit, report."""
@@ -612,15 +625,7 @@ class Trainer:
         return atomic_write_json(self.output_dir / RUN_CONFIG, config)
 
     def _encoder_summary(self) -> dict:
-        bert_dir = getattr(self.args, "bert_dir", None)
-        if not bert_dir:
-            return {}
-        try:
-            from bertkit.encoder import validate_bert_dir
-
-            return validate_bert_dir(bert_dir).to_dict()
-        except Exception:  # the report must not fail on an encoder summary
-            return {"bert_dir": str(bert_dir)}
+        return encoder_summary(getattr(self.args, "bert_dir", None))
 
     # -- fit ---------------------------------------------------------------------------------------------------
     def fit(self, model, train_data, *, evaluate: Callable, headline: str, steps_per_epoch: int | None = None,
