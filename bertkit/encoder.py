@@ -431,6 +431,9 @@ def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: floa
     everything trainable, ``0``: frozen encoder). ``dropout`` overrides the config's ``hidden_dropout_prob``.
     Works under the ``mixed_float16`` / ``mixed_bfloat16`` global policies (see ``DtypeSafeMultiHeadAttention``).
     """
+    from bertkit import check_keras
+
+    check_keras()  # before keras-bert, which is written for Keras 2
     import keras_bert
     import tensorflow as tf
 

@@ -6,7 +6,9 @@ Run it from the repository root: it checks the answers with the recipe's reader 
 
 Only ``cmrc2018_trial.json`` (1,002 questions) and ``cmrc2018_dev.json`` (3,219) are on this machine (the official
 train file is not), so ``trial`` becomes ``train.jsonl`` and ``dev`` stays ``dev.jsonl``: train on trial, evaluate on
-dev. Published CMRC 2018 scores train on the 10k train set, so they are not comparable.
+dev. Published CMRC 2018 scores train on the 10k train set, so they are not comparable. With ``--split-dev F`` the
+dev file is split by article (title) into ``dev.jsonl`` (a seeded fraction F of the articles: model selection) and
+``test.jsonl`` (the rest: reported once), so no context is both selected on and reported.
 
 ``recipes/span_extract/train.py`` also reads the raw SQuAD JSON directly, but strictly: the raw trial/dev files have
 answers whose ``answer_start`` is off by a few characters and a question that is empty, which the reader reports as
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -73,7 +76,16 @@ def convert_file(path: Path, *, stats: Counter, warn) -> list[dict]:
     return out
 
 
-def convert(src: Path, out_dir: Path, *, warn=None) -> dict:
+def split_by_article(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Records of a seeded ``fraction`` of the articles (grouped by title, else context), and the rest."""
+    articles = sorted({r["title"] or r["context"] for r in records})
+    random.Random(seed).shuffle(articles)
+    chosen = set(articles[:max(1, round(fraction * len(articles)))])
+    return ([r for r in records if (r["title"] or r["context"]) in chosen],
+            [r for r in records if (r["title"] or r["context"]) not in chosen])
+
+
+def convert(src: Path, out_dir: Path, *, warn=None, split_dev: float = 0.0, seed: int = 0) -> dict:
     warn = warn or (lambda message: print("warning:", message, file=sys.stderr))
     summary = {"source": str(src), "splits": {}}
     for split, name in SPLITS.items():
@@ -81,7 +93,17 @@ def convert(src: Path, out_dir: Path, *, warn=None) -> dict:
         if not path.is_file():
             raise DataError(path, None, None, "no such file")
         stats = Counter()
-        write_jsonl(out_dir / f"{split}.jsonl", convert_file(path, stats=stats, warn=warn))
+        records = convert_file(path, stats=stats, warn=warn)
+        if split == "dev" and split_dev:
+            dev, test = split_by_article(records, split_dev, seed)
+            write_jsonl(out_dir / "dev.jsonl", dev)
+            write_jsonl(out_dir / "test.jsonl", test)
+            summary["splits"]["dev"] = {"from": f"{name}, {split_dev:g} of its articles (seed {seed})",
+                                        "questions_out": len(dev)}
+            summary["splits"]["test"] = {"from": f"{name}, the other articles", "questions_out": len(test)}
+            summary["splits"]["dev_file"] = {"from": name, **dict(sorted(stats.items()))}
+            continue
+        write_jsonl(out_dir / f"{split}.jsonl", records)
         summary["splits"][split] = {"from": name, **dict(sorted(stats.items()))}
     atomic_write_json(out_dir / "conversion_summary.json", summary)
     return summary
@@ -89,7 +111,10 @@ def convert(src: Path, out_dir: Path, *, warn=None) -> dict:
 
 def run(args) -> None:
     """Convert both files to ``args.out_dir`` and print the summary."""
-    summary = convert(args.src, args.out_dir, warn=(lambda m: None) if args.quiet else None)
+    if not 0.0 <= args.split_dev < 1.0:
+        raise SystemExit(f"--split-dev: {args.split_dev} is not in [0, 1)")
+    summary = convert(args.src, args.out_dir, warn=(lambda m: None) if args.quiet else None,
+                      split_dev=args.split_dev, seed=args.seed)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
@@ -97,6 +122,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="dir with cmrc2018_trial.json, cmrc2018_dev.json")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/data/cmrc2018"))
+    parser.add_argument("--split-dev", type=float, default=0.0, metavar="F",
+                        help="split cmrc2018_dev.json by article: a fraction F into dev.jsonl, the rest into "
+                             "test.jsonl (default 0: all of it is dev.jsonl)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --split-dev article split")
     parser.add_argument("--quiet", action="store_true", help="print only the summary, not each repair")
     return run_main(run, parser.parse_args(argv))
 

@@ -1,6 +1,7 @@
 """The wheel is the library: it ships the ``bertkit`` package with its datasets and nothing else, and its metadata
-declares every third-party module the package imports, as bounded ranges that hold the exact versions CI tests
-(requirements-test.txt, which includes the runtime lock requirements.txt).
+declares every third-party module the package imports, as bounded ranges that hold the exact versions CI tests on
+each supported stack (Python 3.11: requirements-test.txt, which includes the runtime lock requirements.txt; Python
+3.12/3.13: requirements-py312-test.txt, which includes requirements-py312.txt).
 
 The wheel is built offline from a copy of the working tree (``pip wheel --no-build-isolation --no-index``, with the
 setuptools pinned in requirements-test.txt), so the checks see what ``pip install .`` would install.
@@ -38,7 +39,11 @@ UNDECLARED_ON_PURPOSE = {
 }
 
 # Top-level entries of the working tree that are not sources of the project (environments, caches, outputs).
-_NOT_SOURCES = {".git", ".venv", ".cache", ".pytest_cache", "runs", "build", "dist"}
+_NOT_SOURCES = {".git", ".venv", ".venv312", ".venv-bench", ".cache", ".pytest_cache", "runs", "build", "dist"}
+
+# The exact test lock of each supported stack, by the Python versions it serves.
+TEST_LOCKS = {"3.11": "requirements-test.txt", "3.12": "requirements-py312-test.txt",
+              "3.13": "requirements-py312-test.txt"}
 
 
 # ------------------------------------------------------------------------------------------------ the checker
@@ -96,14 +101,16 @@ def undeclared_imports(sources: Mapping[str, str], requires_dist: Iterable[str],
 
     ``module_distributions`` maps a top-level module to the distributions that install it (as
     ``importlib.metadata.packages_distributions()`` does); a module counts as declared when any of them is a base
-    requirement, names compared after PEP 503 normalisation (case, ``-``/``_``/``.``). A module in ``on_purpose``
-    may stay undeclared only while every import of it is inside a function.
+    requirement, names compared after PEP 503 normalisation (case, ``-``/``_``/``.``). A module in ``on_purpose``,
+    or one declared only for another stack (its marker false here: tensorflow_addons on Python 3.12), may stay
+    undeclared only while every import of it is inside a function.
     """
     declared = base_requirements(requires_dist)
+    other_stacks = {canonicalize_name(Requirement(line).name) for line in requires_dist} - declared
     problems = {}
     for module, files in sorted(third_party_imports(sources).items()):
         where = ", ".join(sorted(files))
-        if module in on_purpose:
+        if module in on_purpose or canonicalize_name(module) in other_stacks:  # e.g. tensorflow_addons on 3.12
             eager = sorted(f for f, at_module_level in files.items() if at_module_level)
             if eager:
                 problems[module] = (f"may stay undeclared only if imported lazily, but {', '.join(eager)} "
@@ -259,19 +266,33 @@ def test_requires_dist_covers_every_third_party_import_of_the_wheel(wheel):
     assert problems == {}, "\n".join(f"{module}: {why}" for module, why in problems.items())
 
 
-def test_declared_ranges_hold_the_tested_versions_and_this_python(wheel, pytestconfig):
-    """Every Requires-Dist (extras too) is a bounded range holding the exact version CI installs and tests
-    (requirements-test.txt, which includes the runtime lock requirements.txt); Requires-Python holds this Python."""
+def test_declared_ranges_hold_the_tested_versions_of_each_stack_and_this_python(wheel, pytestconfig):
+    """Every Requires-Dist (extras too) is a bounded range; on each supported Python (3.11, 3.12, 3.13) every
+    requirement whose marker holds there is pinned in that stack's test lock (``TEST_LOCKS``) at a version the range
+    holds; Requires-Python holds each supported Python and this one, and excludes the next."""
+    from packaging.markers import default_environment
+
     metadata = _metadata(wheel)
     python = platform.python_version()
+    requires_python = SpecifierSet(metadata["Requires-Python"] or "")
     assert metadata["Requires-Python"], "no Requires-Python in the wheel"
-    assert SpecifierSet(metadata["Requires-Python"]).contains(python), f"Requires-Python excludes {python}"
-    lock = read_lock(pytestconfig.rootpath / "requirements-test.txt")
+    assert requires_python.contains(python), f"Requires-Python excludes {python}"
+    assert not requires_python.contains("3.14.0"), "Requires-Python admits an untested Python 3.14"
     requires = [Requirement(line) for line in metadata.get_all("Requires-Dist") or []]
     assert requires, "no Requires-Dist in the wheel"
     for requirement in requires:
-        name = canonicalize_name(requirement.name)
-        assert name in lock, f"{requirement} is declared but pinned in neither requirements file"
-        assert requirement.specifier.contains(lock[name]), f"{requirement} excludes the tested {name}=={lock[name]}"
         operators = {spec.operator for spec in requirement.specifier}
         assert {">=", "<"} <= operators, f"{requirement} is not a bounded range (>=lower,<upper)"
+    for version, lock_name in TEST_LOCKS.items():
+        assert requires_python.contains(f"{version}.0"), f"Requires-Python excludes the supported Python {version}"
+        lock = read_lock(pytestconfig.rootpath / lock_name)
+        environment = {**default_environment(), "python_version": version, "python_full_version": f"{version}.0"}
+        applying = [r for r in requires if r.marker is None or r.marker.evaluate({**environment, "extra": ""})]
+        names = [canonicalize_name(r.name) for r in applying]
+        assert len(names) == len(set(names)), f"Python {version}: a package is declared twice: {sorted(names)}"
+        for requirement, name in zip(applying, names):
+            assert name in lock, f"Python {version}: {requirement} is declared but not pinned in {lock_name}"
+            assert requirement.specifier.contains(lock[name]), \
+                f"Python {version}: {requirement} excludes the tested {name}=={lock[name]} ({lock_name})"
+        # tensorflow-addons is the default stack's CRF and cannot be installed on the second one
+        assert ("tensorflow-addons" in names) == (version == "3.11") == ("tensorflow-addons" in lock), version
