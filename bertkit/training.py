@@ -298,7 +298,32 @@ def _make_callbacks_module():
             self._backup(epoch=epoch, batch=self.steps_per_epoch - 1)
             self._batches_count = 0
 
-    return EvaluateEachEpoch, Backup
+    class ProgressLines(tf.keras.callbacks.Callback):
+        """Without a terminal (a log file: no progress bar) one line on stderr at most every ``every_seconds``:
+        epoch, step of the epoch, training loss so far, steps/s and the time left in the epoch."""
+
+        def __init__(self, steps_per_epoch: int, every_seconds: float = 60.0):
+            super().__init__()
+            self.steps_per_epoch, self.every_seconds = int(steps_per_epoch), float(every_seconds)
+            self.epoch, self.started, self.last = 0, 0.0, 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.started = epoch, time.perf_counter()
+            self.last = self.started
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            if now - self.last < self.every_seconds:
+                return
+            self.last = now
+            done = batch + 1
+            rate = done / max(now - self.started, 1e-9)
+            loss = (logs or {}).get("loss")
+            loss_text = f", loss {float(loss):.4f}" if loss is not None else ""
+            say(f"  epoch {self.epoch + 1}: step {done}/{self.steps_per_epoch}{loss_text}, {rate:.2f} steps/s, "
+                f"~{(self.steps_per_epoch - done) / rate / 60:.1f} min left in the epoch")
+
+    return EvaluateEachEpoch, Backup, ProgressLines
 
 
 def _current_lr(optimizer) -> float:
@@ -650,7 +675,7 @@ class Trainer:
             raise ConfigError("fit: steps_per_epoch is needed with a plain dataset (or pass a TrainingData)")
         else:
             train_dataset = train_data
-        EvaluateEachEpoch, Backup = _make_callbacks_module()
+        EvaluateEachEpoch, Backup, ProgressLines = _make_callbacks_module()
         args, out = self.args, self.output_dir
         if steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
@@ -691,6 +716,8 @@ class Trainer:
         tensorboard = tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False, profile_batch=0)
         # Order matters: evaluation adds dev_* to the logs before TensorBoard sees them and before the backup.
         all_callbacks = [evaluator, tensorboard, *callbacks, backup]
+        if self.verbose != 1:  # no progress bar (a log file): progress lines instead
+            all_callbacks.insert(0, ProgressLines(steps_per_epoch))
         epochs = int(args.epochs)
         say(f"training {epochs} epoch(s) x {steps_per_epoch} steps, batch {batch_size}, "
              f"{self.strategy.num_replicas_in_sync} replica(s), {self.policy}; dev {headline} after each epoch "

@@ -545,3 +545,20 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, kill):
     np.testing.assert_allclose(b["dev"], a["dev"], rtol=1e-6)
     for key in a.files:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-7)
+
+
+def test_progress_lines_report_step_loss_and_time_left_without_a_terminal(capsys):
+    """In a log file (no progress bar) the Trainer adds ProgressLines: one stderr line per interval, naming the epoch,
+    the step of the epoch, the loss and the time left."""
+    from bertkit.training import _make_callbacks_module
+
+    _, _, ProgressLines = _make_callbacks_module()
+    quiet = ProgressLines(steps_per_epoch=10, every_seconds=3600.0)
+    quiet.on_epoch_begin(0)
+    quiet.on_train_batch_end(0, {"loss": 1.0})
+    assert capsys.readouterr().err == ""  # within the interval: nothing
+    chatty = ProgressLines(steps_per_epoch=10, every_seconds=0.0)
+    chatty.on_epoch_begin(1)
+    chatty.on_train_batch_end(3, {"loss": 0.25})
+    err = capsys.readouterr().err
+    assert "epoch 2: step 4/10, loss 0.2500" in err and "min left in the epoch" in err
