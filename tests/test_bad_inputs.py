@@ -672,9 +672,15 @@ def run_entry(case: Case, ctx: Ctx, argv: list[str], stdin: bytes, monkeypatch, 
     return code, captured.out, captured.err, escaped
 
 
+# TensorFlow >= 2.16's start-up lines, written by its C++ libraries to stderr before absl logging is initialised, at
+# every start (not about the input; TF_CPP_MIN_LOG_LEVEL does not reach them): not counted as the error's lines.
+TF_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+                    "cudart_stub.cc")
+
+
 def judge(code, out: str, err: str, escaped: str, words: list[str]) -> tuple[str, str]:
     """(verdict, details): ``clear`` when the case ended as one ``error:`` line naming ``words``, exit status 2."""
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not any(n in line for n in TF_STARTUP_NOISE)]
     if escaped or "Traceback" in err or "Traceback" in out:
         return "traceback", escaped or err
     if code == 0:
