@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tests on both supported stacks (from the repository root). CI runs only the first stack's suite for now (the
-# README's test command): both together took about 30 minutes on 2 cores, beyond CI's budget.
+# README's test command): both together took over 40 minutes on 2 cores, beyond CI's budget.
 #   - Python 3.11, TensorFlow 2.15 + tensorflow-addons (requirements-test.txt): the whole suite, slow real-encoder
 #     tests included, in .venv;
 #   - Python 3.12, TensorFlow 2.21 + tf-keras, pure-TensorFlow CRF (requirements-py312-test.txt): the fast suite
