@@ -48,13 +48,13 @@ _UNICODE_LIMIT = sys.maxunicode + 1
 @functools.lru_cache(maxsize=2)
 def char_tables(lowercase: bool):
     """Numpy tables for the in-graph basic tokenizer, derived from :mod:`bertkit.tokenization`'s own per-character
-    rules so the two cannot drift apart (computed once per case mode, ~2 s).
+    rules so the two cannot drift apart (computed once per case mode, about 1 s).
 
     Returns ``(run_starts, run_classes, changed_cps, changed_strings)``: the class (``DROP``, ``SPACE``, ``WORD``,
     ``ISOLATED``) of code point ``cp`` is ``run_classes[searchsorted(run_starts, cp, 'right') - 1]``; the code
     points listed in ``changed_cps`` (sorted) normalize to the matching UTF-8 string, every other one to itself.
     """
-    from bertkit.tokenization import _ALONE, _BREAK, _WORD, _plan_char
+    from bertkit.tokenization import _ALONE, _BREAK, _WORD, _is_plain_unassigned, _plan_char
 
     classes = np.empty(_UNICODE_LIMIT, dtype=np.int8)
     changed_cps, changed_strings = [], []
@@ -63,6 +63,9 @@ def char_tables(lowercase: bool):
             classes[cp] = DROP
             continue
         ch = chr(cp)
+        if _is_plain_unassigned(ch):  # the plan _plan_char gives it: the character itself, a word character
+            classes[cp] = WORD
+            continue
         plan = _plan_char(ch, lowercase)
         if isinstance(plan, str):
             norm, cls = plan, (WORD if plan else DROP)

@@ -116,7 +116,16 @@ def _normalize_char(ch: str, lowercase: bool) -> str:
     return stripped.lower()
 
 
+def _is_plain_unassigned(ch: str) -> bool:
+    """An unassigned (Cn) or private-use (Co) code point outside the CJK blocks: no case, no decomposition, no
+    class of its own, so its plan is the character itself (a word character). Nearly 90 % of all code points are
+    such; :func:`bertkit.export.char_tables` skips them with this test, :func:`_plan_char` starts with it."""
+    return unicodedata.category(ch) in ("Cn", "Co") and not is_cjk(ch)
+
+
 def _plan_char(ch: str, lowercase: bool):
+    if _is_plain_unassigned(ch):
+        return ch
     cp = ord(ch)
     if cp == 0 or cp == 0xFFFD or is_control(ch):
         return ""
