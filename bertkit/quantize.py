@@ -1,0 +1,491 @@
+"""int8 serving: a run's encoder as a dynamic-range int8 TensorFlow Lite model, for CPU serving from Python.
+
+    python -m bertkit.quantize RUN_DIR [--out RUN_DIR/export_int8/model.tflite] [--overwrite]
+
+then ``load_int8_run(RUN_DIR).predict(["some text"])`` gives the recipe's usual decoded outputs (character offsets
+into the inputs), computed with the int8 encoder.
+
+What is quantized: the ENCODER (``bertkit.encoder.load_encoder``'s model, named ``encoder`` in every recipe's model:
+all the matrix products that matter), converted by ``tf.lite.TFLiteConverter`` with
+``optimizations=[tf.lite.Optimize.DEFAULT]`` and no representative dataset, i.e. dynamic-range quantization: the
+weights of every fully connected layer (and the embedding tables) are stored as int8 (per output channel), the
+activations stay float32 and are quantized on the fly inside each matrix product. The recipe's head (a few Dense
+layers, the CRF) stays float32 in Keras: its weights are saved beside the ``.tflite`` and the recipe's own
+``build_model(bert_dir, head, encoder=...)`` rebuilds the model around an :func:`int8_encoder` layer, so every
+recipe's ``predict`` (``model.predict_on_batch``, the tagger's ``decode_batch``, the relation cascade's two stages)
+runs unchanged. The export is three files: ``model.tflite`` (the int8 encoder), ``model.head.npz`` (the head's float32
+weights by layer name) and ``model.json`` (inputs, outputs, the ops it needs, checksums of the other two).
+
+Interface: the ``.tflite`` takes token ids (``token_ids``, ``segment_ids``: int32, shape ``(batch, seq)``, any batch
+and length up to the encoder's ``max_position_embeddings``, padded with 0) and returns ``hidden`` (float32,
+``(batch, seq, hidden)``). It does not take raw strings: the in-graph tokenizer of the SavedModel export
+(``bertkit.export.InGraphTokenizer``) is built on tensorflow-text ops, which are not TensorFlow Lite builtins.
+Tokenization stays in Python (``bertkit.tokenization.Tokenizer``, the same ids and offsets), which is what
+:func:`load_int8_run`'s ``Predictor`` does.
+
+Ops: builtin TensorFlow Lite ops, plus SELECT_TF_OPS (the TensorFlow "flex" kernels, which the ``tensorflow`` pip
+package's interpreter links) only where the converter has no builtin: in bertkit's encoder that is one
+``StridedSlice`` per transformer block, the attention mask's ``mask[:, None, None, :]`` on a bool tensor of
+dynamic shape (``bertkit.layers.DtypeSafeMultiHeadAttention``). ``model.json`` lists them (``select_tf_ops``).
+
+XNNPack: TensorFlow 2.15's Python interpreter applies the XNNPack delegate by default, but it takes no node of this
+model: XNNPack only takes graphs whose tensor shapes are all known at allocation, and this one has dynamic-sized
+tensors (the position-embedding slice and the attention reshapes depend on the sequence length); and even at fixed
+shapes the XNNPack of TF 2.15 does not take dynamic-range (hybrid) fully connected layers, only float32 ones. The
+int8 products therefore run on TensorFlow Lite's builtin hybrid kernels (:meth:`TFLiteModel.delegate_nodes` counts
+what each delegate took). ``benchmarks/bench_int8.py`` measures what that gives against the float32 Keras model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import io
+import os
+import re
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from bertkit.errors import BertkitError, CheckpointError, ConfigError
+from bertkit.recipe import Predictor
+
+__all__ = ["DEFAULT_EXPORT", "ENCODER_INPUTS", "Int8Predictor", "TFLiteModel", "export_int8", "export_int8_run",
+           "int8_encoder", "load_int8_run", "main", "metadata_path", "read_metadata"]
+
+FORMAT = "bertkit-int8/1"
+DEFAULT_EXPORT = Path("export_int8") / "model.tflite"  # relative to the run directory
+ENCODER_INPUTS = ("token_ids", "segment_ids")
+ENCODER_OUTPUT = "hidden"
+ENCODER_LAYER = "encoder"  # the name load_encoder gives the encoder, the layer every recipe model holds it as
+QUANTIZATION = ("dynamic-range int8 (tf.lite.Optimize.DEFAULT, no representative dataset): int8 weights, "
+                "float32 activations quantized on the fly inside each matrix product")
+
+
+# ------------------------------------------------------------------------------------------------------- file names
+def metadata_path(tflite_path) -> Path:
+    """``model.tflite`` -> ``model.json``: the description written beside every export."""
+    return Path(tflite_path).with_suffix(".json")
+
+
+def head_weights_path(tflite_path) -> Path:
+    """``model.tflite`` -> ``model.head.npz``: the float32 head weights of a run export."""
+    return Path(tflite_path).with_suffix(".head.npz")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# -------------------------------------------------------------------------------------------------------- converting
+def _input_specs(keras_model):
+    """One ``TensorSpec`` per input of a Keras model (its own dtype and shape), named like the input, in the order of
+    ``tf.nest.flatten(model.input)`` (sorted keys for a dict of inputs)."""
+    import tensorflow as tf
+
+    try:
+        inputs = tf.nest.flatten(keras_model.input)
+    except (AttributeError, ValueError):
+        raise ConfigError(f"export_int8: model {keras_model.name!r} has no known inputs (a subclassed model that "
+                          f"was never called?); pass input_signature=") from None
+    return [tf.TensorSpec(t.shape, t.dtype, name=re.sub(r"\W", "_", t.name.split(":")[0]))
+            for t in inputs]
+
+
+def _named_outputs(outputs) -> tuple[str, dict]:
+    """``(structure, {name: tensor})`` of a model's outputs: ``tensor`` (one output, named ``output_0``), ``list``
+    (``output_0``, ``output_1``, ...) or ``dict`` (its own keys, in its order)."""
+    if isinstance(outputs, dict):
+        return "dict", dict(outputs)
+    if isinstance(outputs, (list, tuple)):
+        return "list", {f"output_{i}": tensor for i, tensor in enumerate(outputs)}
+    return "tensor", {"output_0": outputs}
+
+
+def _converted_ops(blob: bytes) -> tuple[Counter, int]:
+    """The op counts of a converted model and how many int8 tensors (the quantized weights) it holds."""
+    import tensorflow as tf
+
+    no_delegates = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # just listing, not running
+    interpreter = tf.lite.Interpreter(model_content=blob, experimental_op_resolver_type=no_delegates)
+    ops = Counter(op["op_name"] for op in interpreter._get_ops_details())  # noqa: SLF001 (no public op listing)
+    return ops, sum(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())
+
+
+def export_int8(path, keras_model, *, input_signature=None, output_names=None, extra: dict | None = None) -> Path:
+    """Convert ``keras_model`` to a dynamic-range int8 TensorFlow Lite model at ``path`` (``.tflite``), with
+    ``model.json`` beside it naming its inputs and outputs; both written atomically. Returns ``path``.
+
+    ``input_signature``: the ``tf.TensorSpec`` of each input, in the order the model takes them (default: the
+    model's own inputs, each with its dtype and shape, ``None`` dimensions staying variable); the spec names become
+    the input names. The outputs are the model's: one tensor (``output_0``), a list (``output_0``, ...) or a dict
+    (its keys); ``output_names`` renames them (list order). :class:`TFLiteModel` reads the file back with a
+    ``predict_on_batch`` that takes and returns the same structures as the Keras model's. ``extra``: more keys for
+    ``model.json``. Ops: builtins, plus SELECT_TF_OPS where an op has no builtin (recorded in ``select_tf_ops``).
+    """
+    import tensorflow as tf
+
+    from bertkit.fileio import atomic_write_bytes, atomic_write_json
+
+    specs = list(input_signature) if input_signature is not None else _input_specs(keras_model)
+    reference = keras_model.input if input_signature is None else None
+    traced = {}
+
+    def serve(*args):
+        inputs = tf.nest.pack_sequence_as(reference, list(args)) if reference is not None else list(args)
+        structure, named = _named_outputs(keras_model(inputs, training=False))
+        if output_names is not None:
+            named = dict(zip(output_names, named.values()))
+        traced["structure"], traced["names"] = structure, list(named)
+        return named
+
+    concrete = tf.function(serve, input_signature=specs).get_concrete_function()
+    # The converter saves its trackable as a SavedModel first: a plain module holding the weights saves in a second
+    # or two, the Keras model itself (every layer's call traced again) takes several times longer, same result.
+    weights = tf.Module(name="weights")
+    weights.variables_ = list(keras_model.variables)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], weights)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    blob = converter.convert()
+    ops, int8 = _converted_ops(blob)
+    if not int8:
+        raise ConfigError(f"export_int8: the converter quantized no weight of {keras_model.name!r} (no int8 "
+                          f"tensor in the converted model)")
+    path = Path(path)
+    atomic_write_bytes(path, blob)
+
+    def described(name, spec):
+        return {"name": name, "dtype": spec.dtype.name, "shape": [-1 if d is None else d for d in spec.shape]}
+
+    metadata = {
+        "format": FORMAT,
+        "tflite": path.name,
+        "sha256": _sha256(blob),
+        "bytes": len(blob),
+        "quantization": QUANTIZATION,
+        "inputs": [described(spec.name, spec) for spec in specs],
+        # a dict of inputs is flattened in sorted key order, the order of ``inputs``
+        "input_keys": sorted(keras_model.input) if isinstance(reference, dict) else None,
+        "outputs": [described(name, concrete.structured_outputs[name]) for name in traced["names"]],
+        "output_structure": traced["structure"],
+        "select_tf_ops": sorted(op[len("Flex"):] for op in ops if op.startswith("Flex")),
+        "int8_tensors": int8,
+        "ops": dict(sorted(ops.items())),
+        "tensorflow": tf.__version__,
+        **(extra or {}),
+    }
+    atomic_write_json(metadata_path(path), metadata)
+    return path
+
+
+# -------------------------------------------------------------------------------------------------------- running
+def read_metadata(tflite_path) -> dict:
+    """``model.json`` of an export, checked against the ``.tflite`` beside it (format and checksum)."""
+    from bertkit.fileio import read_json
+
+    tflite_path = Path(tflite_path)
+    if not tflite_path.is_file():
+        raise CheckpointError(tflite_path, "no such int8 model (write one with: python -m bertkit.quantize RUN_DIR)")
+    meta_path = metadata_path(tflite_path)
+    if not meta_path.is_file():
+        raise CheckpointError(meta_path, f"missing: {tflite_path.name} was not written by bertkit.quantize "
+                                         f"(its description of inputs and outputs is not beside it)")
+    try:
+        metadata = read_json(meta_path)
+    except BertkitError as error:  # not UTF-8, malformed JSON: a broken export
+        raise CheckpointError(meta_path, f"unreadable: {error}") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise CheckpointError(meta_path, f"not a {FORMAT} description (format "
+                                         f"{metadata.get('format') if isinstance(metadata, dict) else None!r})")
+    if _sha256(tflite_path.read_bytes()) != metadata["sha256"]:
+        raise CheckpointError(tflite_path, f"does not match {meta_path.name} (checksum differs: an interrupted or "
+                                           f"mixed export); export again with --overwrite")
+    return metadata
+
+
+class TFLiteModel:
+    """A model written by :func:`export_int8`, run by ``tf.lite.Interpreter`` with the Keras model's
+    ``predict_on_batch`` interface.
+
+    ``predict_on_batch(inputs)`` takes what the Keras model took: a list or tuple of arrays in input order, a dict
+    by input name (extra keys are ignored), or one array for a one-input model; any batch size and any length of
+    the variable dimensions (the input tensors are resized and the interpreter re-allocated when the shapes change).
+    It returns the Keras model's structure: one array, a list, or a dict in the model's output order.
+    ``num_threads``: the interpreter's threads (default: the CPUs this process may use). Calls are serialised (one
+    interpreter, one call at a time)."""
+
+    def __init__(self, path, num_threads: int | None = None):
+        import tensorflow as tf
+
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        self.num_threads = int(num_threads or _cpu_count())
+        self.interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=self.num_threads)
+        runner = self.interpreter.get_signature_runner()
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        self.input_names = [spec["name"] for spec in self.metadata["inputs"]]
+        self.output_names = [spec["name"] for spec in self.metadata["outputs"]]
+        self._input_index = [inputs[name]["index"] for name in self.input_names]
+        self._input_dtype = [inputs[name]["dtype"] for name in self.input_names]
+        self._output_index = [outputs[name]["index"] for name in self.output_names]
+        # a dict of inputs is read by the Keras input names (a model's dict keys), else by the signature names
+        self._dict_keys = self.metadata.get("input_keys") or self.input_names
+        self._shapes = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TFLiteModel({str(self.path)!r}, num_threads={self.num_threads})"
+
+    def _arrays(self, inputs) -> list[np.ndarray]:
+        if isinstance(inputs, dict):
+            missing = [k for k in self._dict_keys if k not in inputs]
+            if missing:
+                raise ConfigError(f"{self.path}: inputs lack {', '.join(missing)} (the model takes "
+                                  f"{', '.join(self._dict_keys)})")
+            values = [inputs[k] for k in self._dict_keys]
+        elif isinstance(inputs, (list, tuple)):
+            values = list(inputs)
+        else:
+            values = [inputs]
+        if len(values) != len(self.input_names):
+            raise ConfigError(f"{self.path}: {len(values)} inputs given, the model takes {len(self.input_names)} "
+                              f"({', '.join(self.input_names)})")
+        return [np.ascontiguousarray(np.asarray(v), dtype=dtype) for v, dtype in zip(values, self._input_dtype)]
+
+    def predict_on_batch(self, inputs):
+        arrays = self._arrays(inputs)
+        shapes = [a.shape for a in arrays]
+        with self._lock:
+            if shapes != self._shapes:
+                for index, shape in zip(self._input_index, shapes):
+                    self.interpreter.resize_tensor_input(index, shape, strict=False)
+                self.interpreter.allocate_tensors()
+                self._shapes = shapes
+            for index, array in zip(self._input_index, arrays):
+                self.interpreter.set_tensor(index, array)
+            self.interpreter.invoke()
+            outputs = [self.interpreter.get_tensor(index) for index in self._output_index]  # copies
+        structure = self.metadata["output_structure"]
+        if structure == "tensor":
+            return outputs[0]
+        if structure == "dict":
+            return dict(zip(self.output_names, outputs))
+        return outputs
+
+    __call__ = predict_on_batch
+
+    def delegate_nodes(self) -> dict[str, int]:
+        """Nodes of the plan that delegates took: ``{"xnnpack": n, "flex": m}``. ``flex`` (the SELECT_TF_OPS
+        kernels) is applied whenever the model has TF ops; ``xnnpack`` is what the interpreter's default delegate
+        took, found as the extra delegate nodes of this interpreter over one without default delegates. Read from
+        ``tf.lite.Interpreter._get_ops_details`` (TensorFlow Lite has no public listing of the plan)."""
+        import tensorflow as tf
+
+        def delegates(interpreter) -> int:
+            interpreter.allocate_tensors()
+            return Counter(op["op_name"] for op in interpreter._get_ops_details())["DELEGATE"]  # noqa: SLF001
+
+        without_defaults = tf.lite.Interpreter(
+            model_path=str(self.path), num_threads=self.num_threads,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        flex = delegates(without_defaults)
+        with self._lock:
+            if self._shapes is None:
+                self.interpreter.allocate_tensors()
+            total = Counter(op["op_name"] for op in self.interpreter._get_ops_details())["DELEGATE"]  # noqa: SLF001
+        return {"xnnpack": total - flex, "flex": flex}
+
+
+# ----------------------------------------------------------------------------------------------- the int8 encoder
+@functools.lru_cache(maxsize=1)
+def _int8_encoder_class():
+    import tensorflow as tf
+
+    class Int8Encoder(tf.keras.layers.Layer):
+        """``[token_ids, segment_ids]`` -> hidden states ``(batch, seq, hidden)`` from a :class:`TFLiteModel` (a
+        ``tf.numpy_function``, so it runs inside Keras ``predict_on_batch`` and ``tf.function`` s too); the output
+        mask is ``token_ids != 0``, as the Keras encoder's. No weights, nothing to train, not serialisable."""
+
+        def __init__(self, model: TFLiteModel, hidden_size: int, name: str = ENCODER_LAYER):
+            super().__init__(name=name, trainable=False)
+            self.model, self.hidden_size = model, int(hidden_size)
+
+        def call(self, inputs, training=None):
+            token_ids, segment_ids = (tf.cast(x, tf.int32) for x in inputs)
+            hidden = tf.numpy_function(self._hidden, [token_ids, segment_ids], tf.float32, name="int8_encoder")
+            hidden.set_shape([None, None, self.hidden_size])
+            return hidden
+
+        def _hidden(self, token_ids, segment_ids):
+            return self.model.predict_on_batch({"token_ids": token_ids, "segment_ids": segment_ids})
+
+        def compute_mask(self, inputs, mask=None):
+            return tf.not_equal(tf.cast(inputs[0], tf.int32), 0)
+
+        def get_config(self):
+            raise NotImplementedError("the int8 encoder wraps a TensorFlow Lite interpreter; it is not serialisable")
+
+    return Int8Encoder
+
+
+def int8_encoder(tflite_path, *, num_threads: int | None = None):
+    """A Keras layer named ``encoder`` computing the encoder's hidden states with the int8 model at
+    ``tflite_path`` (written by :func:`export_int8_run`): what a recipe's ``build_model(..., encoder=...)`` takes."""
+    model = TFLiteModel(tflite_path, num_threads=num_threads)
+    if model.input_names != list(ENCODER_INPUTS) or model.output_names != [ENCODER_OUTPUT]:
+        raise CheckpointError(tflite_path, f"not an encoder export (inputs {model.input_names}, outputs "
+                                           f"{model.output_names}; expected {list(ENCODER_INPUTS)} -> "
+                                           f"[{ENCODER_OUTPUT!r}])")
+    return _int8_encoder_class()(model, model.metadata["outputs"][0]["shape"][-1])
+
+
+# --------------------------------------------------------------------------------------------------------- a run
+def _head_layers(model, encoder) -> list:
+    """The layers of a recipe model besides its encoder that hold weights (the head: Dense layers, the CRF)."""
+    return [layer for layer in model.layers if layer is not encoder and layer.weights]
+
+
+def _pack_head_weights(layers) -> tuple[bytes, dict]:
+    arrays = {f"{layer.name}::{i}": w for layer in layers for i, w in enumerate(layer.get_weights())}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue(), {layer.name: len(layer.weights) for layer in layers}
+
+
+def export_int8_run(run_dir, out=None, *, overwrite: bool = False) -> Path:
+    """Write the int8 export of a finished run (``load_run``'s model, with the run's kept weights) to ``out``
+    (default ``RUN_DIR/export_int8/model.tflite``), with ``model.head.npz`` and ``model.json`` beside it. An existing
+    ``out`` is a ``ConfigError`` unless ``overwrite``; a directory that is not a run, a ``CheckpointError``."""
+    import tensorflow as tf
+
+    from bertkit.fileio import atomic_write_bytes
+    from bertkit.recipe import load_run
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / DEFAULT_EXPORT
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a directory; --out names the .tflite file to write")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: exists already; pass --overwrite to replace it")
+    predictor = load_run(run_dir)
+    model = predictor.model
+    try:
+        encoder = model.get_layer(ENCODER_LAYER)
+    except ValueError:
+        raise CheckpointError(run_dir, f"the {predictor.recipe.name} model has no layer named {ENCODER_LAYER!r} "
+                                       f"(bertkit.encoder.load_encoder's model): nothing to quantize") from None
+    head_bytes, head_layers = _pack_head_weights(_head_layers(model, encoder))
+    head_path = head_weights_path(out)
+    atomic_write_bytes(head_path, head_bytes)
+    specs = [tf.TensorSpec([None, None], tf.int32, name=name) for name in ENCODER_INPUTS]
+    extra = {"run": {"task": predictor.recipe.name, "run_dir": str(run_dir.resolve())},
+             "head_weights": {"file": head_path.name, "sha256": _sha256(head_bytes), "layers": head_layers}}
+    return export_int8(out, encoder, input_signature=specs, output_names=[ENCODER_OUTPUT], extra=extra)
+
+
+def _run_parts(run_dir):
+    """``(recipe, config, args, tokenizer)`` of a run directory, read as ``bertkit.recipe.load_run`` reads them."""
+    from bertkit.recipe import load_recipe
+    from bertkit.tokenization import Tokenizer
+    from bertkit.training import read_run_config
+
+    config = read_run_config(run_dir)
+    for key in ("recipe", "head", "tokenizer", "args"):
+        if key not in config:
+            raise CheckpointError(run_dir, f"run_config.json has no {key!r}: written by an older bertkit; train "
+                                           f"the run again")
+    recipe = load_recipe(config["recipe"]["folder"])
+    tokenizer = Tokenizer.from_bert_dir(config["args"]["bert_dir"], per_char=config["tokenizer"]["per_char"],
+                                        lowercase=config["tokenizer"]["lowercase"])
+    return recipe, config, argparse.Namespace(**config["args"]), tokenizer
+
+
+def _load_head_weights(model, encoder, tflite_path, metadata: dict) -> None:
+    """Set the head layers' weights from the export's ``model.head.npz``; any difference in layers is an error."""
+    info = metadata.get("head_weights")
+    if not info:
+        raise CheckpointError(metadata_path(tflite_path), "no head_weights: an encoder-only export, not a run's "
+                                                          "(write one with: python -m bertkit.quantize RUN_DIR)")
+    path = Path(tflite_path).parent / info["file"]
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(path, f"cannot read the head weights ({error.strerror or error})") from None
+    if _sha256(data) != info["sha256"]:
+        raise CheckpointError(path, f"does not match {metadata_path(tflite_path).name} (checksum differs); export "
+                                    f"again with --overwrite")
+    weights = np.load(io.BytesIO(data), allow_pickle=False)
+    layers = _head_layers(model, encoder)
+    have = {layer.name: len(layer.weights) for layer in layers}
+    if have != info["layers"]:
+        raise CheckpointError(path, f"head layers {info['layers']} do not fit the recipe's model {have} (the recipe "
+                                    f"changed since the export?)")
+    for layer in layers:
+        layer.set_weights([weights[f"{layer.name}::{i}"] for i in range(len(layer.weights))])
+
+
+class Int8Predictor(Predictor):
+    """A run's ``Predictor`` whose model holds the int8 encoder (:func:`load_int8_run`)."""
+
+    def export(self, path):
+        raise ConfigError(f"{self.run_dir}: an int8 predictor cannot write a SavedModel (its encoder is a TensorFlow "
+                          f"Lite model); export the float32 run: load_run(run_dir).export(path)")
+
+
+def load_int8_run(run_dir, tflite=None, *, num_threads: int | None = None, batch_size: int = 64):
+    """A ``bertkit.recipe.Predictor`` for a run whose encoder is the int8 export at ``tflite`` (default
+    ``RUN_DIR/export_int8/model.tflite``): ``predict(records)`` gives the recipe's decoded outputs as
+    ``load_run(run_dir).predict`` does, tokenized in Python by the run's tokenizer. Its ``export`` (a raw-string
+    SavedModel) is not available: export the float32 run (``load_run``) for that."""
+    run_dir = Path(run_dir)
+    recipe, config, args, tokenizer = _run_parts(run_dir)
+    tflite = Path(tflite) if tflite is not None else run_dir / DEFAULT_EXPORT
+    encoder = int8_encoder(tflite, num_threads=num_threads)
+    metadata = encoder.model.metadata
+    task = metadata.get("run", {}).get("task")
+    if task != recipe.name:
+        raise CheckpointError(tflite, f"an export of a {task!r} run, not of this {recipe.name!r} run")
+    model = recipe.build_model(args.bert_dir, config["head"], encoder=encoder)
+    _load_head_weights(model, encoder, tflite, metadata)
+    return Int8Predictor(recipe, model, tokenizer, config["head"], args, run_dir, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+def main(argv=None) -> int:
+    """``python -m bertkit.quantize RUN_DIR [--out FILE] [--overwrite]``: one ``error:`` line and status 2 for a
+    user fault (not a run, an existing file)."""
+    from bertkit.cli import run_main, say
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bertkit.quantize",
+        description="Write a dynamic-range int8 TensorFlow Lite copy of a finished run's encoder (token-id "
+                    "interface) with its float32 head weights, for CPU serving with bertkit.quantize.load_int8_run.")
+    parser.add_argument("run_dir", type=Path, help="a finished run directory (run_config.json, best/)")
+    parser.add_argument("--out", type=Path, help=f"the .tflite file to write (default: RUN_DIR/{DEFAULT_EXPORT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+
+    def body(args):
+        path = export_int8_run(args.run_dir, args.out, overwrite=args.overwrite)
+        metadata = read_metadata(path)
+        flex = ", ".join(metadata["select_tf_ops"]) or "none"
+        say(f"wrote {path} ({metadata['bytes'] / 2**20:.1f} MiB, {metadata['int8_tensors']} int8 weight tensors; "
+            f"TF select ops: {flex}), {head_weights_path(path).name} and {metadata_path(path).name}")
+        print(path)
+
+    return run_main(lambda: body(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""bertkit.quantize: the int8 TensorFlow Lite export of a run's encoder, on a tiny random run of each recipe.
+
+How close int8 should be (the tolerance used below): dynamic-range quantization rounds every weight to one of 255
+steps of its output channel's range and every activation row, inside each matrix product, to one of 256 steps of
+that row's range, i.e. relative errors of a few tenths of a percent per product. Through the tiny encoder's two
+blocks (six products each; the layer norms rescale) the hidden states stay within about 1 % of their largest
+magnitude (measured on such runs: 0.4-0.5 %). The tests allow 5 %, ten times that: a weight tensor left out or
+mis-scaled, a head layer left at its initial values, or ids and segments swapped, are off by far more (or fail),
+and the error must also be non-zero (else the float32 model, not the int8 one, was compared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertkit import datasets, quantize
+from bertkit.batching import predict_in_length_order
+from bertkit.errors import CheckpointError, ConfigError
+from bertkit.quantize import DEFAULT_EXPORT, TFLiteModel, export_int8, load_int8_run, read_metadata
+from bertkit.recipe import load_run, train_main
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RELATIVE_TOLERANCE = 0.05  # of the float32 output's largest magnitude; see the module docstring
+
+# recipe -> (shipped dataset whose first training lines make the tiny run's train, dev and test files, flags)
+TINY = {
+    "sentiment": ("sst2", 16, []),
+    "sequence_labeling": ("conll2003", 16, ["--max-len", "32"]),
+    "span_extract": ("subjqa", 4, ["--max-len", "64", "--doc-stride", "16"]),
+    # low thresholds so the barely trained model emits triples whose offsets can be checked
+    "relation_extract": ("conll04", 8, ["--max-len", "32", "--subject-threshold", "0.1", "--object-threshold", "0.1"]),
+}
+
+
+class Exported:
+    def __init__(self, name: str, run_dir: Path, data: Path):
+        self.name, self.run_dir, self.data = name, run_dir, data
+        self.tflite = run_dir / DEFAULT_EXPORT
+
+
+def first_lines(path: Path, n: int) -> str:
+    with open(path, encoding="utf-8") as f:
+        return "".join(line for _, line in zip(range(n), f))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.fixture(scope="module")
+def export_of(tmp_path_factory, tiny_bert_dir):
+    """``export_of(recipe)``: a one-epoch run of the recipe on a tiny random BERT, exported to int8 by the command
+    line; made once per module and recipe."""
+    made = {}
+
+    def make(name: str) -> Exported:
+        if name not in made:
+            dataset, lines, flags = TINY[name]
+            work = tmp_path_factory.mktemp(f"int8_{name}")
+            data = work / "data.jsonl"
+            data.write_text(first_lines(datasets.file(dataset, "train"), lines), encoding="utf-8")
+            run_dir = work / "run"
+            argv = ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(run_dir), "--epochs", "1",
+                    "--batch-size", "4", "--train-file", str(data), "--dev-file", str(data), "--test-file",
+                    str(data), *flags]
+            assert train_main(RECIPES / name, argv) == 0
+            assert quantize.main([str(run_dir)]) == 0
+            made[name] = Exported(name, run_dir, data)
+        return made[name]
+
+    return make
+
+
+@pytest.fixture(params=sorted(TINY))
+def exported(request, export_of) -> Exported:
+    return export_of(request.param)
+
+
+# ------------------------------------------------------------------------------------------------ the export itself
+def test_export_holds_int8_weights_and_describes_its_interface(exported):
+    metadata = read_metadata(exported.tflite)
+    assert [(i["name"], i["dtype"], i["shape"]) for i in metadata["inputs"]] == [
+        ("token_ids", "int32", [-1, -1]), ("segment_ids", "int32", [-1, -1])]
+    assert [(o["name"], o["shape"]) for o in metadata["outputs"]] == [("hidden", [-1, -1, 32])]
+    # 2 blocks x 6 matrix products (Q, K, V, output, two feed-forward) at least, all int8
+    assert metadata["int8_tensors"] >= 12
+    assert set(metadata["select_tf_ops"]) <= {"StridedSlice"}  # the attention mask's slice, nothing else
+    assert metadata["run"]["task"] == exported.name
+    assert (exported.tflite.parent / metadata["head_weights"]["file"]).is_file()
+
+
+def padded_batch(lengths: list[int], rng) -> list[np.ndarray]:
+    """``[token_ids, segment_ids]`` of random rows of these lengths, padded with 0; text b from position 4 on."""
+    token_ids = np.zeros((len(lengths), max(lengths)), np.int32)
+    for row, n in enumerate(lengths):
+        token_ids[row, :n] = rng.integers(6, 200, n)
+    segment_ids = ((np.arange(max(lengths)) >= 4) & (token_ids != 0)).astype(np.int32)
+    return [token_ids, segment_ids]
+
+
+def test_int8_encoder_is_close_to_keras_on_variable_lengths(exported):
+    encoder = load_run(exported.run_dir).model.get_layer("encoder")
+    int8 = TFLiteModel(exported.tflite)
+    rng = np.random.default_rng(0)
+    short, long = padded_batch([9, 6, 2], rng), padded_batch([17, 11], rng)
+    outputs = []
+    for token_ids, segment_ids in (short, long, short):  # the interpreter is resized, then resized back
+        want = encoder.predict_on_batch([token_ids, segment_ids])
+        got = int8.predict_on_batch({"token_ids": token_ids, "segment_ids": segment_ids})
+        assert got.shape == want.shape == token_ids.shape + (32,)
+        real = token_ids != 0
+        assert 0 < relative_error(got[real], want[real]) <= RELATIVE_TOLERANCE
+        np.testing.assert_array_equal(int8.predict_on_batch([token_ids, segment_ids]), got)  # a list: the same
+        outputs.append(got)
+    np.testing.assert_array_equal(outputs[2], outputs[0])  # back to the first shapes: the same numbers
+
+
+# ------------------------------------------------------------------------------------- predictions through the recipe
+def check_sentiment(examples, fp32, int8, _fp32_run, _int8_run):
+    labels = set(_fp32_run.head["labels"])
+    for a, b in zip(fp32, int8):
+        assert b["label"] in labels
+        assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in labels) <= RELATIVE_TOLERANCE
+        if max(a["probabilities"].values()) - min(a["probabilities"].values()) > 0.1:
+            assert b["label"] == a["label"]
+
+
+def check_sequence_labeling(examples, fp32, int8, fp32_run, int8_run):
+    from recipes.sequence_labeling import task
+
+    # the emission scores the CRF decodes, from both models on the same windows
+    rows, _ = task.make_features(fp32_run.tokenizer, [s.tokens for s in examples], fp32_run.head["max_len"])
+
+    def scores(model):
+        return predict_in_length_order(lambda batch: model(batch, training=False).numpy(), rows, 8,
+                                       input_keys=task.MODEL_KEYS)
+
+    for want, got, row in zip(scores(fp32_run.model), scores(int8_run.model), rows):
+        words = len(row["word_index"])
+        assert 0 < relative_error(got[:words], want[:words]) <= RELATIVE_TOLERANCE
+    tags_a = [t for p in fp32 for t in p["tags"]]
+    tags_b = [t for p in int8 for t in p["tags"]]
+    assert len(tags_a) == len(tags_b) and np.mean(np.array(tags_a) == np.array(tags_b)) >= 0.9
+    entities = [(p["text"], e) for p in int8 for e in p["entities"]]
+    assert entities and all(text[e["start"]:e["end"]] == e["text"] for text, e in entities)
+
+
+def check_span_extract(examples, fp32, int8, _fp32_run, _int8_run):
+    assert all(a.get("id") == b.get("id") for a, b in zip(fp32, int8))
+    assert any(b["answer"] for b in int8)
+    for example, a, b in zip(examples, fp32, int8):
+        assert example.context[b["answer_start"]:b["answer_end"]] == b["answer"]
+    same = [(a, b) for a, b in zip(fp32, int8) if a["answer_start"] == b["answer_start"]
+            and a["answer_end"] == b["answer_end"]]
+    assert len(same) >= len(fp32) / 2
+    assert all(abs(a["score"] - b["score"]) <= RELATIVE_TOLERANCE * max(abs(a["score"]), 1.0) for a, b in same)
+
+
+def check_relation_extract(examples, fp32, int8, fp32_run, int8_run):
+    from recipes.relation_extract import task
+
+    # the cascade's first stage (subject start/end probabilities) from both models on one padded batch
+    encoded = fp32_run.tokenizer.encode_batch([e.text for e in examples], max_len=fp32_run.head["max_len"])
+    batch = {key: encoded[key] for key in ("token_ids", "segment_ids")}
+    want = task.inference_stages(fp32_run.model)[0].predict_on_batch(batch)
+    got = task.inference_stages(int8_run.model)[0].predict_on_batch(batch)
+    real = batch["token_ids"] != 0
+    for w, g in zip(want[1:], got[1:]):
+        assert np.abs(g - w)[real].max() <= RELATIVE_TOLERANCE  # probabilities: absolute
+    triples = [(p["text"], t) for p in int8 for t in p["spo_list"]]
+    assert triples
+    for text, t in triples:
+        assert text[t["subject_start"]:t["subject_end"]] == t["subject"]
+        assert text[t["object_start"]:t["object_end"]] == t["object"]
+
+
+CHECKS = {"sentiment": check_sentiment, "sequence_labeling": check_sequence_labeling,
+          "span_extract": check_span_extract, "relation_extract": check_relation_extract}
+
+
+def test_int8_run_predicts_through_the_recipe_with_offsets(exported):
+    fp32_run, int8_run = load_run(exported.run_dir), load_int8_run(exported.run_dir)
+    encoder = int8_run.model.get_layer("encoder")
+    assert isinstance(encoder.model, TFLiteModel)
+    # the Keras layer that stands in for the encoder: same hidden states (within int8 error) and mask
+    import tensorflow as tf
+
+    batch = [tf.constant(x) for x in padded_batch([7, 3], np.random.default_rng(1))]
+    fp32_encoder = fp32_run.model.get_layer("encoder")
+    real = batch[0].numpy() != 0
+    assert 0 < relative_error(encoder(batch).numpy()[real], fp32_encoder(batch).numpy()[real]) <= RELATIVE_TOLERANCE
+    np.testing.assert_array_equal(encoder.compute_mask(batch), fp32_encoder.compute_mask(batch, None))
+    head_layers = [layer for layer in int8_run.model.layers if layer is not encoder and layer.weights]
+    assert head_layers
+    for layer in head_layers:  # the run's trained head, not freshly initialised layers
+        for got, want in zip(layer.get_weights(), fp32_run.model.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+    examples = fp32_run.recipe.read_examples(exported.data, fp32_run.args)
+    fp32 = fp32_run.predict_examples(examples, batch_size=4)
+    int8 = int8_run.predict_examples(examples, batch_size=4)
+    assert len(int8) == len(examples)
+    CHECKS[exported.name](examples, fp32, int8, fp32_run, int8_run)
+    assert fp32_run.recipe.HEADLINE in fp32_run.recipe.score(examples, int8, int8_run.head)
+
+
+# -------------------------------------------------------------------------------------------------- files and errors
+def test_export_refuses_to_overwrite_without_the_flag(exported, capsys):
+    before = {path.name: sha256(path) for path in exported.tflite.parent.iterdir()}
+    assert quantize.main([str(exported.run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error.strip() == f"error: {exported.tflite}: exists already; pass --overwrite to replace it"
+    assert {path.name: sha256(path) for path in exported.tflite.parent.iterdir()} == before
+
+
+def test_overwrite_and_out_write_a_working_export(export_of, tmp_path):
+    exported = export_of("sentiment")
+    out = tmp_path / "elsewhere" / "int8.tflite"
+    assert quantize.main([str(exported.run_dir), "--out", str(out)]) == 0
+    assert quantize.main([str(exported.run_dir), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["int8.head.npz", "int8.json", "int8.tflite"]
+    predictor = load_int8_run(exported.run_dir, out)
+    assert predictor.predict(["a fine film"])[0]["label"] in predictor.head["labels"]
+
+
+def test_a_directory_that_is_not_a_run_is_one_clear_error(tmp_path, capsys):
+    assert quantize.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path}: no run_config.json: not a trained run directory"
+    with pytest.raises(CheckpointError, match="not a trained run directory"):
+        load_int8_run(tmp_path)
+
+
+def test_missing_or_mixed_exports_are_clear_errors(export_of, tmp_path):
+    exported = export_of("sentiment")
+    with pytest.raises(CheckpointError, match=r"missing.tflite: no such int8 model \(write one with"):
+        load_int8_run(exported.run_dir, tmp_path / "missing.tflite")
+    copy = tmp_path / "copy"
+    shutil.copytree(exported.tflite.parent, copy)
+    tampered = bytearray((copy / "model.tflite").read_bytes())
+    tampered[-1] ^= 0xFF
+    (copy / "model.tflite").write_bytes(bytes(tampered))
+    with pytest.raises(CheckpointError, match="does not match model.json"):
+        load_int8_run(exported.run_dir, copy / "model.tflite")
+    (copy / "model.json").unlink()
+    with pytest.raises(CheckpointError, match="model.json: missing"):
+        TFLiteModel(copy / "model.tflite")
+    with pytest.raises(ConfigError, match="cannot write a SavedModel"):
+        load_int8_run(exported.run_dir).export(tmp_path / "saved")
+
+
+# ----------------------------------------------------------------------------------- TFLiteModel's Keras interface
+def toy_model():
+    """Dict inputs (a float and an int one), dict outputs: the shapes of the recipes' models, in miniature."""
+    import tensorflow as tf
+
+    features = tf.keras.Input((None, 32), name="features")
+    mask = tf.keras.Input((None,), dtype="int32", name="mask")
+    # 32 x 64 weights: the converter leaves tensors under 1024 elements in float32
+    hidden = tf.keras.layers.Dense(64, activation="tanh", name="hidden")(features)
+    start = tf.keras.layers.Reshape((-1,), name="start")(tf.keras.layers.Dense(1, name="start_dense")(hidden))
+    masked = tf.keras.layers.Lambda(lambda t: t[0] * tf.cast(t[1], tf.float32), name="end")([start, mask])
+    return tf.keras.Model({"features": features, "mask": mask}, {"start": start, "end": masked}, name="toy")
+
+
+def test_tflite_model_takes_and_returns_what_keras_predict_on_batch_does(tmp_path):
+    model = toy_model()
+    path = export_int8(tmp_path / "toy.tflite", model)
+    int8 = TFLiteModel(path, num_threads=1)
+    metadata = read_metadata(path)
+    assert [i["name"] for i in metadata["inputs"]] == ["features", "mask"]
+    assert metadata["output_structure"] == "dict" and metadata["int8_tensors"] >= 1
+    rng = np.random.default_rng(1)
+    for batch, length in ((2, 5), (4, 3)):
+        inputs = {"features": rng.normal(size=(batch, length, 32)).astype(np.float32),
+                  "mask": (rng.random((batch, length)) > 0.3).astype(np.int32), "ignored": np.zeros(1)}
+        want = model.predict_on_batch({k: inputs[k] for k in ("features", "mask")})
+        got = int8.predict_on_batch(inputs)
+        assert list(got) == list(want) == ["start", "end"]
+        for key in want:
+            assert got[key].shape == want[key].shape and 0 < relative_error(got[key], want[key]) <= 0.05
+    with pytest.raises(ConfigError, match="inputs lack mask"):
+        int8.predict_on_batch({"features": inputs["features"]})
+    with pytest.raises(ConfigError, match="1 inputs given, the model takes 2"):
+        int8.predict_on_batch(inputs["features"])
+    assert json.loads(metadata_text(path))["tflite"] == "toy.tflite"
+
+
+def metadata_text(path: Path) -> str:
+    return quantize.metadata_path(path).read_text(encoding="utf-8")
