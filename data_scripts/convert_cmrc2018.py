@@ -8,7 +8,11 @@ Only ``cmrc2018_trial.json`` (1,002 questions) and ``cmrc2018_dev.json`` (3,219)
 train file is not), so ``trial`` becomes ``train.jsonl`` and ``dev`` stays ``dev.jsonl``: train on trial, evaluate on
 dev. Published CMRC 2018 scores train on the 10k train set, so they are not comparable. With ``--split-dev F`` the
 dev file is split by article (title) into ``dev.jsonl`` (a seeded fraction F of the articles: model selection) and
-``test.jsonl`` (the rest: reported once), so no context is both selected on and reported.
+``test.jsonl`` (the rest: reported once), so no context is both selected on and reported. ``--train-from-dev G``
+moves a further seeded fraction G of the dev articles into ``train.jsonl`` (after the trial questions), for a model
+trained on more than trial's 1,002 questions; dev, train and test articles stay disjoint.
+
+    python -m data_scripts.convert_cmrc2018 --split-dev 0.1 --train-from-dev 0.5 --out-dir runs/data/cmrc2018_split
 
 ``recipes/span_extract/train.py`` also reads the raw SQuAD JSON directly, but strictly: the raw trial/dev files have
 answers whose ``answer_start`` is off by a few characters and a question that is empty, which the reader reports as
@@ -76,26 +80,40 @@ def convert_file(path: Path, *, stats: Counter, warn) -> list[dict]:
     return out
 
 
-def split_by_article(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Records of a seeded ``fraction`` of the articles (grouped by title, else context), and the rest."""
+def split_by_article(records: list[dict], fractions: list[float], seed: int) -> list[list[dict]]:
+    """Records grouped by article (title, else context), articles shuffled with ``seed`` and cut into consecutive
+    parts of the given ``fractions`` (each at least one article), plus a last part with the rest."""
     articles = sorted({r["title"] or r["context"] for r in records})
     random.Random(seed).shuffle(articles)
-    chosen = set(articles[:max(1, round(fraction * len(articles)))])
-    return ([r for r in records if (r["title"] or r["context"]) in chosen],
-            [r for r in records if (r["title"] or r["context"]) not in chosen])
+    part_of, start = {}, 0
+    for index, fraction in enumerate(fractions):
+        size = max(1, round(fraction * len(articles))) if fraction > 0 else 0
+        part_of.update((article, index) for article in articles[start:start + size])
+        start += size
+    parts = [[] for _ in range(len(fractions) + 1)]
+    for record in records:
+        parts[part_of.get(record["title"] or record["context"], len(fractions))].append(record)
+    return parts
 
 
-def convert(src: Path, out_dir: Path, *, warn=None, split_dev: float = 0.0, seed: int = 0) -> dict:
+def convert(src: Path, out_dir: Path, *, warn=None, split_dev: float = 0.0, train_from_dev: float = 0.0,
+            seed: int = 0) -> dict:
     warn = warn or (lambda message: print("warning:", message, file=sys.stderr))
     summary = {"source": str(src), "splits": {}}
+    train_records = []
     for split, name in SPLITS.items():
         path = src / name
         if not path.is_file():
             raise DataError(path, None, None, "no such file")
         stats = Counter()
         records = convert_file(path, stats=stats, warn=warn)
-        if split == "dev" and split_dev:
-            dev, test = split_by_article(records, split_dev, seed)
+        if split == "dev" and (split_dev or train_from_dev):
+            dev, moved, test = split_by_article(records, [split_dev, train_from_dev], seed)
+            if train_from_dev:
+                write_jsonl(out_dir / "train.jsonl", train_records + moved)
+                summary["splits"]["train"]["questions_out"] += len(moved)
+                summary["splits"]["train"]["from"] += (f" + {len(moved)} questions of {train_from_dev:g} of "
+                                                       f"{name}'s articles (seed {seed})")
             write_jsonl(out_dir / "dev.jsonl", dev)
             write_jsonl(out_dir / "test.jsonl", test)
             summary["splits"]["dev"] = {"from": f"{name}, {split_dev:g} of its articles (seed {seed})",
@@ -105,6 +123,8 @@ def convert(src: Path, out_dir: Path, *, warn=None, split_dev: float = 0.0, seed
             continue
         write_jsonl(out_dir / f"{split}.jsonl", records)
         summary["splits"][split] = {"from": name, **dict(sorted(stats.items()))}
+        if split == "train":
+            train_records = records
     atomic_write_json(out_dir / "conversion_summary.json", summary)
     return summary
 
@@ -113,8 +133,13 @@ def run(args) -> None:
     """Convert both files to ``args.out_dir`` and print the summary."""
     if not 0.0 <= args.split_dev < 1.0:
         raise SystemExit(f"--split-dev: {args.split_dev} is not in [0, 1)")
+    if args.train_from_dev and not args.split_dev:
+        raise SystemExit("--train-from-dev needs --split-dev (the dev articles kept for model selection)")
+    if not 0.0 <= args.train_from_dev < 1.0 or args.split_dev + args.train_from_dev >= 1.0:
+        raise SystemExit(f"--train-from-dev: {args.train_from_dev} is not in [0, 1) or leaves no test articles "
+                         f"beside --split-dev {args.split_dev}")
     summary = convert(args.src, args.out_dir, warn=(lambda m: None) if args.quiet else None,
-                      split_dev=args.split_dev, seed=args.seed)
+                      split_dev=args.split_dev, train_from_dev=args.train_from_dev, seed=args.seed)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
@@ -125,7 +150,10 @@ def main(argv=None) -> int:
     parser.add_argument("--split-dev", type=float, default=0.0, metavar="F",
                         help="split cmrc2018_dev.json by article: a fraction F into dev.jsonl, the rest into "
                              "test.jsonl (default 0: all of it is dev.jsonl)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --split-dev article split")
+    parser.add_argument("--train-from-dev", type=float, default=0.0, metavar="G",
+                        help="also move a fraction G of cmrc2018_dev.json's articles (not those of --split-dev) "
+                             "into train.jsonl; the rest stays test.jsonl (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --split-dev/--train-from-dev article split")
     parser.add_argument("--quiet", action="store_true", help="print only the summary, not each repair")
     return run_main(run, parser.parse_args(argv))
 
