@@ -91,6 +91,10 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
                        help="fine-tune only the top K encoder blocks; 0 freezes the encoder (default: all)")
     train.add_argument("--early-stopping-patience", type=int, default=2, metavar="EPOCHS",
                        help="stop after this many epochs without a better dev headline metric; 0 disables")
+    train.add_argument("--select-metric", default=None, metavar="METRIC",
+                       help="the dev metric (a score: higher is better) that picks the kept epoch and drives early "
+                            "stopping, e.g. macro_f1 on an imbalanced classification set where accuracy rewards "
+                            "always answering the majority class (default: the recipe's headline metric)")
     train.add_argument("--keep-weights", choices=("best", "last"), default="best",
                        help="best: the weights of the epoch with the best dev headline metric; last: the last "
                             "epoch's (for a fixed epoch count chosen on dev, e.g. when training on train+dev)")

@@ -273,8 +273,9 @@ def train(recipe, argv=None, *, args=None) -> dict:
     if args.eval_only:
         trainer.restore(model, args.checkpoint)
     else:
-        trainer.fit(model, data, evaluate=evaluate_dev, headline=recipe.HEADLINE,
-                    higher_is_better=recipe.higher_is_better)
+        selected = getattr(args, "select_metric", None)
+        trainer.fit(model, data, evaluate=evaluate_dev, headline=selected or recipe.HEADLINE,
+                    higher_is_better=True if selected else recipe.higher_is_better)
     if recipe.needs_tuning(head):
         tuned = recipe.tune(dev, predict(dev), head)
         if tuned != head:

@@ -230,8 +230,8 @@ def _make_callbacks_module():
                 raise ConfigError(f"evaluate(model) must return a dict of metrics, got {type(result).__name__}")
             scalars = _scalar_metrics(result)
             if self.headline not in scalars:
-                raise ConfigError(f"evaluate(model) returned no number {self.headline!r} (the headline metric); "
-                                  f"it returned {sorted(result)}")
+                raise ConfigError(f"evaluate(model) returned no number {self.headline!r} (the metric that picks "
+                                  f"the best epoch: the headline, or --select-metric); it returned {sorted(result)}")
             for key, value in scalars.items():
                 logs[f"dev_{key}"] = value
             logs["train_seconds"], logs["eval_seconds"] = train_seconds, eval_seconds

@@ -227,9 +227,12 @@ def test_text_pairs_train_and_predict(tiny_bert_dir, tmp_path):
              for split in ("train", "dev", "test")}
     out = tmp_path / "run"
     assert train_main(RECIPE, ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(out), "--epochs", "1",
-                               "--batch-size", "8", "--max-len", "48"]
+                               "--batch-size", "8", "--max-len", "48", "--select-metric", "macro_f1"]
                       + [arg for split, path in files.items() for arg in (f"--{split}-file", str(path))]) == 0
     assert json.loads((out / "run_config.json").read_text())["head"]["pair"] is True
+    report = json.loads((out / "report.json").read_text())
+    assert report["train"]["best_dev"]["metric"] == "macro_f1"  # --select-metric picked the epoch
+    assert report["headline"]["metric"] == "accuracy"  # the headline of the report stays the recipe's
     pairs = head_jsonl(files["test"], 3)
     (tmp_path / "pairs.txt").write_text("".join(f"{p['text']}\t{p['text_b']}\n" for p in pairs), encoding="utf-8")
     assert predict_main(RECIPE, ["--run-dir", str(out), "--input", str(tmp_path / "pairs.txt"),
@@ -247,6 +250,17 @@ def test_train_rejects_unseen_dev_label_before_training(tiny_bert_dir, tmp_path,
     assert code == 2
     assert f"{dev_file}:1: field 'label': label 'neutral' never seen in training" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_an_unknown_select_metric_is_a_clear_error(tiny_bert_dir, tmp_path, capsys):
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", head_jsonl(SST2 / f"{split}.jsonl", 8))
+             for split in ("train", "dev", "test")}
+    code = train_main(RECIPE, ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(tmp_path / "run"), "--epochs",
+                               "1", "--select-metric", "auc"]
+                      + [arg for split, path in files.items() for arg in (f"--{split}-file", str(path))])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no number 'auc'" in err and "--select-metric" in err and "macro_f1" in err and "Traceback" not in err
 
 
 def test_unlabelled_test_file_gives_predictions_with_ids(tiny_bert_dir, tmp_path):
