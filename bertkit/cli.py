@@ -90,7 +90,8 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
     train.add_argument("--trainable-layers", type=int, default=None, metavar="K",
                        help="fine-tune only the top K encoder blocks; 0 freezes the encoder (default: all)")
     train.add_argument("--early-stopping-patience", type=int, default=2, metavar="EPOCHS",
-                       help="stop after this many epochs without a better dev headline metric; 0 disables")
+                       help="stop after this many epochs without a better dev headline metric (or "
+                            "--select-metric); 0 disables")
     train.add_argument("--select-metric", default=None, metavar="METRIC",
                        help="the dev metric (a score: higher is better) that picks the kept epoch and drives early "
                             "stopping, e.g. macro_f1 on an imbalanced classification set where accuracy rewards "

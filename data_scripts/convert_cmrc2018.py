@@ -100,31 +100,28 @@ def convert(src: Path, out_dir: Path, *, warn=None, split_dev: float = 0.0, trai
             seed: int = 0) -> dict:
     warn = warn or (lambda message: print("warning:", message, file=sys.stderr))
     summary = {"source": str(src), "splits": {}}
-    train_records = []
+    outputs = {}
     for split, name in SPLITS.items():
         path = src / name
         if not path.is_file():
             raise DataError(path, None, None, "no such file")
         stats = Counter()
-        records = convert_file(path, stats=stats, warn=warn)
-        if split == "dev" and (split_dev or train_from_dev):
-            dev, moved, test = split_by_article(records, [split_dev, train_from_dev], seed)
-            if train_from_dev:
-                write_jsonl(out_dir / "train.jsonl", train_records + moved)
-                summary["splits"]["train"]["questions_out"] += len(moved)
-                summary["splits"]["train"]["from"] += (f" + {len(moved)} questions of {train_from_dev:g} of "
-                                                       f"{name}'s articles (seed {seed})")
-            write_jsonl(out_dir / "dev.jsonl", dev)
-            write_jsonl(out_dir / "test.jsonl", test)
-            summary["splits"]["dev"] = {"from": f"{name}, {split_dev:g} of its articles (seed {seed})",
-                                        "questions_out": len(dev)}
-            summary["splits"]["test"] = {"from": f"{name}, the other articles", "questions_out": len(test)}
-            summary["splits"]["dev_file"] = {"from": name, **dict(sorted(stats.items()))}
-            continue
-        write_jsonl(out_dir / f"{split}.jsonl", records)
+        outputs[split] = convert_file(path, stats=stats, warn=warn)
         summary["splits"][split] = {"from": name, **dict(sorted(stats.items()))}
-        if split == "train":
-            train_records = records
+    if split_dev:
+        name = SPLITS["dev"]
+        dev, moved, outputs["test"] = split_by_article(outputs["dev"], [split_dev, train_from_dev], seed)
+        summary["splits"]["dev_file"] = summary["splits"].pop("dev")
+        summary["splits"]["dev"] = {"from": f"{name}, {split_dev:g} of its articles (seed {seed})",
+                                    "questions_out": len(dev)}
+        summary["splits"]["test"] = {"from": f"{name}, the other articles", "questions_out": len(outputs["test"])}
+        if moved:
+            summary["splits"]["train"]["questions_out"] += len(moved)
+            summary["splits"]["train"]["from"] += (f" + {len(moved)} questions of {train_from_dev:g} of "
+                                                   f"{name}'s articles (seed {seed})")
+        outputs["train"], outputs["dev"] = outputs["train"] + moved, dev
+    for split, records in outputs.items():
+        write_jsonl(out_dir / f"{split}.jsonl", records)
     atomic_write_json(out_dir / "conversion_summary.json", summary)
     return summary
 
