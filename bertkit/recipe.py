@@ -273,9 +273,9 @@ def train(recipe, argv=None, *, args=None) -> dict:
     if args.eval_only:
         trainer.restore(model, args.checkpoint)
     else:
-        selected = getattr(args, "select_metric", None)
-        trainer.fit(model, data, evaluate=evaluate_dev, headline=selected or recipe.HEADLINE,
-                    higher_is_better=True if selected else recipe.higher_is_better)
+        selected = args.select_metric or recipe.HEADLINE  # a user-chosen metric is a score: higher is better
+        trainer.fit(model, data, evaluate=evaluate_dev, headline=selected,
+                    higher_is_better=recipe.higher_is_better if selected == recipe.HEADLINE else True)
     if recipe.needs_tuning(head):
         tuned = recipe.tune(dev, predict(dev), head)
         if tuned != head:

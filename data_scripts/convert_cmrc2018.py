@@ -82,7 +82,7 @@ def convert_file(path: Path, *, stats: Counter, warn) -> list[dict]:
 
 def split_by_article(records: list[dict], fractions: list[float], seed: int) -> list[list[dict]]:
     """Records grouped by article (title, else context), articles shuffled with ``seed`` and cut into consecutive
-    parts of the given ``fractions`` (each at least one article), plus a last part with the rest."""
+    parts of the given ``fractions`` (a non-zero fraction gets at least one article), plus a last part with the rest."""
     articles = sorted({r["title"] or r["context"] for r in records})
     random.Random(seed).shuffle(articles)
     part_of, start = {}, 0
