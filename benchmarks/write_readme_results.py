@@ -62,7 +62,7 @@ def results_table(board: dict, source: str, extra: dict | None = None, extra_sou
                            if k != headline["metric"] and any(word in k for word in STANDARD_METRICS))
         published = "; ".join(f"{r['name']} {_value(r['value'])}" for r in row.get("references", [])) or "–"
         lines.append(f"| [{row['task']}](recipes/{row['task']}/README.md) | {row['dataset']} ({row['split']}) | "
-                     f"{headline['metric']} **{_value(headline['value'])}** | {others[:160]} | {published} | "
+                     f"{headline['metric']} **{_value(headline['value'])}** | {others or '–'} | {published} | "
                      f"{_minutes(row['wall_seconds'])} | {row.get('train_examples_per_second') or '–'} |" + tail)
     return "\n".join(lines)
 

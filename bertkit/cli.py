@@ -97,8 +97,9 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
                             "stopping, e.g. macro_f1 on an imbalanced classification set where accuracy rewards "
                             "always answering the majority class (default: the recipe's headline metric)")
     train.add_argument("--keep-weights", choices=("best", "last"), default="best",
-                       help="best: the weights of the epoch with the best dev headline metric; last: the last "
-                            "epoch's (for a fixed epoch count chosen on dev, e.g. when training on train+dev)")
+                       help="best: the weights of the epoch with the best dev metric (the headline, or "
+                            "--select-metric); last: the last epoch's (for a fixed epoch count chosen on dev, e.g. "
+                            "when training on train+dev)")
     train.add_argument("--deterministic", action="store_true",
                        help="enable TensorFlow op determinism (reproducible, slower)")
 

@@ -25,7 +25,8 @@ run over the total step count ``epochs * S``.
 
 After every epoch every task is evaluated on its dev set; the kept checkpoint is the epoch with the highest MEAN of
 the tasks' normalised dev headlines (``value / HEADLINE_SCALE``, or ``1 - value / HEADLINE_SCALE`` for a metric where
-lower is better; the scale is 1 for 0-1 metrics and 100 for SQuAD-style percentages). The rule is stated in the
+lower is better; the scale is 1 for 0-1 metrics and 100 for SQuAD-style percentages); a task whose ``args`` name
+``--select-metric M`` counts its dev ``M`` instead (a score: higher is better). The rule is stated in the
 report. ``--resume`` continues an interrupted run at the same step, task order, data position and schedule.
 
 Comparison. ``--baselines train`` (default) then trains each task alone through the same loop on the same per-task
@@ -147,10 +148,18 @@ class TaskData:
     def test_labelled(self) -> bool:
         return self.test is not None and self.recipe.is_labelled(self.test)
 
+    @property
+    def dev_metric(self) -> str:
+        """The task's dev metric in the checkpoint rule: its ``--select-metric`` (a score: higher is better), else
+        the recipe's headline."""
+        return getattr(self.args, "select_metric", None) or self.recipe.HEADLINE
+
     def normalised(self, value: float) -> float:
-        """The dev headline on a 0-1 scale where higher is better (the checkpoint rule averages these)."""
+        """The dev metric on a 0-1 scale where higher is better (the checkpoint rule averages these); a recipe's
+        metrics share its ``headline_scale``."""
         scale = self.recipe.headline_scale
-        return value / scale if self.recipe.higher_is_better else 1.0 - value / scale
+        higher = self.recipe.higher_is_better if self.dev_metric == self.recipe.HEADLINE else True
+        return value / scale if higher else 1.0 - value / scale
 
 
 def read_task_config(path) -> list[dict]:
@@ -332,8 +341,16 @@ class JointRun:
         row = {}
         for task, model in zip(self.tasks, self.models):
             metrics = task.recipe.score(task.dev, self._predict(task, model, task.dev), task.head)
-            value = float(metrics[task.recipe.HEADLINE])
-            row[f"{task.name}_dev_{task.recipe.HEADLINE}"] = value
+            value = metrics.get(task.dev_metric)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                numbers = sorted(k for k, v in metrics.items()
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool))
+                raise ConfigError(f"task {task.name}: the dev metrics have no number {task.dev_metric!r} (the metric "
+                                  f"that picks the kept epoch: the headline, or the task's --select-metric); they "
+                                  f"are {numbers}")
+            value = float(value)
+            for name in dict.fromkeys((task.recipe.HEADLINE, task.dev_metric)):  # the headline is always shown
+                row[f"{task.name}_dev_{name}"] = float(metrics[name])
             row[f"{task.name}_dev_normalised"] = task.normalised(value)
         row["mean_dev"] = float(np.mean([row[f"{t.name}_dev_normalised"] for t in self.tasks]))
         return row
@@ -530,8 +547,8 @@ class JointRun:
                                  info={"epoch": epoch + 1, "mean_dev": row["mean_dev"], "joint_run": str(self.out)})
             rows.append(row)
             say(f"epoch {epoch + 1}/{epochs} ({train_seconds:.0f}s): "
-                + ", ".join(f"{t.name} loss {row[f'{t.name}_loss']:.4f} dev {t.recipe.HEADLINE} "
-                            f"{row[f'{t.name}_dev_{t.recipe.HEADLINE}']:.4f}" for t in self.tasks)
+                + ", ".join(f"{t.name} loss {row[f'{t.name}_loss']:.4f} dev {t.dev_metric} "
+                            f"{row[f'{t.name}_dev_{t.dev_metric}']:.4f}" for t in self.tasks)
                 + f"; mean normalised dev {row['mean_dev']:.4f} (best {best['mean']:.4f}, epoch {best['epoch']})")
             if step < self.total_steps:
                 self._backup(checkpoint, {"step": step, "rows": rows, "best": best})
@@ -583,8 +600,8 @@ class JointRun:
             sections, figures = task.recipe.report_sections(metrics, examples, predictions, task.head, out)
             history = {"epoch": [r["epoch"] for r in result.rows],
                        "loss": [r[f"{task.name}_loss"] for r in result.rows],
-                       f"dev_{task.recipe.HEADLINE}": [r[f"{task.name}_dev_{task.recipe.HEADLINE}"]
-                                                       for r in result.rows]}
+                       **{f"dev_{name}": [r[f"{task.name}_dev_{name}"] for r in result.rows]
+                          for name in dict.fromkeys((task.recipe.HEADLINE, task.dev_metric))}}
             batches = self.quotas[self.tasks.index(task)] * int(self.joint.epochs)
             seconds = sum(r["train_seconds"] for r in result.rows)
             report_run = argparse.Namespace(
@@ -688,7 +705,8 @@ def write_joint_report(out: Path, tasks: list[TaskData], joint_result: RunResult
         ["single runs' wall time", f"{sum(b.wall_seconds for b in baselines.values()):.0f} s in all"
          if baselines else "not run (--baselines none)"]], align=["l", "l"])
     rule = ("The kept checkpoint is the epoch with the highest mean over the tasks of the normalised dev headline "
-            "(value / HEADLINE_SCALE, or 1 − value / HEADLINE_SCALE where lower is better); each single-task run "
+            "(value / HEADLINE_SCALE, or 1 − value / HEADLINE_SCALE where lower is better; a task's --select-metric "
+            "replaces its headline here); each single-task run "
             "keeps its own best dev epoch. Alone = the same recipe, data, batch size, seed and schedule shape, "
             "trained through the same loop on the same number of that task's batches (the same examples in the "
             "same order). One seed: differences under the recipe's noise band are not results.")

@@ -617,6 +617,9 @@ class Trainer:
             optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)),
                                         dense_gradients=self.strategy.num_replicas_in_sync > 1)
             model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_kwargs)
+            # The optimizer's slots now, not inside the first train step: a tf.function whose first call creates
+            # variables is traced twice, and tracing the train step is most of a short run's start-up.
+            model.optimizer.build(model.trainable_variables)
         return model
 
     # -- run config --------------------------------------------------------------------------------------------

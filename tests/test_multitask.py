@@ -221,3 +221,38 @@ def test_config_errors_name_the_file_and_entry(tmp_path, tiny_bert_dir, capsys):
         assert main(["--config", str(config), "--bert-dir", str(tiny_bert_dir), "--output-dir",
                      str(tmp_path / "out"), *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_tasks_select_metric_replaces_its_headline_in_the_checkpoint_rule():
+    """A task whose args name --select-metric counts that dev metric (a score) in the mean that picks the kept
+    epoch, the headline is still recorded; a metric the task does not report is a clear error naming the task."""
+    import argparse
+
+    from bertkit.multitask import JointRun, TaskData
+    from bertkit.recipe import load_recipe
+
+    sentiment, spans = load_recipe(REPO / "recipes" / "sentiment"), load_recipe(REPO / "recipes" / "span_extract")
+
+    def task(name, recipe, select, metrics):
+        class Scored:  # the recipe, with a fixed dev score
+            HEADLINE, headline_scale, higher_is_better = recipe.HEADLINE, recipe.headline_scale, recipe.higher_is_better
+
+            @staticmethod
+            def score(examples, predictions, head):
+                return dict(metrics)
+        return TaskData(name=name, recipe=Scored, args=argparse.Namespace(select_metric=select), weight=1.0,
+                        train=[], dev=[], test=None, head={}, features=[], batch_size=8)
+
+    tasks = [task("pairs", sentiment, "macro_f1", {"accuracy": 0.70, "macro_f1": 0.40}),
+             task("qa", spans, None, {"f1": 60.0, "exact_match": 50.0})]
+    assert [t.dev_metric for t in tasks] == ["macro_f1", "f1"] and spans.headline_scale == 100
+    run = argparse.Namespace(tasks=tasks, models=[None, None], _predict=lambda task, model, examples: [])
+    row = JointRun._evaluate_dev(run)
+    assert row["pairs_dev_macro_f1"] == 0.40 and row["pairs_dev_accuracy"] == 0.70  # the headline still shown
+    assert row["pairs_dev_normalised"] == 0.40 and row["qa_dev_normalised"] == 0.60
+    assert row["mean_dev"] == pytest.approx(0.50)
+
+    run.tasks = [task("pairs", sentiment, "auc", {"accuracy": 0.70, "macro_f1": 0.40})]
+    with pytest.raises(ConfigError, match=r"task pairs: the dev metrics have no number 'auc'.*\['accuracy', "
+                                          r"'macro_f1'\]"):
+        JointRun._evaluate_dev(run)

@@ -1,5 +1,5 @@
 """The suite runner: recipes by path through the contract, a leaderboard with references, --compare, bad configs;
-the slow set runs the whole suite's quick profile with the real default encoder."""
+the four shipped recipes' quick-profile commands."""
 
 from __future__ import annotations
 
@@ -74,16 +74,26 @@ def test_suite_config_errors_name_the_key(tmp_path):
     assert main([str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2  # not a recipe folder
 
 
-@pytest.mark.slow
-def test_quick_profile_of_the_whole_suite_with_the_real_encoder(tmp_path, default_bert_dir, monkeypatch):
-    """The four shipped recipes, quick profile, default encoder: every task gets a numeric headline (a pipeline
-    check of the whole suite; its wall time is printed in the leaderboard)."""
+def test_quick_profile_commands_of_the_four_shipped_recipes_parse_and_read_their_data(tmp_path, monkeypatch,
+                                                                                      default_bert_dir):
+    """What ``python -m bertkit.suite --profile quick`` (no recipe named) gives each shipped recipe: its default data
+    sliced to the quick sizes and a command line its own parser accepts, every split readable and labelled. Training
+    through the suite is the tiny-checkpoint test above; each recipe's learning with the real encoder is its own slow
+    test."""
+    from bertkit.recipe import load_recipe, parse_train_args, read_split
+    from bertkit.suite import QUICK_SPLITS, default_entries, recipe_command
+
     monkeypatch.chdir(REPO)
-    out = tmp_path / "suite"
-    assert main(["--profile", "quick", "--output-dir", str(out)]) == 0
-    board = json.loads((out / "leaderboard.json").read_text())
-    tasks = {row["task"]: row for row in board["rows"]}
-    assert set(tasks) == {"sentiment", "sequence_labeling", "span_extract", "relation_extract"}
-    for row in tasks.values():
-        assert row["status"] == "ok" and isinstance(row["headline"]["value"], float)
-    assert tasks["sentiment"]["headline"]["value"] > 0.6  # 320 SST-2 phrases, one epoch: well above chance
+    entries = default_entries()
+    recipes = [load_recipe(entry["folder"]) for entry in entries]
+    assert sorted(r.name for r in recipes) == ["relation_extract", "sentiment", "sequence_labeling", "span_extract"]
+    for entry, recipe in zip(entries, recipes):
+        command = recipe_command(entry, recipe, "quick", tmp_path / recipe.name, [])
+        assert command[1] == str(Path(entry["folder"]) / "train.py")
+        args = parse_train_args(entry["folder"], command[2:])
+        assert args.epochs == 1 and args.early_stopping_patience == 0
+        for split in ("train", "dev", "test"):
+            path = getattr(args, f"{split}_file")
+            assert Path(path).parent == tmp_path / recipe.name / "data", (recipe.name, split, path)
+            examples = read_split(recipe, path, args, labelled=True)
+            assert 0 < len(examples) <= QUICK_SPLITS[split], (recipe.name, split, len(examples))

@@ -518,29 +518,36 @@ sys.exit(run_main(run))
 """
 
 
-@pytest.mark.parametrize("kill", ["step:7", "eval:2", "backup:4"])
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, kill):
-    """SIGKILL mid-epoch (after step 7), during epoch 2's dev evaluation, and in the middle of writing a backup
-    (checkpoint data written, index not): --resume from the last complete backup gives the same final weights,
-    step count and per-epoch dev numbers as an uninterrupted run of the same seed, to float equality (the toy model
-    has no dropout; tf.data order is seeded and replayed)."""
+def _run_kill_script(tmp, *argv):
     import subprocess
     import sys
     from pathlib import Path
 
-    script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+    script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp))
+    return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
 
-    def run(*argv):
-        return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
 
-    whole = run("whole", "none", "first")
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory):
+    """The reference for the SIGKILL cases: the same seed trained without interruption (run once for all three)."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    whole = _run_kill_script(tmp, "whole", "none", "first")
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = run("crashed", kill, "first")
+    return np.load(tmp / "whole.npz")
+
+
+@pytest.mark.parametrize("kill", ["step:7", "eval:2", "backup:4"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, kill, uninterrupted_run):
+    """SIGKILL mid-epoch (after step 7), during epoch 2's dev evaluation, and in the middle of writing a backup
+    (checkpoint data written, index not): --resume from the last complete backup gives the same final weights,
+    step count and per-epoch dev numbers as an uninterrupted run of the same seed, to float equality (the toy model
+    has no dropout; tf.data order is seeded and replayed)."""
+    killed = _run_kill_script(tmp_path, "crashed", kill, "first")
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = run("crashed", kill, "resume")
+    resumed = _run_kill_script(tmp_path, "crashed", kill, "resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
-    a, b = np.load(tmp_path / "whole.npz"), np.load(tmp_path / "crashed.npz")
+    a, b = uninterrupted_run, np.load(tmp_path / "crashed.npz")
     assert int(a["steps"]) == int(b["steps"]) == 3 * STEPS
     np.testing.assert_allclose(b["dev"], a["dev"], rtol=1e-6)
     for key in a.files:
