@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The tests on both supported stacks (from the repository root); README.md's test command, what CI runs:
+# The tests on both supported stacks (from the repository root); README.md command 3 (CI runs the first stack only
+# until the second passes):
 #   - Python 3.11, TensorFlow 2.15 + tensorflow-addons (requirements-test.txt): the whole suite, slow real-encoder
 #     tests included, in .venv;
 #   - Python 3.12, TensorFlow 2.21 + tf-keras, pure-TensorFlow CRF (requirements-py312-test.txt): the fast suite
