@@ -675,7 +675,7 @@ def run_entry(case: Case, ctx: Ctx, argv: list[str], stdin: bytes, monkeypatch, 
 # TensorFlow >= 2.16's start-up lines, written by its C++ libraries to stderr before absl logging is initialised, at
 # every start (not about the input; TF_CPP_MIN_LOG_LEVEL does not reach them): not counted as the error's lines.
 TF_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-                    "cudart_stub.cc")
+                    "cudart_stub.cc", "port.cc:153] oneDNN custom operations are on")
 
 
 def judge(code, out: str, err: str, escaped: str, words: list[str]) -> tuple[str, str]:
