@@ -149,7 +149,10 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
             causal = tf.range(k_len)[None, :] <= tf.range(q_len)[:, None]
             scores = masked_logits(scores, causal[None, None])
         if key_mask is not None:
-            scores = masked_logits(scores, tf.cast(key_mask, tf.bool)[:, None, None, :])
+            # (batch, k_seq) -> (batch, 1, 1, k_seq) by ExpandDims, not [:, None, None, :]: a strided slice with
+            # new axes on a bool tensor has no TensorFlow Lite builtin (the int8 export would need a Flex kernel)
+            key_mask = tf.expand_dims(tf.expand_dims(tf.cast(key_mask, tf.bool), 1), 1)
+            scores = masked_logits(scores, key_mask)
         weights = tf.nn.softmax(scores, axis=-1)
         y = self._merge_heads(tf.matmul(weights, v))
         return self._project(y, self.Wo, self.bo)

@@ -150,15 +150,14 @@ class TaskData:
 
     @property
     def dev_metric(self) -> str:
-        """The task's dev metric in the checkpoint rule: its ``--select-metric`` (a score: higher is better), else
-        the recipe's headline."""
-        return getattr(self.args, "select_metric", None) or self.recipe.HEADLINE
+        """The task's dev metric in the checkpoint rule: its ``--select-metric``, else the recipe's headline."""
+        return self.recipe.selection(self.args)[0]
 
     def normalised(self, value: float) -> float:
         """The dev metric on a 0-1 scale where higher is better (the checkpoint rule averages these); a recipe's
         metrics share its ``headline_scale``."""
         scale = self.recipe.headline_scale
-        higher = self.recipe.higher_is_better if self.dev_metric == self.recipe.HEADLINE else True
+        higher = self.recipe.selection(self.args)[1]
         return value / scale if higher else 1.0 - value / scale
 
 
@@ -280,6 +279,7 @@ class JointRun:
         self.steps_per_epoch = sum(self.quotas)
         self.total_steps = int(joint.epochs) * self.steps_per_epoch
         self._partial = None  # the current epoch's per-task loss sums and counts (saved with a mid-epoch backup)
+        self._best = None  # the best epoch so far (saved with an interrupt's backup)
 
     # -- setup -------------------------------------------------------------------------------------------------
     def settings(self) -> dict:
@@ -338,17 +338,17 @@ class JointRun:
         return task.recipe.predict(model, self.tokenizer, examples, task.head, batch_size=self.joint.eval_batch_size)
 
     def _evaluate_dev(self) -> dict:
+        from bertkit.training import scalar_metrics
+
         row = {}
         for task, model in zip(self.tasks, self.models):
             metrics = task.recipe.score(task.dev, self._predict(task, model, task.dev), task.head)
-            value = metrics.get(task.dev_metric)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                numbers = sorted(k for k, v in metrics.items()
-                                 if isinstance(v, (int, float)) and not isinstance(v, bool))
+            numbers = scalar_metrics(metrics)
+            value = numbers.get(task.dev_metric)
+            if value is None:
                 raise ConfigError(f"task {task.name}: the dev metrics have no number {task.dev_metric!r} (the metric "
                                   f"that picks the kept epoch: the headline, or the task's --select-metric); they "
-                                  f"are {numbers}")
-            value = float(value)
+                                  f"are {sorted(numbers)}")
             for name in dict.fromkeys((task.recipe.HEADLINE, task.dev_metric)):  # the headline is always shown
                 row[f"{task.name}_dev_{name}"] = float(metrics[name])
             row[f"{task.name}_dev_normalised"] = task.normalised(value)
@@ -452,11 +452,13 @@ class JointRun:
             with InterruptGuard(grace_seconds=10.0, message=f"stopped inside a long operation; the last backup "
                                                            f"stands; {hint}") as guard:
                 try:
-                    step, rows, best = self._loop(steps, iterators, checkpoint, step, rows, best, interval, partial)
+                    step, rows, best = self._loop(steps, iterators, checkpoint, step, rows, best, interval, guard,
+                                                  partial)
                 except KeyboardInterrupt:
                     guard.acknowledge()
-                    self._backup(checkpoint, {"step": self._step_now(), "rows": rows, "best": best,
-                                              "partial": self._partial})
+                    with guard.deferred():  # a second signal: the watchdog ends the process, the last backup stands
+                        self._backup(checkpoint, {"step": self._step_now(), "rows": rows, "best": self._best,
+                                                  "partial": self._partial})
                     raise Interrupted(f"backed up after {self._step_now()} steps in {self.out / 'backup'}; "
                                       f"{hint}") from None
             shutil.rmtree(self.out / "backup", ignore_errors=True)
@@ -496,12 +498,15 @@ class JointRun:
                 consumed[i] += int(n)
         return consumed
 
-    def _loop(self, steps, iterators, checkpoint, step, rows, best, interval, partial=None):
+    def _loop(self, steps, iterators, checkpoint, step, rows, best, interval, interrupts, partial=None):
         """Train from ``step`` to the end: per epoch its task order, progress every 30 s, a backup every
         ``interval`` seconds and at each epoch end, dev evaluation and the best weights by the mean rule.
-        ``partial``: the per-task loss sums and counts of the epoch a resumed run stopped in."""
+        ``interrupts``: the InterruptGuard (no file write is broken into); ``partial``: the per-task loss sums and
+        counts of the epoch a resumed run stopped in. ``rows`` grows in place and ``self._best`` follows ``best``,
+        so an interrupt's backup holds both as they stand."""
         from bertkit.training import BEST_DIR, save_weights
 
+        self._best = best
         epochs, per_epoch = int(self.joint.epochs), self.steps_per_epoch
         last_backup = time.monotonic()
         while step < self.total_steps:
@@ -532,7 +537,9 @@ class JointRun:
                           f"epoch ETA {(per_epoch - position - 1) * elapsed / done:.0f}s")
                     last_said = now
                 if interval > 0 and now - last_backup >= interval and step < self.total_steps:
-                    self._backup(checkpoint, {"step": step, "rows": rows, "best": best, "partial": self._partial})
+                    with interrupts.deferred():
+                        self._backup(checkpoint, {"step": step, "rows": rows, "best": best,
+                                                  "partial": self._partial})
                     last_backup = now
             train_seconds = time.perf_counter() - epoch_start
             row = {"epoch": epoch + 1, "train_seconds": round(train_seconds, 2),
@@ -540,18 +547,20 @@ class JointRun:
             for task, s, c in zip(self.tasks, sums, counts):
                 row[f"{task.name}_loss"] = float(s / c) if c else float("nan")
             row.update(self._evaluate_dev())
-            if best["mean"] is None or row["mean_dev"] > best["mean"]:
-                best = {"epoch": epoch + 1, "mean": row["mean_dev"]}
-                for task, model in zip(self.tasks, self.models):
-                    save_weights(model, self.out / task.name / BEST_DIR,
-                                 info={"epoch": epoch + 1, "mean_dev": row["mean_dev"], "joint_run": str(self.out)})
-            rows.append(row)
+            with interrupts.deferred():  # the kept weights, the rows and the best epoch change together
+                if best["mean"] is None or row["mean_dev"] > best["mean"]:
+                    best = self._best = {"epoch": epoch + 1, "mean": row["mean_dev"]}
+                    for task, model in zip(self.tasks, self.models):
+                        save_weights(model, self.out / task.name / BEST_DIR, info={
+                            "epoch": epoch + 1, "mean_dev": row["mean_dev"], "joint_run": str(self.out)})
+                rows.append(row)
             say(f"epoch {epoch + 1}/{epochs} ({train_seconds:.0f}s): "
                 + ", ".join(f"{t.name} loss {row[f'{t.name}_loss']:.4f} dev {t.dev_metric} "
                             f"{row[f'{t.name}_dev_{t.dev_metric}']:.4f}" for t in self.tasks)
                 + f"; mean normalised dev {row['mean_dev']:.4f} (best {best['mean']:.4f}, epoch {best['epoch']})")
             if step < self.total_steps:
-                self._backup(checkpoint, {"step": step, "rows": rows, "best": best})
+                with interrupts.deferred():
+                    self._backup(checkpoint, {"step": step, "rows": rows, "best": best})
                 last_backup = time.monotonic()
         return step, rows, best
 

@@ -23,10 +23,11 @@ and length up to the encoder's ``max_position_embeddings``, padded with 0) and r
 Tokenization stays in Python (``bertkit.tokenization.Tokenizer``, the same ids and offsets), which is what
 :func:`load_int8_run`'s ``Predictor`` does.
 
-Ops: builtin TensorFlow Lite ops, plus SELECT_TF_OPS (the TensorFlow "flex" kernels, which the ``tensorflow`` pip
-package's interpreter links) only where the converter has no builtin: in bertkit's encoder that is one
-``StridedSlice`` per transformer block, the attention mask's ``mask[:, None, None, :]`` on a bool tensor of
-dynamic shape (``bertkit.layers.DtypeSafeMultiHeadAttention``). ``model.json`` lists them (``select_tf_ops``).
+Ops: builtin TensorFlow Lite ops only, so the file runs on any TensorFlow Lite interpreter (TensorFlow 2.15's and
+2.21's Python ones, the C++ and mobile runtimes). The converter falls back to SELECT_TF_OPS (TensorFlow's "flex"
+kernels, which TensorFlow 2.21's Python interpreter no longer applies by itself) only for a model with an op that
+has no builtin; ``model.json`` lists such ops (``select_tf_ops``, empty for every bertkit encoder: the attention mask
+is shaped with ``ExpandDims``, since a ``[:, None, None, :]`` strided slice of a bool tensor has no builtin).
 
 XNNPack: TensorFlow 2.15's Python interpreter applies the XNNPack delegate by default, but it takes no node of this
 model: XNNPack only takes graphs whose tensor shapes are all known at allocation, and this one has dynamic-sized
@@ -123,6 +124,26 @@ def _converted_ops(blob: bytes) -> tuple[Counter, int]:
     return ops, sum(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())
 
 
+def _convert(concrete, weights) -> bytes:
+    """Dynamic-range int8 TensorFlow Lite of one concrete function: builtin ops only where the converter manages
+    (such a model runs on every TensorFlow Lite interpreter), else builtins plus SELECT_TF_OPS ("flex" kernels, which
+    only some interpreters link: TensorFlow 2.15's Python one does, 2.21's does not apply them by itself)."""
+    import tensorflow as tf
+
+    def convert(ops_sets):
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], weights)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = ops_sets
+        return converter.convert()
+
+    try:
+        return convert([tf.lite.OpsSet.TFLITE_BUILTINS])
+    except Exception as error:  # noqa: BLE001 (the converter raises ConverterError or a plain error per version)
+        if "select" not in str(error).lower() and "flex" not in str(error).lower():
+            raise
+        return convert([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
+
+
 def export_int8(path, keras_model, *, input_signature=None, output_names=None, extra: dict | None = None) -> Path:
     """Convert ``keras_model`` to a dynamic-range int8 TensorFlow Lite model at ``path`` (``.tflite``), with
     ``model.json`` beside it naming its inputs and outputs; both written atomically. Returns ``path``.
@@ -132,7 +153,8 @@ def export_int8(path, keras_model, *, input_signature=None, output_names=None, e
     the input names. The outputs are the model's: one tensor (``output_0``), a list (``output_0``, ...) or a dict
     (its keys); ``output_names`` renames them (list order). :class:`TFLiteModel` reads the file back with a
     ``predict_on_batch`` that takes and returns the same structures as the Keras model's. ``extra``: more keys for
-    ``model.json``. Ops: builtins, plus SELECT_TF_OPS where an op has no builtin (recorded in ``select_tf_ops``).
+    ``model.json``. Ops: builtins only where they suffice, else builtins plus SELECT_TF_OPS for the ops that have no
+    builtin (recorded in ``select_tf_ops``; such a model runs only where the interpreter links the flex kernels).
     """
     import tensorflow as tf
 
@@ -155,10 +177,7 @@ def export_int8(path, keras_model, *, input_signature=None, output_names=None, e
     # or two, the Keras model itself (every layer's call traced again) takes several times longer, same result.
     weights = tf.Module(name="weights")
     weights.variables_ = list(keras_model.variables)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], weights)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    blob = converter.convert()
+    blob = _convert(concrete, weights)
     ops, int8 = _converted_ops(blob)
     if not int8:
         raise ConfigError(f"export_int8: the converter quantized no weight of {keras_model.name!r} (no int8 "
@@ -271,7 +290,7 @@ class TFLiteModel:
             if shapes != self._shapes:
                 for index, shape in zip(self._input_index, shapes):
                     self.interpreter.resize_tensor_input(index, shape, strict=False)
-                self.interpreter.allocate_tensors()
+                self._allocate()
                 self._shapes = shapes
             for index, array in zip(self._input_index, arrays):
                 self.interpreter.set_tensor(index, array)
@@ -285,6 +304,21 @@ class TFLiteModel:
         return outputs
 
     __call__ = predict_on_batch
+
+    def _allocate(self) -> None:
+        try:
+            self.interpreter.allocate_tensors()
+        except RuntimeError as error:
+            flex = self.metadata.get("select_tf_ops") or []
+            if flex and "select tensorflow op" in str(error).lower():
+                import tensorflow as tf
+
+                raise ConfigError(
+                    f"{self.path}: this model needs TensorFlow's flex kernels for {', '.join(flex)} (it was "
+                    f"exported by TensorFlow {self.metadata.get('tensorflow')}), and the TensorFlow Lite interpreter "
+                    f"of TensorFlow {tf.__version__} does not apply them; export it again with this TensorFlow "
+                    f"(bertkit's encoder converts to builtin ops only)") from None
+            raise
 
     def delegate_nodes(self) -> dict[str, int]:
         """Nodes of the plan that delegates took: ``{"xnnpack": n, "flex": m}``. ``flex`` (the SELECT_TF_OPS
@@ -303,7 +337,7 @@ class TFLiteModel:
         flex = delegates(without_defaults)
         with self._lock:
             if self._shapes is None:
-                self.interpreter.allocate_tensors()
+                self._allocate()
             total = Counter(op["op_name"] for op in self.interpreter._get_ops_details())["DELEGATE"]  # noqa: SLF001
         return {"xnnpack": total - flex, "flex": flex}
 

@@ -97,6 +97,12 @@ class Recipe:
     def higher_is_better(self) -> bool:
         return bool(getattr(self.module, "HIGHER_IS_BETTER", True))
 
+    def selection(self, args) -> tuple[str, bool]:
+        """``(metric, higher_is_better)``: the dev metric that picks the kept epoch. ``--select-metric`` if given (a
+        user-chosen metric is a score: higher is better, unless it is the headline itself), else the headline."""
+        selected = getattr(args, "select_metric", None) or self.module.HEADLINE
+        return selected, (self.higher_is_better if selected == self.module.HEADLINE else True)
+
     def loss(self, head):
         return self.module.loss(head) if hasattr(self.module, "loss") else None
 
@@ -273,9 +279,8 @@ def train(recipe, argv=None, *, args=None) -> dict:
     if args.eval_only:
         trainer.restore(model, args.checkpoint)
     else:
-        selected = args.select_metric or recipe.HEADLINE  # a user-chosen metric is a score: higher is better
-        trainer.fit(model, data, evaluate=evaluate_dev, headline=selected,
-                    higher_is_better=recipe.higher_is_better if selected == recipe.HEADLINE else True)
+        selected, higher_is_better = recipe.selection(args)
+        trainer.fit(model, data, evaluate=evaluate_dev, headline=selected, higher_is_better=higher_is_better)
     if recipe.needs_tuning(head):
         tuned = recipe.tune(dev, predict(dev), head)
         if tuned != head:

@@ -20,6 +20,7 @@ replayed: a resumed run with dropout matches an uninterrupted one in schedule an
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import io
 import json
@@ -170,7 +171,7 @@ def history_from_rows(rows: list[dict]) -> dict[str, list]:
 
 
 # -------------------------------------------------------------------------------------------------------- callbacks
-def _scalar_metrics(result: dict) -> dict[str, float]:
+def scalar_metrics(result: dict) -> dict[str, float]:
     """The plain numbers of an ``evaluate`` result (nested per-class tables and lists stay out of the logs)."""
     out = {}
     for key, value in result.items():
@@ -189,9 +190,10 @@ def _make_callbacks_module():
         """After each epoch: dev evaluation into the logs, best weights kept, early stopping, CSV row."""
 
         def __init__(self, trainer, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch,
-                     keep_last=False):
+                     interrupts, keep_last=False):
             super().__init__()
             self.trainer, self.evaluate, self.headline = trainer, evaluate, headline
+            self.interrupts = interrupts  # the InterruptGuard: saving the best weights is not broken into
             self.higher_is_better, self.patience, self.rows = higher_is_better, patience, rows
             self.keep_last = keep_last  # every epoch replaces the kept weights; no early stopping
             self.examples_per_epoch = examples_per_epoch
@@ -228,7 +230,7 @@ def _make_callbacks_module():
             eval_seconds = time.perf_counter() - start
             if not isinstance(result, dict):
                 raise ConfigError(f"evaluate(model) must return a dict of metrics, got {type(result).__name__}")
-            scalars = _scalar_metrics(result)
+            scalars = scalar_metrics(result)
             if self.headline not in scalars:
                 raise ConfigError(f"evaluate(model) returned no number {self.headline!r} (the metric that picks "
                                   f"the best epoch: the headline, or --select-metric); it returned {sorted(result)}")
@@ -239,8 +241,9 @@ def _make_callbacks_module():
             value, number = scalars[self.headline], epoch + 1
             improved = self._update_best(value, number)
             if improved and self.trainer.is_chief:
-                save_weights(self.model, self.trainer.output_dir / BEST_DIR,
-                             info={"epoch": number, "metric": self.headline, "value": value})
+                with self.interrupts.deferred():
+                    save_weights(self.model, self.trainer.output_dir / BEST_DIR,
+                                 info={"epoch": number, "metric": self.headline, "value": value})
             row = {"epoch": number, **{k: float(v) for k, v in logs.items() if _is_number(v)}}
             self.rows[:] = [r for r in self.rows if r["epoch"] != number] + [row]
             if self.trainer.is_chief:
@@ -257,9 +260,9 @@ def _make_callbacks_module():
         """BackupAndRestore that also backs up at each epoch end, after the dev evaluation (so a resumed run
         never skips an epoch's evaluation), instead of at the epoch's last batch."""
 
-        def __init__(self, backup_dir, save_every_steps, steps_per_epoch, save_every_seconds=None):
+        def __init__(self, backup_dir, save_every_steps, steps_per_epoch, interrupts, save_every_seconds=None):
             super().__init__(str(backup_dir), save_freq=int(save_every_steps), delete_checkpoint=True)
-            self.steps_per_epoch = steps_per_epoch
+            self.steps_per_epoch, self.interrupts = steps_per_epoch, interrupts
             self.save_every_seconds = save_every_seconds
             self._last_save = time.monotonic()
 
@@ -275,7 +278,8 @@ def _make_callbacks_module():
             super().on_train_batch_end(batch, logs)
 
         def _backup(self, epoch, batch=0):
-            super()._backup(epoch, batch)
+            with self.interrupts.deferred():
+                super()._backup(epoch, batch)
             self._last_save = time.monotonic()
 
         def backup_now(self, steps_done: int) -> tuple[int, int] | None:
@@ -430,8 +434,10 @@ class RunLock:
 
 
 class InterruptGuard:
-    """While training: Ctrl-C (SIGINT) and SIGTERM raise ``KeyboardInterrupt`` in the main thread at the next step
-    boundary, where the Trainer backs up and stops. A watchdog thread woken by the signal itself ends the process
+    """While training: Ctrl-C (SIGINT) and SIGTERM raise ``KeyboardInterrupt`` in the main thread as soon as it
+    runs Python again (between two steps, in a callback, in the dev evaluation), where the trainer backs up and
+    stops; inside a :meth:`deferred` block (a backup or the best weights being written) the signal waits for the
+    block's end, so no file write is torn half-way. A watchdog thread woken by the signal itself ends the process
     after ``grace_seconds`` when the main thread is stuck in one long operation (an XLA compilation) and at once on
     a second signal; the last backup then stands. Does nothing outside the main thread."""
 
@@ -441,6 +447,7 @@ class InterruptGuard:
         self.grace_seconds, self.message = grace_seconds, message
         self.acknowledged = threading.Event()
         self.active = False
+        self._deferring, self._pending = 0, False
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
@@ -456,7 +463,24 @@ class InterruptGuard:
         return self
 
     def _handle(self, signum, frame):
+        if self._deferring:
+            self._pending = True
+            return
         raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """A block the signal does not break into (writing a checkpoint: TensorFlow's save interrupted half-way
+        and then written again by the interrupt's own backup is how a process crashes); a signal that came
+        meanwhile raises ``KeyboardInterrupt`` when the block ends. Also usable when the guard is not active."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+        if not self._deferring and self._pending and self.active:
+            self._pending = False
+            raise KeyboardInterrupt
 
     def _watch(self):
         signals_seen = 0
@@ -712,9 +736,12 @@ class Trainer:
         examples_per_epoch = train_examples if train_examples is not None else steps_per_epoch * batch_size
         keep_last = getattr(args, "keep_weights", "best") == "last"
         patience = 0 if keep_last else int(getattr(args, "early_stopping_patience", 0) or 0)
+        hint = f"resume with the same command plus --resume --output-dir {out}"
+        guard = InterruptGuard(grace_seconds=10.0, message=f"stopped inside a long operation; the last backup in "
+                                                          f"{backup_dir} stands; {hint}")
         evaluator = EvaluateEachEpoch(self, evaluate, headline, higher_is_better, patience, rows, examples_per_epoch,
-                                      keep_last)
-        backup = Backup(backup_dir, int(state["backup_every_steps"]), steps_per_epoch,
+                                      guard, keep_last)
+        backup = Backup(backup_dir, int(state["backup_every_steps"]), steps_per_epoch, guard,
                         save_every_seconds=60.0 * float(state["backup_every_minutes"]))
         tensorboard = tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False, profile_batch=0)
         # Order matters: evaluation adds dev_* to the logs before TensorBoard sees them and before the backup.
@@ -727,16 +754,15 @@ class Trainer:
              f"(early stopping {'off' if not patience else f'after {patience} epochs without gain'}); "
              f"backup every {backup.save_freq} steps; output {out}")
         fit_start = time.perf_counter()
-        hint = f"resume with the same command plus --resume --output-dir {out}"
-        with InterruptGuard(grace_seconds=10.0, message=f"stopped inside a long operation; the last backup in "
-                                                       f"{backup_dir} stands; {hint}") as guard:
+        with guard:
             try:
                 model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
                           verbose=self.verbose)
             except KeyboardInterrupt:
                 guard.acknowledge()
                 steps_done = int(model.optimizer.iterations.numpy())
-                saved = backup.backup_now(steps_done) if self.is_chief else None
+                with guard.deferred():  # a second signal here: the watchdog ends the process, the last backup stands
+                    saved = backup.backup_now(steps_done) if self.is_chief else None
                 from bertkit.errors import Interrupted
 
                 if saved is None and resume_position(backup_dir, steps_per_epoch) is None:

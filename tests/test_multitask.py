@@ -176,7 +176,7 @@ def test_an_interrupted_joint_run_resumes_to_the_end(tmp_path, tiny_bert_dir):
     command = [sys.executable, "-m", "bertkit.multitask", "--config", str(config), "--bert-dir", str(tiny_bert_dir),
                "--output-dir", str(out), "--epochs", "3", "--lr", "1e-3", "--baselines", "none",
                "--backup-every-minutes", "0.001"]
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONPATH": "", "PYTHONFAULTHANDLER": "1"}  # a crash shows its Python stack
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = out / "backup" / "multitask_state.json"
     deadline = time.monotonic() + 240
@@ -235,7 +235,7 @@ def test_a_tasks_select_metric_replaces_its_headline_in_the_checkpoint_rule():
 
     def task(name, recipe, select, metrics):
         class Scored:  # the recipe, with a fixed dev score
-            HEADLINE, headline_scale, higher_is_better = recipe.HEADLINE, recipe.headline_scale, recipe.higher_is_better
+            HEADLINE, headline_scale, selection = recipe.HEADLINE, recipe.headline_scale, recipe.selection
 
             @staticmethod
             def score(examples, predictions, head):

@@ -464,6 +464,41 @@ def test_ctrl_c_backs_up_and_exits_promptly_then_resume_finishes(tmp_path):
     assert "resuming" in done.stderr and not (tmp_path / "run" / "backup").exists()
 
 
+def test_a_signal_never_breaks_into_a_deferred_write_and_is_raised_when_it_ends():
+    """A checkpoint write inside ``InterruptGuard.deferred`` runs to its end when SIGINT comes in the middle; the
+    KeyboardInterrupt comes right after the block, where the trainer backs up once (not over a half-written one).
+    Outside such a block the signal interrupts at once."""
+    import os
+    import signal
+
+    from bertkit.training import InterruptGuard
+
+    def busy():  # the handler runs between bytecodes: give it many chances to break in
+        for _ in range(1000):
+            sum(range(100))
+
+    before = signal.getsignal(signal.SIGINT)
+    steps = []
+    with InterruptGuard(grace_seconds=10.0, message="test") as guard:
+        with pytest.raises(KeyboardInterrupt):
+            with guard.deferred():
+                steps.append("write started")
+                os.kill(os.getpid(), signal.SIGINT)
+                busy()
+                steps.append("write finished")
+            steps.append("after the block")  # never reached: the interrupt is raised as the block ends
+        guard.acknowledge()  # (the watchdog would end the process after grace_seconds, or at a second signal)
+    assert steps == ["write started", "write finished"]
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back
+    with InterruptGuard(grace_seconds=10.0, message="test") as guard:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            busy()
+        guard.acknowledge()
+    with guard.deferred():  # an inactive guard defers nothing and raises nothing
+        pass
+
+
 # ------------------------------------------------------------------------------------- SIGKILL, then --resume
 _KILL_SCRIPT = """
 import os, pathlib, signal, sys
