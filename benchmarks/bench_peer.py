@@ -454,17 +454,29 @@ def drive(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    if args.worker:  # one side's process: its JSON line, or one error line
+        try:
+            check_workload(args)
+            emit(bertkit_side(args) if args.worker == "bertkit" else bertkit_gemm(args))
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    def measured():
         check_workload(args)
-        if args.worker == "bertkit":
-            emit(bertkit_side(args))
-            return 0
-        if args.worker == "gemm":
-            emit(bertkit_gemm(args))
-            return 0
         if args.rounds < 1:
             raise BenchError(f"--rounds must be at least 1, got {args.rounds}")
-        result = drive(args)
+        return drive(args)
+
+    return run_benchmark(measured, format_report, args.json)
+
+
+def run_benchmark(measured, format_report, json_path) -> int:
+    """A driver's end: ``measured()``'s figures printed by ``format_report`` and, with ``--json``, written to
+    ``json_path``; a ``BenchError`` is one ``error:`` line (exit 2), Ctrl-C exit 130."""
+    try:
+        result = measured()
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -472,10 +484,11 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     print(format_report(result), flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        progress(f"figures written to {args.json}")
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        progress(f"figures written to {path}")
     return 0
 
 

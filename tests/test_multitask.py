@@ -104,12 +104,15 @@ def joint_run(tmp_path_factory, tiny_bert_dir):
     tmp_path = tmp_path_factory.mktemp("joint")
     out = tmp_path / "run"
     report = run(["--config", str(_config(tmp_path)), "--bert-dir", str(tiny_bert_dir), "--output-dir", str(out),
-                  "--epochs", "5", "--lr", "2e-3", "--warmup-ratio", "0", "--export", "--loss-weights",
+                  "--epochs", "5", "--lr", "5e-3", "--warmup-ratio", "0", "--export", "--loss-weights",
                   "sentiment=1.0,sequence_labeling=0.5"])
     return out, report
 
 
 def test_joint_training_of_two_heads_lowers_each_tasks_loss(joint_run):
+    """lr 5e-3: the tiny encoder reads SST-2 letter by letter, and at 2e-3 the sentiment loss fell only 5-20% in five
+    epochs (0.70 -> 0.66 in one run on TF 2.21: too close to the bar); at 5e-3 it falls to about 0.23 on both stacks
+    (tagging: 11 -> 4.6)."""
     out, report = joint_run
     rows = report["joint"]["rows"]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
