@@ -449,6 +449,7 @@ class JointRun:
                 f" per epoch, {self.sampler}); output {self.out}")
             hint = f"resume with the same command plus --resume --output-dir {self.resume_dir}"
             interval = 60.0 * float(self.joint.backup_every_minutes)
+            self._best = best  # what an interrupt's backup records, kept current by _loop
             with InterruptGuard(grace_seconds=10.0, message=f"stopped inside a long operation; the last backup "
                                                            f"stands; {hint}") as guard:
                 try:

@@ -470,9 +470,10 @@ class InterruptGuard:
 
     @contextlib.contextmanager
     def deferred(self):
-        """A block the signal does not break into (writing a checkpoint: TensorFlow's save interrupted half-way
-        and then written again by the interrupt's own backup is how a process crashes); a signal that came
-        meanwhile raises ``KeyboardInterrupt`` when the block ends. Also usable when the guard is not active."""
+        """A block the signal does not break into: writing a checkpoint or the kept weights (a TensorFlow save
+        broken half-way, then started again by the interrupt's own backup, is the suspected cause of a rare crash
+        seen on Ctrl-C). A signal that came meanwhile raises ``KeyboardInterrupt`` when the block ends. Also usable
+        when the guard is not active (it then defers nothing)."""
         self._deferring += 1
         try:
             yield

@@ -20,11 +20,3 @@ def default_bert_dir():
     from bertkit.encoder import default_bert_dir as convert_default
 
     return convert_default()
-
-
-def pytest_collection_modifyitems(config, items):
-    """Test files holding a slow (real-encoder) test run first, each file's own order kept: under ``-n 2 --dist
-    loadfile`` the two workers start on the long files, and the run ends on short ones instead of one worker
-    finishing a minutes-long test while the other waits."""
-    heavy = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in heavy)  # stable: the order within a file is unchanged
