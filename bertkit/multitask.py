@@ -507,7 +507,6 @@ class JointRun:
         so an interrupt's backup holds both as they stand."""
         from bertkit.training import BEST_DIR, save_weights
 
-        self._best = best
         epochs, per_epoch = int(self.joint.epochs), self.steps_per_epoch
         last_backup = time.monotonic()
         while step < self.total_steps:
