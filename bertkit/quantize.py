@@ -34,9 +34,9 @@ model: XNNPack only takes graphs whose tensor shapes are all known at allocation
 tensors (the position-embedding slice and the attention reshapes depend on the sequence length); and even at fixed
 shapes the XNNPack of TF 2.15 does not take dynamic-range (hybrid) fully connected layers, only float32 ones. The
 int8 products therefore run on TensorFlow Lite's builtin hybrid kernels (:meth:`TFLiteModel.delegate_nodes` counts
-what each delegate took). ``benchmarks/bench_int8.py`` measures what that gives against the float32 Keras model: on a 2-core Zen 4
-(2026-12-03) the same metric within 0.3 points, but a quarter to a third of float32's speed (benchmarks/README.md):
-the export saves size (int8 weights), not time, on such CPUs.
+what each delegate took). ``benchmarks/bench_int8.py`` measures what that gives against the float32 Keras model:
+on a 2-core Zen 4 (2026-12-03) the same metric within 0.3 points, but a quarter to a third of float32's speed
+(benchmarks/README.md): the export saves size (int8 weights), not time, on such CPUs.
 """
 
 from __future__ import annotations

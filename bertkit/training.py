@@ -762,8 +762,8 @@ class Trainer:
             except KeyboardInterrupt:
                 guard.acknowledge()
                 steps_done = int(model.optimizer.iterations.numpy())
-                with guard.deferred():  # a second signal here: the watchdog ends the process, the last backup stands
-                    saved = backup.backup_now(steps_done) if self.is_chief else None
+                # backup_now writes through Backup._backup, itself deferred: a second signal here is the watchdog's
+                saved = backup.backup_now(steps_done) if self.is_chief else None
                 from bertkit.errors import Interrupted
 
                 if saved is None and resume_position(backup_dir, steps_per_epoch) is None:
