@@ -8,8 +8,10 @@ under the same head ([CLS] -> Dense(2), as in ``bench_speed.py``), in float32, w
 - inference: batch 64 x 128 tokens;
 - the same random token ids (fixed seed) on both sides, so no tokenization is timed; warm-up calls are not timed.
 
-bertkit's side is bench_speed.py's model and defaults (``load_encoder``, ``build_optimizer``, the XLA-compiled Keras
-train step, a plain ``tf.function`` for inference). The peer (``peer_torch.py``) runs in its own virtualenv, never
+bertkit's side is bench_speed.py's model (``load_encoder``, ``build_optimizer``, a plain ``tf.function`` for
+inference), trained twice per round: with the Keras train step the recipes run (``Trainer.compile``: a plain
+TensorFlow graph on oneDNN's kernels, the AdamW update of each weight XLA-compiled; ``bench_speed.py --jit none``)
+and with the whole train step XLA-compiled (``model.compile(jit_compile=True)``; ``bench_speed.py --jit train``). The peer (``peer_torch.py``) runs in its own virtualenv, never
 installed by the runtime or CI:
 
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
@@ -49,12 +51,15 @@ CLIP_GLOBAL_NORM = 1.0
 NUM_LABELS = 2
 TOKEN_SEED = 0
 
-# The three measured sides, in the order they alternate within a round.
+# The measured sides, in the order they alternate within a round.
 SIDES = {
-    "bertkit": "bertkit (TF, XLA train step)",
+    "bertkit": "bertkit (TF graph, as recipes)",
+    "bertkit_xla": "bertkit (TF, XLA train step)",
     "peer": "HF+torch, attention dropout 0.1",
     "peer_no_attn_dropout": "HF+torch, attention dropout 0",
 }
+BERTKIT_SIDES = ("bertkit", "bertkit_xla")
+PEER_SIDES = ("peer", "peer_no_attn_dropout")
 
 
 class BenchError(Exception):
@@ -195,9 +200,10 @@ def set_tf_threads(threads: int):
     return tf
 
 
-def bertkit_side(args) -> dict:
-    """Inference then training of bench_speed.py's classifier with its default settings (float32, XLA train step,
-    plain-graph inference); sequences/s of each and the process's peak RSS."""
+def bertkit_side(args, xla_train_step: bool) -> dict:
+    """Inference then training of bench_speed.py's classifier in float32: plain-graph inference; the Keras train
+    step as a plain graph (what the recipes run) or, with ``xla_train_step``, XLA-compiled whole. Sequences/s of
+    each and the process's peak RSS."""
     tf = set_tf_threads(args.threads)
     from bench_speed import build_classifier
 
@@ -212,10 +218,12 @@ def bertkit_side(args) -> dict:
         model, _ = build_classifier(default_bert_dir(), NUM_LABELS)
     except BertkitError as exc:
         raise BenchError(str(exc)) from None
-    figures = {"side": "bertkit", "bertkit": bertkit.__version__, "tensorflow": tf.__version__,
+    figures = {"side": "bertkit_xla" if xla_train_step else "bertkit", "bertkit": bertkit.__version__,
+               "tensorflow": tf.__version__,
                "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
                            tf.config.threading.get_inter_op_parallelism_threads()],
-               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "train_jit": True, "infer_jit": False}
+               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "train_jit": xla_train_step,
+               "infer_jit": False}
     predict = tf.function(lambda ids, seg: model([ids, seg], training=False))
 
     def infer(ids):
@@ -224,7 +232,8 @@ def bertkit_side(args) -> dict:
     def prepare_training():
         model.compile(optimizer=build_optimizer(LEARNING_RATE, WEIGHT_DECAY, epsilon=ADAM_EPSILON,
                                                 global_clipnorm=CLIP_GLOBAL_NORM),
-                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=xla_train_step)
         labels = training_labels(args.train_batch)
         return lambda ids: model.train_on_batch([ids, tf.zeros_like(ids)], labels)
 
@@ -296,16 +305,17 @@ def summarize(runs: list[dict], peak_gflops: float, forward_flops: float) -> dic
             entry[task] = figures
         summary[side] = entry
     ratios = {}
-    for peer in ("peer", "peer_no_attn_dropout"):
-        if "bertkit" not in summary or peer not in summary:
-            continue
-        for task in ("train", "infer"):
-            by_round = {r["round"]: r[f"{task}_seq_per_s"] for r in runs if r["side"] == peer}
-            per_round = [r[f"{task}_seq_per_s"] / by_round[r["round"]] for r in runs
-                         if r["side"] == "bertkit" and r["round"] in by_round]
-            ratios[f"{task}_vs_{peer}"] = {
-                "of_medians": summary["bertkit"][task]["median"] / summary[peer][task]["median"],
-                "per_round_min": min(per_round), "per_round_max": max(per_round)}
+    for mine in BERTKIT_SIDES:
+        for peer in PEER_SIDES:
+            if mine not in summary or peer not in summary:
+                continue
+            for task in ("train", "infer"):
+                by_round = {r["round"]: r[f"{task}_seq_per_s"] for r in runs if r["side"] == peer}
+                per_round = [r[f"{task}_seq_per_s"] / by_round[r["round"]] for r in runs
+                             if r["side"] == mine and r["round"] in by_round]
+                ratios[f"{mine}:{task}_vs_{peer}"] = {
+                    "of_medians": summary[mine][task]["median"] / summary[peer][task]["median"],
+                    "per_round_min": min(per_round), "per_round_max": max(per_round)}
     return {"sides": summary, "ratios": ratios}
 
 
@@ -345,15 +355,16 @@ def format_report(result: dict) -> str:
             f"{100 * (entry[t]['share_of_peak'] or 0):>6.0f}%" for t in ("train", "infer"))
         lines.append(f"{label:<34}{cells}{entry['peak_rss_mb']:>10.0f}")
     lines.append("")
-    for peer in ("peer", "peer_no_attn_dropout"):
-        parts = []
-        for task in ("train", "infer"):
-            ratio = result["summary"]["ratios"].get(f"{task}_vs_{peer}")
-            if ratio:
-                parts.append(f"{task} {ratio['of_medians']:.2f} (rounds {ratio['per_round_min']:.2f}-"
-                             f"{ratio['per_round_max']:.2f})")
-        if parts:
-            lines.append(f"ratio bertkit / {SIDES[peer]}: " + ", ".join(parts))
+    for mine in BERTKIT_SIDES:
+        for peer in PEER_SIDES:
+            parts = []
+            for task in ("train", "infer"):
+                ratio = result["summary"]["ratios"].get(f"{mine}:{task}_vs_{peer}")
+                if ratio:
+                    parts.append(f"{task} {ratio['of_medians']:.2f} (rounds {ratio['per_round_min']:.2f}-"
+                                 f"{ratio['per_round_max']:.2f})")
+            if parts:
+                lines.append(f"ratio {SIDES[mine]} / {SIDES[peer]}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -397,7 +408,7 @@ def parse_args(argv=None):
                                               f"repository root)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     add_workload_args(parser)
-    parser.add_argument("--worker", choices=("bertkit", "gemm"), help=argparse.SUPPRESS)  # a side's process
+    parser.add_argument("--worker", choices=(*BERTKIT_SIDES, "gemm"), help=argparse.SUPPRESS)  # a side's process
     return parser.parse_args(argv)
 
 
@@ -417,7 +428,8 @@ def drive(args) -> dict:
     peak = max(gemm_gflops.values())
     progress("GEMM GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in gemm_gflops.items()))
 
-    commands = {"bertkit": me + ["--worker", "bertkit"], "peer": peer,
+    commands = {"bertkit": me + ["--worker", "bertkit"], "bertkit_xla": me + ["--worker", "bertkit_xla"],
+                "peer": peer,
                 "peer_no_attn_dropout": peer + ["--attention-dropout", "0"]}
     runs = []
     for round_index in range(1, args.rounds + 1):
@@ -457,7 +469,8 @@ def main(argv=None) -> int:
     if args.worker:  # one side's process: its JSON line, or one error line
         try:
             check_workload(args)
-            emit(bertkit_side(args) if args.worker == "bertkit" else bertkit_gemm(args))
+            emit(bertkit_gemm(args) if args.worker == "gemm" else
+                 bertkit_side(args, xla_train_step=args.worker == "bertkit_xla"))
         except BenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -116,6 +116,14 @@ class CRF(tf.keras.layers.Layer):
         super().build(input_shape)
 
     @property
+    def xla_refusal(self) -> str | None:
+        """Why a train step holding this layer cannot be XLA-compiled (``Trainer``'s ``--train-step xla``), or
+        ``None``: tfa's CRF ops have no XLA kernels."""
+        if self.backend == "tfa":
+            return f"tensorflow-addons' CRF ops do not compile under XLA; {BACKEND_ENV}=pure selects bertkit's own"
+        return None
+
+    @property
     def transitions(self):
         """The transition scores ``(num_tags, num_tags)``: ``[i, j]`` scores tag ``j`` right after tag ``i``."""
         return self.scaled_transitions * self.lr_multiplier

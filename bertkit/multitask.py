@@ -67,7 +67,8 @@ STATE_FILE = "multitask_state.json"
 JOINT_FLAGS = ("--bert-dir", "--output-dir", "--epochs", "--lr", "--warmup-ratio", "--weight-decay", "--seed",
                "--resume", "--overwrite", "--eval-only", "--checkpoint", "--strategy", "--mixed-precision",
                "--per-char", "--export", "--backup-every-steps", "--backup-every-minutes", "--early-stopping-patience",
-               "--keep-weights", "--deterministic", "--trainable-layers", "--config", "--eval-batch-size")
+               "--keep-weights", "--deterministic", "--trainable-layers", "--config", "--eval-batch-size",
+               "--train-step")
 CONFIG_KEYS = ("folder", "name", "train_file", "dev_file", "test_file", "args", "weight")
 
 

@@ -266,9 +266,10 @@ def train(recipe, argv=None, *, args=None) -> dict:
                   "tokenizer": {"lowercase": tokenizer.lowercase, "per_char": bool(args.per_char)}}
     if not args.eval_only:
         trainer.check_start(data.steps_per_epoch)  # --resume options are checked before anything is written
-        trainer.write_run_config(run_config)
     model = trainer.compile(lambda: recipe.build_model(args.bert_dir, head, trainable_layers=args.trainable_layers),
                             steps_per_epoch=data.steps_per_epoch, loss=recipe.loss(head))
+    if not args.eval_only:  # after compile, which refuses a --train-step the model cannot take
+        trainer.write_run_config(run_config)
 
     def predict(examples):
         return recipe.predict(model, tokenizer, examples, head, batch_size=args.eval_batch_size)

@@ -563,6 +563,9 @@ class Trainer:
         if verbose == "auto":  # a progress bar on a terminal; one line per epoch in a log file
             verbose = 1 if sys.stdout.isatty() else 2
         self.args, self.task, self.verbose = args, task, verbose
+        if getattr(args, "train_step", "graph") == "xla" and getattr(args, "deterministic", False):
+            raise ConfigError("--train-step xla with --deterministic: XLA ignores the seeds of the dropout masks, so "
+                              "the run would not be reproducible; use --train-step graph")
         if not getattr(args, "output_dir", None):
             from bertkit.cli import default_output_dir
 
@@ -641,11 +644,32 @@ class Trainer:
             model = build_model()
             optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)),
                                         dense_gradients=self.strategy.num_replicas_in_sync > 1)
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_kwargs)
+            xla = self._xla_train_step(model)
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=xla, **compile_kwargs)
             # The optimizer's slots now, not inside the first train step: a tf.function whose first call creates
             # variables is traced twice, and tracing the train step is most of a short run's start-up.
             model.optimizer.build(model.trainable_variables)
         return model
+
+    def _xla_train_step(self, model) -> bool:
+        """``--train-step``: ``graph`` (the default) runs Keras's train step as a TensorFlow graph, its matmuls on
+        oneDNN, each weight's AdamW update XLA-compiled (``bertkit.optim``); ``xla`` compiles the whole step with
+        XLA, once per padded batch length. Which is faster depends on the CPU (benchmarks/README.md: on a Zen 4 box
+        both train MiniLM-L6 at 12-15 seq/s; on a Zen 5 box XLA gave 27 against 16). Refused where XLA would change
+        what the run means: with ``--deterministic`` (XLA ignores the seeds of the dropout masks; refused in
+        ``__init__``, before the run directory is touched) and with a layer that gives an ``xla_refusal``
+        (tensorflow-addons' CRF)."""
+        choice = getattr(self.args, "train_step", "graph") or "graph"
+        if choice not in ("graph", "xla"):
+            raise ConfigError(f"--train-step {choice}: expected graph or xla")
+        if choice == "graph":
+            return False
+        refusing = sorted({f"{layer.name} ({type(layer).__name__}: {layer.xla_refusal})"
+                           for layer in model.submodules if getattr(layer, "xla_refusal", None)})
+        if refusing:
+            raise ConfigError(f"--train-step xla: {', '.join(refusing)}; use --train-step graph")
+        say("train step: XLA-compiled (--train-step xla), compiled again for each new padded batch length")
+        return True
 
     # -- run config --------------------------------------------------------------------------------------------
     def run_config(self, extra: dict | None = None) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import bertkit  # noqa: F401  (first: on TensorFlow >= 2.16 it makes tf.keras Keras 2 before a test module imports TF)
+
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):

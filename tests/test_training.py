@@ -604,3 +604,58 @@ def test_progress_lines_report_step_loss_and_time_left_without_a_terminal(capsys
     chatty.on_train_batch_end(3, {"loss": 0.25})
     err = capsys.readouterr().err
     assert "epoch 2: step 4/10, loss 0.2500" in err and "min left in the epoch" in err
+
+
+def test_train_step_graph_by_default_and_xla_compiles_the_whole_step(tmp_path, tiny_bert_dir):
+    """--train-step: the default runs Keras's train step as a plain graph; xla compiles the whole step (the tiny BERT
+    trains under it: finite loss, weights moved, the same number of steps)."""
+    from bertkit.encoder import load_encoder
+
+    def build():
+        token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
+        segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
+        hidden = load_encoder(tiny_bert_dir)([token_ids, segment_ids])
+        return tf.keras.Model([token_ids, segment_ids], tf.keras.layers.Dense(2, name="classifier")(hidden[:, 0]))
+
+    for choice in ("graph", "xla"):
+        trainer = Trainer(_args(tmp_path / choice, "--epochs", "1", "--train-step", choice), "toy", verbose=0)
+        model = trainer.compile(build, steps_per_epoch=STEPS, loss=_loss())
+        assert bool(model.jit_compile) == (choice == "xla")
+        before = [w.copy() for w in model.get_weights()]
+        history = trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=lambda m: {"accuracy": 0.5},
+                              headline="accuracy")
+        assert np.isfinite(history["loss"]).all() and int(model.optimizer.iterations.numpy()) == STEPS
+        assert sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())) > len(before) // 2
+        trainer.close()
+
+
+def test_train_step_xla_is_refused_where_it_would_change_the_run(tmp_path):
+    """With --deterministic (XLA ignores the dropout masks' seeds) before the run directory is touched; with a layer
+    that cannot compile (tensorflow-addons' CRF), naming the layer and what to do."""
+    from bertkit.crf import CRF, tfa_available
+
+    with pytest.raises(ConfigError, match="--deterministic"):
+        Trainer(_args(tmp_path, "--train-step", "xla", "--deterministic"), "toy", verbose=0)
+    assert not (tmp_path / "run").exists()
+
+    class Tagger(tf.keras.Model):  # a CRF tagger's parts (its loss and decoding do not matter here)
+        def __init__(self, backend):
+            super().__init__()
+            self.emissions = tf.keras.layers.Embedding(20, 3)
+            self.crf = CRF(3, backend=backend, name="crf")
+
+        def call(self, inputs):
+            return self.emissions(inputs[0])
+
+    def tagger(backend):
+        return lambda: Tagger(backend)
+
+    trainer = Trainer(_args(tmp_path / "pure", "--train-step", "xla"), "toy", verbose=0)
+    assert trainer.compile(tagger("pure"), steps_per_epoch=STEPS, loss=_loss()).jit_compile
+    trainer.close()
+    if not tfa_available():
+        pytest.skip("tensorflow-addons is not installed on this stack: its CRF cannot be chosen")
+    trainer = Trainer(_args(tmp_path / "tfa", "--train-step", "xla"), "toy", verbose=0)
+    with pytest.raises(ConfigError, match=r"crf \(CRF: tensorflow-addons.*BERTKIT_CRF=pure.*--train-step graph"):
+        trainer.compile(tagger("tfa"), steps_per_epoch=STEPS, loss=_loss())
+    trainer.close()
