@@ -41,8 +41,10 @@ def parse_args(argv=None):
                         help="SST-2 batches timed per measurement (after one warm-up pass over them)")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                         help="bfloat16: Keras mixed_bfloat16 policy (bf16 matmuls, float32 weights and logits)")
-    parser.add_argument("--jit", choices=("none", "infer", "train", "both"), default="train",
-                        help="XLA-compile the inference function and/or the Keras train step")
+    parser.add_argument("--jit", choices=("none", "infer", "train", "both"), default="none",
+                        help="XLA-compile the inference function and/or the whole Keras train step (none: as the "
+                             "recipes run by default, a TensorFlow graph with each weight's AdamW update "
+                             "XLA-compiled; train: as --train-step xla)")
     parser.add_argument("--pad-multiple", type=int, default=None,
                         help="round dynamic batch lengths up to a multiple of this (fewer XLA recompilations; "
                              "default 16 with --jit, else 1)")

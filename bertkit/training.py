@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from bertkit.cli import say
+from bertkit.cli import TRAIN_STEPS, say
 from bertkit.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("bertkit.training")
@@ -660,8 +660,8 @@ class Trainer:
         ``__init__``, before the run directory is touched) and with a layer that gives an ``xla_refusal``
         (tensorflow-addons' CRF)."""
         choice = getattr(self.args, "train_step", "graph") or "graph"
-        if choice not in ("graph", "xla"):
-            raise ConfigError(f"--train-step {choice}: expected graph or xla")
+        if choice not in TRAIN_STEPS:
+            raise ConfigError(f"--train-step {choice}: expected one of {', '.join(TRAIN_STEPS)}")
         if choice == "graph":
             return False
         refusing = sorted({f"{layer.name} ({type(layer).__name__}: {layer.xla_refusal})"

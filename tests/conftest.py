@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-import bertkit  # noqa: F401  (first: on TensorFlow >= 2.16 it makes tf.keras Keras 2 before a test module imports TF)
+# bertkit first: on TensorFlow >= 2.16 importing it makes tf.keras Keras 2 before any test module imports TensorFlow.
+importlib.import_module("bertkit")
 
 
 @pytest.fixture(scope="session")

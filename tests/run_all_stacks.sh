@@ -1,28 +1,25 @@
 #!/usr/bin/env bash
-# The tests on both supported stacks, from the repository root: README.md command 2, what CI runs.
-#   - Python 3.11, TensorFlow 2.15 + tensorflow-addons (requirements-test.txt, in .venv): the fast suite, then the
-#     slow real-encoder tests;
+# The tests on both supported stacks, from the repository root: README.md command 3 (CI runs command 2, the default
+# stack's whole suite: both stacks together took 27-34 min on 2 cores, too close to CI's 30).
+#   - Python 3.11, TensorFlow 2.15 + tensorflow-addons (requirements-test.txt, in .venv): the whole suite, slow
+#     real-encoder tests included;
 #   - Python 3.12, TensorFlow 2.21 + tf-keras, pure-TensorFlow CRF (requirements-py312-test.txt, in .venv312): the
 #     fast suite (-m "not slow").
 # `bash tests/run_all_stacks.sh default` runs the first stack alone (no Python 3.12 needed).
 #
-# How the time is spent (2 cores):
+# How the time is spent (2 cores), and what was tried:
 #   - Both environments are installed first, side by side (mostly downloading), without pip's byte-compilation of
 #     every installed module (--no-compile: about 35 s of CPU per stack; what the tests import is compiled on first
-#     import). Installing the second stack during the first suite was tried: the two compete for the 2 cores and the
-#     suite lost more time than the install took.
+#     import): 97 s for both with the two encoders converted, against 148 s one after the other. Installing the
+#     second stack during the first suite was tried: the two compete for the 2 cores and the suite lost more time.
 #   - Each run uses two pytest-xdist worker processes (-n 2, whole test files per worker): one test process keeps
-#     only about 1.2 of 2 cores busy.
-#   - The fast suite trains and serves tiny random BERTs (2 layers, hidden 32). It runs on TensorFlow's Eigen
-#     kernels (TF_ENABLE_ONEDNN_OPTS=0) with one intra-op and one inter-op thread per worker: at these sizes
-#     oneDNN's per-shape set-up and two workers' four compute threads on two cores cost more than the arithmetic
-#     (measured 2026-12-03 on five recipe test files, -n 2: 253 s with TensorFlow's defaults, 198 s on Eigen, 176 s
-#     on Eigen with one thread per worker). The tests check behaviour (files, decoding, errors, resumes, exports),
-#     not kernels.
-#   - The slow tests train the real encoders, where oneDNN is the fast path (MiniLM-L6 training 14.6 seq/s with it,
-#     8.1 without), so they run with TensorFlow's defaults, as a user's run does, one at a time (-n 0): two real
-#     trainings side by side, each with two threads on two cores, took 479 s for the five, against ~400 s in turn.
-# The exit status is non-zero when any run fails. --durations lists the slowest tests, for whoever trims the time.
+#     only about 1.2 of 2 cores busy. On the default stack the slow real-encoder tests run in the same pytest run as
+#     the fast ones: their oneDNN matmuls fill the cores the fast tests' Python-bound tracing leaves idle. As a
+#     separate phase (2026-12-03) they took 482 s one at a time and 477 s two at a time, on top of the fast suite.
+#   - TensorFlow's Eigen kernels with one thread per worker (TF_ENABLE_ONEDNN_OPTS=0, TF_NUM_INTRAOP_THREADS=1,
+#     TF_NUM_INTEROP_THREADS=1) for the fast suite: faster on five recipe test files (253 -> 176 s) but slower on the
+#     whole fast suite (3.11: 735 s; 3.12: 729 s against 604 s with TensorFlow's defaults), so not used.
+# The exit status is non-zero when either run fails. --durations lists the slowest tests, for whoever trims the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACKS="${1:-both}"
@@ -68,7 +65,6 @@ rm -rf "$logs"
 echo "installed ($STACKS) in ${SECONDS} s"
 
 PYTEST=(-m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations 15)
-FAST_KERNELS=(env TF_ENABLE_ONEDNN_OPTS=0 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)
 failed=()
 run() {  # run NAME PYTHON [PYTEST ARGS...]: one pytest run in its own base temp, timed
     local name=$1 start=$SECONDS tmp status=0
@@ -80,12 +76,9 @@ run() {  # run NAME PYTHON [PYTEST ARGS...]: one pytest run in its own base temp
     echo "$name: exit $status, $((SECONDS - start)) s (everything so far: ${SECONDS} s)"
     if [ "$status" -ne 0 ]; then failed+=("$name"); fi
 }
-run "Python 3.11 stack (TensorFlow 2.15 + tensorflow-addons), fast suite" \
-    "${FAST_KERNELS[@]}" .venv/bin/python "${PYTEST[@]}" -m "not slow"
-run "Python 3.11 stack, slow real-encoder tests" .venv/bin/python "${PYTEST[@]}" -n 0 -m slow
+run "Python 3.11 stack (TensorFlow 2.15 + tensorflow-addons), whole suite" .venv/bin/python "${PYTEST[@]}"
 if [ "$STACKS" = both ]; then
-    run "Python 3.12 stack (TensorFlow 2.21 + tf-keras), fast suite" \
-        "${FAST_KERNELS[@]}" .venv312/bin/python "${PYTEST[@]}" -m "not slow"
+    run "Python 3.12 stack (TensorFlow 2.21 + tf-keras), fast suite" .venv312/bin/python "${PYTEST[@]}" -m "not slow"
 fi
 if [ "${#failed[@]}" -ne 0 ]; then
     printf 'FAILED: %s\n' "${failed[@]}"
