@@ -363,17 +363,19 @@ class JointRun:
         return tf.train.Checkpoint(optimizer=self.optimizer,
                                    **{f"task_{i}": model for i, model in enumerate(self.models)})
 
-    def _backup(self, checkpoint, state: dict) -> None:
-        """The training state (weights, optimizer, step) and where the loop stands, the state file last."""
+    def _backup(self, checkpoint, state: dict, interrupts) -> None:
+        """The training state (weights, optimizer, step) and where the loop stands, the state file last; inside
+        ``interrupts.deferred()`` (an :class:`InterruptGuard`), so a signal never lands between the two."""
         from bertkit.fileio import atomic_write_json
 
-        backup = self.out / "backup"
-        prefix = checkpoint.write(str(backup / f"ckpt-{state['step']}"))
-        atomic_write_json(backup / STATE_FILE, {**state, "checkpoint": Path(prefix).name,
-                                                "settings": self.settings()})
-        for old in backup.glob("ckpt-*"):
-            if not old.name.startswith(Path(prefix).name + "."):
-                old.unlink(missing_ok=True)
+        with interrupts.deferred():
+            backup = self.out / "backup"
+            prefix = checkpoint.write(str(backup / f"ckpt-{state['step']}"))
+            atomic_write_json(backup / STATE_FILE, {**state, "checkpoint": Path(prefix).name,
+                                                    "settings": self.settings()})
+            for old in backup.glob("ckpt-*"):
+                if not old.name.startswith(Path(prefix).name + "."):
+                    old.unlink(missing_ok=True)
 
     def _read_backup(self) -> dict | None:
         from bertkit.fileio import read_json
@@ -458,9 +460,10 @@ class JointRun:
                                                   partial)
                 except KeyboardInterrupt:
                     guard.acknowledge()
-                    with guard.deferred():  # a second signal: the watchdog ends the process, the last backup stands
-                        self._backup(checkpoint, {"step": self._step_now(), "rows": rows, "best": self._best,
-                                                  "partial": self._partial})
+                    # deferred: a second signal meanwhile is the watchdog's, which ends the process, the last
+                    # backup standing
+                    self._backup(checkpoint, {"step": self._step_now(), "rows": rows, "best": self._best,
+                                              "partial": self._partial}, guard)
                     raise Interrupted(f"backed up after {self._step_now()} steps in {self.out / 'backup'}; "
                                       f"{hint}") from None
             shutil.rmtree(self.out / "backup", ignore_errors=True)
@@ -538,9 +541,8 @@ class JointRun:
                           f"epoch ETA {(per_epoch - position - 1) * elapsed / done:.0f}s")
                     last_said = now
                 if interval > 0 and now - last_backup >= interval and step < self.total_steps:
-                    with interrupts.deferred():
-                        self._backup(checkpoint, {"step": step, "rows": rows, "best": best,
-                                                  "partial": self._partial})
+                    self._backup(checkpoint, {"step": step, "rows": rows, "best": best, "partial": self._partial},
+                                 interrupts)
                     last_backup = now
             train_seconds = time.perf_counter() - epoch_start
             row = {"epoch": epoch + 1, "train_seconds": round(train_seconds, 2),
@@ -560,8 +562,7 @@ class JointRun:
                             f"{row[f'{t.name}_dev_{t.dev_metric}']:.4f}" for t in self.tasks)
                 + f"; mean normalised dev {row['mean_dev']:.4f} (best {best['mean']:.4f}, epoch {best['epoch']})")
             if step < self.total_steps:
-                with interrupts.deferred():
-                    self._backup(checkpoint, {"step": step, "rows": rows, "best": best})
+                self._backup(checkpoint, {"step": step, "rows": rows, "best": best}, interrupts)
                 last_backup = time.monotonic()
         return step, rows, best
 

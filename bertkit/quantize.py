@@ -140,10 +140,13 @@ def _convert(concrete, weights) -> bytes:
 
     try:
         return convert([tf.lite.OpsSet.TFLITE_BUILTINS])
-    except Exception as error:  # noqa: BLE001 (the converter raises ConverterError or a plain error per version)
-        if "select" not in str(error).lower() and "flex" not in str(error).lower():
-            raise
-        return convert([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
+    except Exception as builtins_error:  # noqa: BLE001 (ConverterError or a plain error, per TF version)
+        # Whether flex kernels are what was missing is decided by converting with them, not by the error's wording
+        # (which changes between converter versions): if that fails too, the builtins-only error is the one to show.
+        try:
+            return convert([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
+        except Exception:  # noqa: BLE001
+            raise builtins_error from None
 
 
 def export_int8(path, keras_model, *, input_signature=None, output_names=None, extra: dict | None = None) -> Path:

@@ -298,3 +298,30 @@ def test_tflite_model_takes_and_returns_what_keras_predict_on_batch_does(tmp_pat
 
 def metadata_text(path: Path) -> str:
     return quantize.metadata_path(path).read_text(encoding="utf-8")
+
+
+def test_an_op_without_a_builtin_falls_back_to_flex_kernels_and_says_so(tmp_path):
+    """A user's model with an op TensorFlow Lite has no builtin for (cumulative product): the export falls back to
+    SELECT_TF_OPS and records the op; run where the interpreter lacks flex kernels (TF 2.21's), one clear error.
+    An op that neither builtins nor flex kernels cover (digamma) is the converter's own builtins-only error."""
+    import tensorflow as tf
+
+    def model_with(function):
+        features = tf.keras.Input((64,), name="features")
+        hidden = tf.keras.layers.Dense(64, name="dense")(features)  # 4,096 weights: large enough to be quantized
+        return tf.keras.Model(features, tf.keras.layers.Lambda(function)(hidden))
+
+    model = model_with(lambda x: tf.math.cumprod(tf.nn.sigmoid(x), axis=1))
+    path = export_int8(tmp_path / "flex.tflite", model)
+    metadata = read_metadata(path)
+    assert metadata["select_tf_ops"] == ["Cumprod"] and metadata["int8_tensors"] >= 1
+    inputs = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
+    try:
+        got = TFLiteModel(path, num_threads=1).predict_on_batch(inputs)
+    except ConfigError as error:  # an interpreter without flex kernels
+        assert "needs TensorFlow's flex kernels for Cumprod" in str(error)
+    else:
+        assert 0 < relative_error(got, model.predict_on_batch(inputs)) <= RELATIVE_TOLERANCE
+    with pytest.raises(Exception, match="Digamma"):
+        export_int8(tmp_path / "none.tflite", model_with(tf.math.digamma))
+    assert not (tmp_path / "none.tflite").exists()
