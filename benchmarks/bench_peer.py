@@ -11,8 +11,8 @@ under the same head ([CLS] -> Dense(2), as in ``bench_speed.py``), in float32, w
 bertkit's side is bench_speed.py's model (``load_encoder``, ``build_optimizer``, a plain ``tf.function`` for
 inference), trained twice per round: with the Keras train step the recipes run (``Trainer.compile``: a plain
 TensorFlow graph on oneDNN's kernels, the AdamW update of each weight XLA-compiled; ``bench_speed.py --jit none``)
-and with the whole train step XLA-compiled (``model.compile(jit_compile=True)``; ``bench_speed.py --jit train``). The peer (``peer_torch.py``) runs in its own virtualenv, never
-installed by the runtime or CI:
+and with the whole train step XLA-compiled (``model.compile(jit_compile=True)``; ``bench_speed.py --jit train``).
+The peer (``peer_torch.py``) runs in its own virtualenv, never installed by the runtime or CI:
 
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
 
