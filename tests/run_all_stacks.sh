@@ -37,7 +37,7 @@ python312() {
     PYENV_VERSION="$version" python3.12 "$@"
 }
 
-install() {  # install VENV PYTHON REQUIREMENTS: a fresh virtualenv with the lock, the encoders and bertkit
+install() {  # install VENV PYTHON REQUIREMENTS: the lock, the encoders and bertkit into VENV (created if absent)
     "$2" -m venv "$1" && "$1/bin/pip" install -q --no-compile -r "$3" \
         && "$1/bin/pip" install -q --no-compile --no-deps $ENCODERS -e .
 }

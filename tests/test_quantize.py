@@ -303,7 +303,7 @@ def metadata_text(path: Path) -> str:
 def test_an_op_without_a_builtin_falls_back_to_flex_kernels_and_says_so(tmp_path):
     """A user's model with an op TensorFlow Lite has no builtin for (cumulative product): the export falls back to
     SELECT_TF_OPS and records the op; run where the interpreter lacks flex kernels (TF 2.21's), one clear error.
-    An op that neither builtins nor flex kernels cover (digamma) is the converter's own builtins-only error."""
+    An op that neither builtins nor flex kernels cover (digamma) is the converter's error naming it, and no file."""
     import tensorflow as tf
 
     def model_with(function):
