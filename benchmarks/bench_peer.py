@@ -59,6 +59,18 @@ SIDES = {
     "peer_no_attn_dropout": "HF+torch, attention dropout 0",
 }
 BERTKIT_SIDES = ("bertkit", "bertkit_xla")
+
+# --max-isa avx2: every library's kernels capped at AVX2 + FMA (what an AVX2-only CPU such as AMD Zen 3 runs) on a
+# CPU that has more, through each library's own switch: oneDNN (TensorFlow's matmuls and torch's mkldnn ops),
+# MKL (torch's float32 GEMM), ATen (torch's vectorized element-wise kernels), OpenBLAS (numpy's GEMM). Not capped:
+# TensorFlow's Eigen kernels (compiled for AVX at build time, the same on every x86 CPU) and XLA's code (the
+# recipes' graph step uses XLA only for the AdamW updates). Memory, caches and clocks stay this CPU's: an
+# emulation of the instruction set only, labelled as such in the report.
+ISA_CAPS = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+             "OPENBLAS_CORETYPE": "Haswell"},
+}
 PEER_SIDES = ("peer", "peer_no_attn_dropout")
 
 
@@ -332,6 +344,9 @@ def format_report(result: dict) -> str:
         f"bertkit vs Hugging Face + torch: {settings['rounds']} round(s) started {result['date']}",
         f"CPU: {cpu['model']} (family {cpu['family']} model {cpu['model_number']}, {cpu['mhz']} MHz), "
         f"{cpu['usable_cpus']} usable CPU(s), threads per side {settings['threads']}; {flags}",
+        *([f"EMULATED: kernels capped at {result['max_isa']['cap']} (instruction set only; memory, caches and clocks "
+           f"are this CPU's): " + "; ".join(f"{k}: {v}" for k, v in result['max_isa']['kernels'].items())]
+          if result.get("max_isa", {}).get("cap", "native") != "native" else []),
         f"bertkit {result['versions']['bertkit']['bertkit']}, TensorFlow {result['versions']['bertkit']['tensorflow']}"
         f" | torch {peer_versions['torch']}, transformers {peer_versions['transformers']} "
         f"(attention: {peer_versions['attn_implementation']})",
@@ -369,15 +384,36 @@ def format_report(result: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- the driver
+def kernel_isa(tf_stdout: str, torch_stdout: str, torch_gemm: dict) -> dict:
+    """The instruction set each library's kernels run, from their own words: oneDNN's ``ONEDNN_VERBOSE`` info line
+    (TensorFlow's matmuls), MKL's ``MKL_VERBOSE`` banner (torch's GEMM) and ATen's CPU capability (torch's
+    element-wise kernels); "not printed" when a library said nothing."""
+    def line_with(text: str, marker: str, start: str, end: str) -> str:
+        for line in text.splitlines():
+            if marker in line and start in line:
+                value = line.split(start, 1)[1]
+                return (value.split(end, 1)[0] if end in value else value).strip()
+        return "not printed"
+
+    return {"tensorflow (oneDNN)": line_with(tf_stdout, "onednn_verbose", "isa:", ","),
+            "torch GEMM (MKL)": line_with(torch_stdout, "MKL_VERBOSE", "Intel(R) MKL", " Lnx"),
+            "torch element-wise (ATen)": str(torch_gemm.get("aten_cpu_capability", "not printed"))}
+
+
 def progress(message: str) -> None:
     print(f"[bench_peer {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_side(command: list[str], what: str, threads: int) -> dict:
-    """Run one side's process and return the JSON of its last stdout line; a failure is a ``BenchError`` with the
-    end of its stderr."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+def run_side(command: list[str], what: str, threads: int, env: dict | None = None, *, output: list | None = None
+             ) -> dict:
+    """Run one side's process (``env`` added to this one's environment) and return the JSON of its last stdout
+    line (its whole stdout appended to ``output`` when given); a failure is a ``BenchError`` with the end of its
+    stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           **(env or {})}
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if output is not None:
+        output.append(completed.stdout)
     if completed.returncode != 0:
         tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
         hint = ""
@@ -407,6 +443,9 @@ def parse_args(argv=None):
     parser.add_argument("--peer-python", help=f"Python of the peer venv (default: {DEFAULT_PEER_PYTHON} in the "
                                               f"repository root)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--max-isa", choices=sorted(ISA_CAPS), default="native",
+                        help="avx2: cap every library's kernels at AVX2 + FMA, to emulate an AVX2-only CPU's "
+                             "instruction set on this one (see ISA_CAPS; default: %(default)s)")
     add_workload_args(parser)
     parser.add_argument("--worker", choices=(*BERTKIT_SIDES, "gemm"), help=argparse.SUPPRESS)  # a side's process
     return parser.parse_args(argv)
@@ -420,10 +459,18 @@ def drive(args) -> dict:
     peer = [str(peer_python), str(PEER_SCRIPT), "--model-dir", str(folder)] + workload_argv(args)
     date = time.strftime("%Y-%m-%d %H:%M")
 
+    caps = ISA_CAPS[args.max_isa]
     progress(f"float32 GEMM peak ({args.gemm_size}^3): numpy and TensorFlow")
-    gemm = run_side(me + ["--worker", "gemm"], "the GEMM test (numpy, TensorFlow)", args.threads)
+    printed = []  # the GEMM tests' stdout: the kernels' own lines say which instruction set they run
+    gemm = run_side(me + ["--worker", "gemm"], "the GEMM test (numpy, TensorFlow)", args.threads,
+                    {**caps, "ONEDNN_VERBOSE": "1"}, output=printed)
     progress("float32 GEMM peak: torch (also checks the peer venv)")
-    torch_gemm = run_side(peer + ["--gemm"], f"the GEMM test in the peer venv ({peer_python})", args.threads)
+    torch_gemm = run_side(peer + ["--gemm"], f"the GEMM test in the peer venv ({peer_python})", args.threads,
+                          {**caps, "MKL_VERBOSE": "1"}, output=printed)
+    isa = kernel_isa(printed[0], printed[1], torch_gemm)
+    progress("kernels' instruction sets: " + "; ".join(f"{k}: {v}" for k, v in isa.items()))
+    if caps and not all("AVX2" in value.upper() and "512" not in value for value in isa.values()):
+        raise BenchError(f"--max-isa {args.max_isa}: a library did not take the cap ({isa})")
     gemm_gflops = {"numpy": gemm["numpy"], "tensorflow": gemm["tensorflow"], "torch": torch_gemm["torch"]}
     peak = max(gemm_gflops.values())
     progress("GEMM GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in gemm_gflops.items()))
@@ -436,7 +483,7 @@ def drive(args) -> dict:
         for side, label in SIDES.items():
             progress(f"round {round_index}/{args.rounds}: {label} ...")
             start = time.perf_counter()
-            figures = run_side(commands[side], f"round {round_index}, {label}", args.threads)
+            figures = run_side(commands[side], f"round {round_index}, {label}", args.threads, caps)
             figures.update(side=side, round=round_index)
             runs.append(figures)
             progress(f"round {round_index}/{args.rounds}: {label}: train {figures['train_seq_per_s']:.2f} seq/s, "
@@ -447,6 +494,7 @@ def drive(args) -> dict:
     return {
         "date": date,
         "cpu": cpu_facts(),
+        "max_isa": {"cap": args.max_isa, "environment": caps, "kernels": isa},
         "settings": {"rounds": args.rounds, **{k: getattr(args, k) for k in (
             "threads", "train_batch", "infer_batch", "seq_len", "warmup", "train_steps", "infer_steps", "gemm_size",
             "gemm_repeats")}, "learning_rate": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,

@@ -224,7 +224,8 @@ def torch_gemm(args) -> dict:
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=generator, dtype=torch.float32) for _ in range(2))
     return {"torch": best_gemm_gflops(lambda: torch.mm(a, b), n, args.gemm_repeats),
-            "torch_version": torch.__version__, "numpy_version": np.__version__}
+            "torch_version": torch.__version__, "numpy_version": np.__version__,
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def main(argv=None) -> int:

@@ -402,8 +402,10 @@ def export_saved_model(path, keras_model, serving_fn, *, signatures=None, extra=
             raise ConfigError(f"export: signature {name!r} needs an input_signature ({exc})") from None
     module = tf.Module()
     module.model_variables = list(keras_model.variables)
-    for name, fn in functions.items():
-        setattr(module, name, fn)
+    for name, function in concrete.items():
+        # The traced functions, not the tf.functions: saving lists a tf.function's functions again inside its save
+        # context, which is part of the trace cache key, so every signature would be traced a second time.
+        setattr(module, name, function)
     for name, obj in (extra or {}).items():
         setattr(module, name, obj)
     path = Path(path)

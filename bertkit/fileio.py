@@ -68,6 +68,26 @@ def _make_parent(path: Path) -> None:
         raise _cannot_write(path, error) from None
 
 
+def check_destination(path, *, directory: bool = False) -> Path:
+    """Before long work (loading a model, predicting): a ``DataError`` naming ``path`` when it could not be written
+    at the end -- a file where a folder on its way should be, a folder it cannot write in, or (a file to write) a
+    folder at ``path`` itself. ``directory``: ``path`` is a folder to write (replaced whole), so a file there is in
+    the way. Creates nothing; returns ``path``."""
+    path = Path(path)
+    if path.is_dir() and not directory:
+        raise DataError(path, None, None, "cannot write it (is a directory)")
+    if path.exists() and not path.is_dir() and directory:
+        raise DataError(path, None, None, "cannot write it (a file is in the way)")
+    for parent in path.parents:  # the nearest existing folder on the way must be a folder we can write in
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(path, None, None, f"cannot write it (not a directory: {parent})")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise DataError(path, None, None, f"cannot write it (permission denied: {parent})")
+            break
+    return path
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, ``os.replace``). Returns the path."""
     path = Path(path)

@@ -663,17 +663,17 @@ def export_joint(path, tasks: list[TaskData], models, tokenizer) -> Path:
         serving = task.recipe.serving(model, tokenizer, task.head)
         for name, function in serving.signatures.items():
             key = task.name if name == "serving_default" else f"{task.name}_{name}"
-            setattr(module, f"signature_{key}", function)
             try:
                 signatures[key] = function.get_concrete_function()
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"export: task {task.name} signature {name!r} needs an input_signature "
                                   f"({exc})") from None
+            setattr(module, f"signature_{key}", signatures[key])  # traced once (see export_saved_model)
         for name, trackable in serving.trackables.items():
             setattr(module, f"{task.name}_{name}", trackable)
     names = tf.constant([t.name for t in tasks])
-    module.list_tasks = tf.function(lambda: {"tasks": names}, input_signature=[])
-    signatures["tasks"] = module.list_tasks.get_concrete_function()
+    signatures["tasks"] = tf.function(lambda: {"tasks": names}, input_signature=[]).get_concrete_function()
+    module.list_tasks = signatures["tasks"]
     path = Path(path)
     with atomic_dir(path) as tmp:
         tf.saved_model.save(module, str(tmp), signatures=signatures)

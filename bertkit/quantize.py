@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import BertkitError, CheckpointError, ConfigError
-from bertkit.recipe import Predictor
+from bertkit.recipe import Predictor, read_run
 
 __all__ = ["DEFAULT_EXPORT", "ENCODER_INPUTS", "Int8Predictor", "TFLiteModel", "export_int8", "export_int8_run",
            "int8_encoder", "load_int8_run", "main", "metadata_path", "read_metadata"]
@@ -434,23 +434,6 @@ def export_int8_run(run_dir, out=None, *, overwrite: bool = False) -> Path:
     return export_int8(out, encoder, input_signature=specs, output_names=[ENCODER_OUTPUT], extra=extra)
 
 
-def _run_parts(run_dir):
-    """``(recipe, config, args, tokenizer)`` of a run directory, read as ``bertkit.recipe.load_run`` reads them."""
-    from bertkit.recipe import load_recipe
-    from bertkit.tokenization import Tokenizer
-    from bertkit.training import read_run_config
-
-    config = read_run_config(run_dir)
-    for key in ("recipe", "head", "tokenizer", "args"):
-        if key not in config:
-            raise CheckpointError(run_dir, f"run_config.json has no {key!r}: written by an older bertkit; train "
-                                           f"the run again")
-    recipe = load_recipe(config["recipe"]["folder"])
-    tokenizer = Tokenizer.from_bert_dir(config["args"]["bert_dir"], per_char=config["tokenizer"]["per_char"],
-                                        lowercase=config["tokenizer"]["lowercase"])
-    return recipe, config, argparse.Namespace(**config["args"]), tokenizer
-
-
 def _load_head_weights(model, encoder, tflite_path, metadata: dict) -> None:
     """Set the head layers' weights from the export's ``model.head.npz``; any difference in layers is an error."""
     info = metadata.get("head_weights")
@@ -489,7 +472,7 @@ def load_int8_run(run_dir, tflite=None, *, num_threads: int | None = None, batch
     ``load_run(run_dir).predict`` does, tokenized in Python by the run's tokenizer. Its ``export`` (a raw-string
     SavedModel) is not available: export the float32 run (``load_run``) for that."""
     run_dir = Path(run_dir)
-    recipe, config, args, tokenizer = _run_parts(run_dir)
+    recipe, config, args, tokenizer = read_run(run_dir)
     tflite = Path(tflite) if tflite is not None else run_dir / DEFAULT_EXPORT
     encoder = int8_encoder(tflite, num_threads=num_threads)
     metadata = encoder.model.metadata

@@ -324,12 +324,24 @@ class Predictor:
     """A finished run: the recipe, its model with the kept weights, the tokenizer and the head config.
 
     ``predict(records)`` takes raw inputs (dicts with the fields the recipe reads, or plain strings as
-    ``{"text": s}``) and returns the recipe's decoded outputs (character offsets into the inputs)."""
+    ``{"text": s}``) and returns the recipe's decoded outputs (character offsets into the inputs).
+
+    ``model`` is the Keras model, or None with ``build_model`` a function of no arguments that builds it and loads
+    its weights on first use (``load_run(..., lazy=True)``: inputs are read and checked before that)."""
 
     def __init__(self, recipe: Recipe, model, tokenizer, head: dict, args: argparse.Namespace, run_dir: Path,
-                 batch_size: int = 64):
-        self.recipe, self.model, self.tokenizer, self.head = recipe, model, tokenizer, head
+                 batch_size: int = 64, *, build_model=None):
+        if (model is None) == (build_model is None):
+            raise TypeError("Predictor: give either model or build_model")
+        self.recipe, self._model, self._build_model = recipe, model, build_model
+        self.tokenizer, self.head = tokenizer, head
         self.args, self.run_dir, self.batch_size = args, Path(run_dir), batch_size
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._build_model()
+        return self._model
 
     def examples(self, records, source: str = "<records>"):
         numbered = [(line, self.recipe.record_from_line(r, self.head) if isinstance(r, str) else r)
@@ -356,11 +368,12 @@ class Predictor:
         return self.recipe.export(self.model, self.tokenizer, self.head, Path(path))
 
 
-def load_run(run_dir, recipe=None, *, checkpoint=None, batch_size: int = 64) -> Predictor:
-    """A :class:`Predictor` for a run directory written by ``train`` (its kept weights, or ``checkpoint``).
-    ``recipe`` defaults to the recipe folder recorded in the run; a run of another task is a ``CheckpointError``."""
+def read_run(run_dir, recipe=None) -> tuple[Recipe, dict, argparse.Namespace, object]:
+    """``(recipe, run_config, args, tokenizer)`` of a run directory written by ``train``, without building its
+    model. ``recipe`` defaults to the recipe folder recorded in the run; a run of another task is a
+    ``CheckpointError``."""
     from bertkit.tokenization import Tokenizer
-    from bertkit.training import BEST_DIR, load_weights, read_run_config
+    from bertkit.training import read_run_config
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
@@ -368,18 +381,35 @@ def load_run(run_dir, recipe=None, *, checkpoint=None, batch_size: int = 64) -> 
         if key not in config:
             raise CheckpointError(run_dir, f"run_config.json has no {key!r}: written by an older bertkit; "
                                            f"train the run again")
-    if recipe is None:
-        recipe = load_recipe(config["recipe"]["folder"])
-    recipe = load_recipe(recipe)
+    recipe = load_recipe(recipe if recipe is not None else config["recipe"]["folder"])
     if config.get("task") != recipe.name:
         raise CheckpointError(run_dir, f"a run of task {config.get('task')!r}, not {recipe.name!r}")
-    args = argparse.Namespace(**config["args"])
-    bert_dir = config["args"]["bert_dir"]
-    tokenizer = Tokenizer.from_bert_dir(bert_dir, per_char=config["tokenizer"]["per_char"],
+    tokenizer = Tokenizer.from_bert_dir(config["args"]["bert_dir"], per_char=config["tokenizer"]["per_char"],
                                         lowercase=config["tokenizer"]["lowercase"])
-    model = recipe.build_model(bert_dir, config["head"])
-    load_weights(model, checkpoint or run_dir / BEST_DIR)
-    return Predictor(recipe, model, tokenizer, config["head"], args, run_dir, batch_size)
+    return recipe, config, argparse.Namespace(**config["args"]), tokenizer
+
+
+def load_run(run_dir, recipe=None, *, checkpoint=None, batch_size: int = 64, lazy: bool = False) -> Predictor:
+    """A :class:`Predictor` for a run directory written by ``train`` (its kept weights, or ``checkpoint``).
+    ``recipe`` defaults to the recipe folder recorded in the run; a run of another task is a ``CheckpointError``.
+    ``lazy``: the model is built and its weights loaded on first use, not here (the run's files and the
+    checkpoint's presence are still checked here; weights that do not fit the model are an error on first use)."""
+    from bertkit.training import BEST_DIR, load_weights, weights_path
+
+    run_dir = Path(run_dir)
+    recipe, config, args, tokenizer = read_run(run_dir, recipe)
+    bert_dir = args.bert_dir
+    weights = checkpoint or run_dir / BEST_DIR
+    weights_path(weights)  # a missing checkpoint is an error now, lazy or not
+
+    def build():
+        model = recipe.build_model(bert_dir, config["head"])
+        load_weights(model, weights)
+        return model
+
+    if lazy:
+        return Predictor(recipe, None, tokenizer, config["head"], args, run_dir, batch_size, build_model=build)
+    return Predictor(recipe, build(), tokenizer, config["head"], args, run_dir, batch_size)
 
 
 # ------------------------------------------------------------------------------------------------------ predict.py
@@ -412,10 +442,16 @@ def predict_main(folder, argv=None) -> int:
     parser.add_argument("--export", type=Path, help="write a raw-string SavedModel of the run here and exit")
 
     def body(args):
-        from bertkit.fileio import read_input, write_jsonl_output
+        from bertkit.fileio import check_destination, read_input, write_jsonl_output
 
         check_options(args, "batch_size")
-        predictor = load_run(args.run_dir, recipe, checkpoint=args.checkpoint, batch_size=args.batch_size)
+        if args.export:  # where the results go is checked before any work
+            check_destination(args.export, directory=True)
+        elif str(args.output) != "-":
+            check_destination(args.output)
+        # lazy: the input is read and checked before the model is built and its weights loaded (seconds)
+        predictor = load_run(args.run_dir, recipe, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                             lazy=True)
         if args.export:
             say(f"exported {predictor.export(args.export)}")
             return

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# The tests on both supported stacks, from the repository root: README.md command 3 (CI runs command 2, the default
-# stack's whole suite: both stacks together took 27-34 min on 2 cores, too close to CI's 30).
+# The tests on both supported stacks, from the repository root: README.md command 2, what CI (.ci/run) runs.
 #   - Python 3.11, TensorFlow 2.15 + tensorflow-addons (requirements-test.txt, in .venv): the whole suite, slow
 #     real-encoder tests included;
 #   - Python 3.12, TensorFlow 2.21 + tf-keras, pure-TensorFlow CRF (requirements-py312-test.txt, in .venv312): the
@@ -19,6 +18,11 @@
 #   - TensorFlow's Eigen kernels with one thread per worker (TF_ENABLE_ONEDNN_OPTS=0, TF_NUM_INTRAOP_THREADS=1,
 #     TF_NUM_INTEROP_THREADS=1) for the fast suite: faster on five recipe test files (253 -> 176 s) but slower on the
 #     whole fast suite (3.11: 735 s; 3.12: 729 s against 604 s with TensorFlow's defaults), so not used.
+#   - Both stacks took 27-34 min until 2026-12-03 (evening); then the fast suite lost work it repeated, not tests:
+#     predict.py reads and checks its input and output path before it loads the model (the bad-input table's
+#     122 predict cases each loaded the tiny model: test_bad_inputs 198 -> 75 s of test time), and an export traces
+#     each serving signature once, not twice (saving re-traced every tf.function held as an attribute: 13 -> 3 s
+#     of tf.saved_model.save for the tiny relation_extract run). Python 3.12's fast suite: 529 s (was 604-729 s).
 # The exit status is non-zero when either run fails. --durations lists the slowest tests, for whoever trims the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."

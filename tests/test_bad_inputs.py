@@ -717,3 +717,30 @@ def test_bad_input_ends_as_one_clear_line(recipe, case, workbench, tmp_path, mon
     assert not out.strip(), f"output despite the error: {out[:500]}"
     for directory in [d for d in tmp_path.iterdir() if d.is_dir()]:
         assert run_files(directory) == before.get(directory, set()), f"{directory} changed"
+
+
+def test_predict_checks_its_input_and_output_before_it_loads_the_model(workbench, tmp_path, monkeypatch, capsys):
+    """predict.py loads the model (seconds for a real encoder) only once the input is read and checked and the
+    output path could be written: a bad line or a file in the way fails at once; a good input loads it once."""
+    import bertkit.training
+
+    loads = []
+    real_load_weights = bertkit.training.load_weights
+    monkeypatch.setattr(bertkit.training, "load_weights",
+                        lambda model, checkpoint: loads.append(checkpoint) or real_load_weights(model, checkpoint))
+    spec, run = SPECS["sentiment"], workbench.run("sentiment")
+    capsys.readouterr()
+    folder = ROOT / "recipes" / "sentiment"
+    (tmp_path / "plain.txt").write_text("not a directory\n")
+    good = tmp_path / "in.jsonl"
+    good.write_bytes(lines_of(spec.bare(0), spec.bare(1)))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(lines_of(spec.bare(0), '{"text": '))
+    for argv in (["--input", bad], ["--input", good, "--output", tmp_path / "plain.txt" / "out.jsonl"],
+                 ["--export", tmp_path / "plain.txt" / "export"]):
+        assert predict_main(folder, ["--run-dir", str(run), *map(str, argv)]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+    assert loads == []
+    out = tmp_path / "o.jsonl"
+    assert predict_main(folder, ["--run-dir", str(run), "--input", str(good), "--output", str(out)]) == 0
+    assert len(loads) == 1 and len(out.read_text().splitlines()) == 2

@@ -184,8 +184,11 @@ def test_saved_model_serves_raw_strings_in_fresh_process(tiny_bert_dir, tmp_path
     tokenizer = Tokenizer.from_bert_dir(tiny_bert_dir)
     assert in_graph.lowercase == tokenizer.lowercase
 
+    traces = []  # one entry per trace of either function (a Python side effect runs only while tracing)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
     def serve(texts):
+        traces.append("serve")
         enc = in_graph.encode(texts)
         logits, hidden = model([enc["token_ids"], enc["segment_ids"]], training=False)
         return {"logits": logits, "hidden": hidden, "token_ids": enc["token_ids"], "offsets": enc["offsets"]}
@@ -193,6 +196,7 @@ def test_saved_model_serves_raw_strings_in_fresh_process(tiny_bert_dir, tmp_path
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts"),
                                   tf.TensorSpec([None], tf.string, name="texts_b")])
     def serve_pairs(texts, texts_b):
+        traces.append("serve_pairs")
         enc = in_graph.encode(texts, texts_b)
         logits, _ = model([enc["token_ids"], enc["segment_ids"]], training=False)
         return {"logits": logits, "token_ids": enc["token_ids"], "segment_ids": enc["segment_ids"]}
@@ -204,6 +208,9 @@ def test_saved_model_serves_raw_strings_in_fresh_process(tiny_bert_dir, tmp_path
     assert export_saved_model(export_dir, model, serve, signatures={"pairs": serve_pairs}) == export_dir
     assert (export_dir / "saved_model.pb").is_file() and not (export_dir / "stale.txt").exists()
     assert sorted(p.name for p in export_dir.parent.iterdir()) == ["export"]  # no temporary directory left
+    # Each signature traced once: saving must not trace them again (in its save context it would, for tf.functions
+    # held as attributes; the tokenizer makes a trace take seconds).
+    assert sorted(traces) == ["serve", "serve_pairs"], traces
 
     texts = _jsonl("sst2", "dev", "text", 20) + TRICKY
     texts_b = list(reversed(texts))

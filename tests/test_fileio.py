@@ -7,8 +7,8 @@ import pytest
 
 from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
 from bertkit.fileio import (
-    atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl, parse_jsonl, read_input,
-    read_json, read_table, read_text, require, write_jsonl, write_jsonl_output, write_splits,
+    atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, check_destination, iter_jsonl, parse_jsonl,
+    read_input, read_json, read_table, read_text, require, write_jsonl, write_jsonl_output, write_splits,
 )
 
 
@@ -75,6 +75,23 @@ def test_read_text_utf8_errors(tmp_path):
     assert read_text(p) == "hi\nthere\n"
     with pytest.raises(DataError, match="no such file"):
         read_text(tmp_path / "nope.txt")
+
+
+def test_check_destination_refuses_what_could_not_be_written_and_creates_nothing(tmp_path):
+    (tmp_path / "plain.txt").write_text("a file")
+    (tmp_path / "folder").mkdir()
+    for path, directory, why in [(tmp_path / "plain.txt" / "deeper" / "out.jsonl", False, "not a directory"),
+                                 (tmp_path / "plain.txt" / "export", True, "not a directory"),
+                                 (tmp_path / "folder", False, "is a directory"),
+                                 (tmp_path / "plain.txt", True, "a file is in the way")]:
+        with pytest.raises(DataError, match=why) as caught:
+            check_destination(path, directory=directory)
+        assert str(path) in str(caught.value)
+    for path, directory in [(tmp_path / "new" / "deeper" / "out.jsonl", False), (tmp_path / "plain.txt", False),
+                            (tmp_path / "folder", True), (tmp_path / "folder" / "export", True)]:
+        assert check_destination(path, directory=directory) == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "plain.txt"]  # nothing created
+    assert (tmp_path / "plain.txt").read_text() == "a file" and not any((tmp_path / "folder").iterdir())
 
 
 def test_iter_jsonl(tmp_path):

@@ -23,13 +23,14 @@ def _args(tmp_path, *extra):
                                "--seed", "7", *extra])
 
 
-def _features(n=STEPS * BATCH, seed=0):
+def _features(n=STEPS * BATCH, seed=0, length=None):
+    """``n`` random examples of 3-9 tokens (or all of ``length``), labelled by the parity of their ids' sum."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        length = int(rng.integers(3, 10))
-        ids = rng.integers(1, 20, length)
-        out.append({"token_ids": ids, "segment_ids": np.zeros(length, np.int32), "label": int(ids.sum() % 2)})
+        tokens = length or int(rng.integers(3, 10))
+        ids = rng.integers(1, 20, tokens)
+        out.append({"token_ids": ids, "segment_ids": np.zeros(tokens, np.int32), "label": int(ids.sum() % 2)})
     return out
 
 
@@ -608,7 +609,7 @@ def test_progress_lines_report_step_loss_and_time_left_without_a_terminal(capsys
 
 def test_train_step_graph_by_default_and_xla_compiles_the_whole_step(tmp_path, tiny_bert_dir):
     """--train-step: the default runs Keras's train step as a plain graph; xla compiles the whole step (the tiny BERT
-    trains under it: finite loss, weights moved, the same number of steps)."""
+    trains under it: finite loss, weights moved, the same number of steps). One padded length: one compilation."""
     from bertkit.encoder import load_encoder
 
     def build():
@@ -622,8 +623,8 @@ def test_train_step_graph_by_default_and_xla_compiles_the_whole_step(tmp_path, t
         model = trainer.compile(build, steps_per_epoch=STEPS, loss=_loss())
         assert bool(model.jit_compile) == (choice == "xla")
         before = [w.copy() for w in model.get_weights()]
-        history = trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=lambda m: {"accuracy": 0.5},
-                              headline="accuracy")
+        history = trainer.fit(model, _dataset(_features(length=8)), steps_per_epoch=STEPS,
+                              evaluate=lambda m: {"accuracy": 0.5}, headline="accuracy")
         assert np.isfinite(history["loss"]).all() and int(model.optimizer.iterations.numpy()) == STEPS
         assert sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())) > len(before) // 2
         trainer.close()
