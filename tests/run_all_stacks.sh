@@ -27,7 +27,8 @@
 #     s). Yet both stacks on a clean clone the same evening took 2,029 s (install 98, Python 3.11 whole suite 1,198
 #     -- its real-encoder tests 1.5-2x their times of the morning, e.g. relation_extract 301 s against 183 s --,
 #     Python 3.12 fast suite 733 s), and half an hour later `.ci/run` alone ran the same 3.11 whole suite in 833 s:
-#     this box's speed swings (24-34 min for both stacks) more than the time saved, so CI stays on one stack.
+#     this box's speed swings more than the time saved (both stacks in one run: 27.9-33.8 min measured; 24 min
+#     from the evening's best phase times), so CI stays on one stack.
 # The exit status is non-zero when either run fails. --durations lists the slowest tests, for whoever trims the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
