@@ -59,6 +59,7 @@ SIDES = {
     "peer_no_attn_dropout": "HF+torch, attention dropout 0",
 }
 BERTKIT_SIDES = ("bertkit", "bertkit_xla")
+PEER_SIDES = ("peer", "peer_no_attn_dropout")
 
 # --max-isa avx2: every library's kernels capped at AVX2 + FMA (what an AVX2-only CPU such as AMD Zen 3 runs) on a
 # CPU that has more, through each library's own switch: oneDNN (TensorFlow's matmuls and torch's mkldnn ops),
@@ -71,7 +72,6 @@ ISA_CAPS = {
     "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
              "OPENBLAS_CORETYPE": "Haswell"},
 }
-PEER_SIDES = ("peer", "peer_no_attn_dropout")
 
 
 class BenchError(Exception):
@@ -387,7 +387,7 @@ def format_report(result: dict) -> str:
 def kernel_isa(tf_stdout: str, torch_stdout: str, torch_gemm: dict) -> dict:
     """The instruction set each library's kernels run, from their own words: oneDNN's ``ONEDNN_VERBOSE`` info line
     (TensorFlow's matmuls) and ATen's CPU capability (torch's element-wise kernels); for torch's GEMM, MKL's
-    ``MKL_VERBOSE`` banner, which names no instruction set on every CPU (on this AMD one: "for Intel(R) 64
+    ``MKL_VERBOSE`` banner, which named no instruction set on the AMD Zen 4 it was tried on ("for Intel(R) 64
     architecture Intel(R) Architecture processors"), so it is recorded, not checked. "not printed" when a library
     said nothing."""
     def line_with(text: str, marker: str, start: str, end: str) -> str:

@@ -380,6 +380,18 @@ def export_serving(path, keras_model, serving: Serving) -> Path:
                               extra=serving.trackables)
 
 
+def trace_signature(function, what: str):
+    """The traced (concrete) function of a serving ``tf.function`` with an ``input_signature``, or a ``ConfigError``
+    naming ``what``. An export holds these, not the tf.functions: saving lists a tf.function's functions again inside
+    its save context, which is part of the trace cache key, so every signature would be traced a second time."""
+    if not hasattr(function, "get_concrete_function"):
+        raise ConfigError(f"export: {what} must be a tf.function, got {type(function).__name__}")
+    try:
+        return function.get_concrete_function()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"export: {what} needs an input_signature ({exc})") from None
+
+
 def export_saved_model(path, keras_model, serving_fn, *, signatures=None, extra=None) -> Path:
     """Write a SavedModel serving ``serving_fn`` (a ``tf.function`` with an ``input_signature``) to ``path``.
 
@@ -392,19 +404,10 @@ def export_saved_model(path, keras_model, serving_fn, *, signatures=None, extra=
     from bertkit.fileio import atomic_dir
 
     functions = {"serving_default": serving_fn, **(signatures or {})}
-    concrete = {}
-    for name, fn in functions.items():
-        if not hasattr(fn, "get_concrete_function"):
-            raise ConfigError(f"export: signature {name!r} must be a tf.function, got {type(fn).__name__}")
-        try:
-            concrete[name] = fn.get_concrete_function()
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"export: signature {name!r} needs an input_signature ({exc})") from None
+    concrete = {name: trace_signature(fn, f"signature {name!r}") for name, fn in functions.items()}
     module = tf.Module()
     module.model_variables = list(keras_model.variables)
     for name, function in concrete.items():
-        # The traced functions, not the tf.functions: saving lists a tf.function's functions again inside its save
-        # context, which is part of the trace cache key, so every signature would be traced a second time.
         setattr(module, name, function)
     for name, obj in (extra or {}).items():
         setattr(module, name, obj)

@@ -650,6 +650,7 @@ def export_joint(path, tasks: list[TaskData], models, tokenizer) -> Path:
     Load with ``import tensorflow_text`` then ``tf.saved_model.load(path).signatures["<task>"](texts=...)``."""
     import tensorflow as tf
 
+    from bertkit.export import trace_signature
     from bertkit.fileio import atomic_dir
 
     module = tf.Module()
@@ -663,12 +664,8 @@ def export_joint(path, tasks: list[TaskData], models, tokenizer) -> Path:
         serving = task.recipe.serving(model, tokenizer, task.head)
         for name, function in serving.signatures.items():
             key = task.name if name == "serving_default" else f"{task.name}_{name}"
-            try:
-                signatures[key] = function.get_concrete_function()
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"export: task {task.name} signature {name!r} needs an input_signature "
-                                  f"({exc})") from None
-            setattr(module, f"signature_{key}", signatures[key])  # traced once (see export_saved_model)
+            signatures[key] = trace_signature(function, f"task {task.name} signature {name!r}")
+            setattr(module, f"signature_{key}", signatures[key])
         for name, trackable in serving.trackables.items():
             setattr(module, f"{task.name}_{name}", trackable)
     names = tf.constant([t.name for t in tasks])
