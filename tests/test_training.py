@@ -221,6 +221,25 @@ def test_models_computing_their_own_loss(tmp_path):
     assert history["loss"][1] < history["loss"][0]
 
 
+def test_a_two_output_model_is_traced_once_and_logs_each_outputs_loss(tmp_path):
+    """Keras creates a multi-output model's per-output loss means inside the first train step, and a tf.function
+    whose first call creates variables is traced twice (a span or relation model's first epoch paid that twice);
+    the Trainer creates them at compile. The per-output losses are still logged and still fall."""
+    def build():
+        base = _build_model()
+        twice = tf.keras.layers.Dense(2, name="second")(base.layers[-2].output)
+        return tf.keras.Model(base.inputs, {"classifier": base.outputs[0], "second": twice})
+
+    features = _features()
+    dataset = make_dataset(features, BATCH, shuffle=True, seed=7).map(lambda x, y: (x, {"classifier": y, "second": y}))
+    trainer = Trainer(_args(tmp_path, "--epochs", "2", "--lr", "0.05", "--warmup-ratio", "0"), "toy", verbose=0)
+    model = trainer.compile(build, steps_per_epoch=STEPS, loss={"classifier": _loss(), "second": _loss()})
+    history = trainer.fit(model, dataset, steps_per_epoch=STEPS, evaluate=lambda m: {"acc": 0.5}, headline="acc")
+    assert model.train_function.experimental_get_tracing_count() == 1
+    for key in ("loss", "classifier_loss", "second_loss"):
+        assert history[key][1] < history[key][0], (key, history[key])
+
+
 def test_run_config_round_trip(tmp_path):
     trainer = Trainer(_args(tmp_path), "toy", verbose=0)
     trainer.compile(_build_model, steps_per_epoch=STEPS, loss=_loss())
