@@ -299,6 +299,7 @@ class JointRun:
         from bertkit.encoder import load_encoder
         from bertkit.optim import build_optimizer
         from bertkit.schedules import WarmupLinearDecay
+        from bertkit.training import build_loss_metrics
 
         tf.keras.utils.set_random_seed(int(self.joint.seed))
         encoder = load_encoder(self.joint.bert_dir, trainable_layers=self.joint.trainable_layers)
@@ -309,6 +310,7 @@ class JointRun:
         optimizer = build_optimizer(self.schedule, float(self.joint.weight_decay))
         for task, model in zip(self.tasks, models):
             model.compile(optimizer=optimizer, loss=task.recipe.loss(task.head))
+            build_loss_metrics(model)  # else a span or relation task's step is traced twice
         # One optimizer for every task: its slots are built once for the union of the trainable weights (the
         # shared encoder's once), and its iteration count is the joint step that drives the one schedule.
         union = {id(v): v for model in models for v in model.trainable_variables}

@@ -29,6 +29,11 @@
 #     Python 3.12 fast suite 733 s), and half an hour later `.ci/run` alone ran the same 3.11 whole suite in 833 s:
 #     this box's speed swings more than the time saved (both stacks in one run: 27.9-33.8 min measured; 24 min
 #     from the evening's best phase times), so CI stays on one stack.
+#   - Later that night (commit 6659177): a multi-output model's train step traced once instead of twice (about
+#     3.5 s of every tiny span/relation run, 6.5 s of a MiniLM one) and relation decoding without a Python loop;
+#     both stacks on a clean clone: install 97 s, Python 3.11 whole suite 1,193 s (1,046 passed; 1,010 s alone on
+#     the same box two hours before), Python 3.12 fast suite 684 s (1,028 passed; 592 s before): 1,974 s in all.
+#     The box's slowdown under sustained load still outweighs the savings.
 # The exit status is non-zero when either run fails. --durations lists the slowest tests, for whoever trims the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
