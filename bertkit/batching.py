@@ -8,8 +8,9 @@ padded only to its own longest sequence, which is most of the speed of training 
 from __future__ import annotations
 
 import random
+import weakref
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -205,10 +206,76 @@ def _densify(element):
     return {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in element.items()}
 
 
+_PER_MODEL: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def per_model(model, name: str, build: Callable[[], Any]):
+    """``build()``, made once per ``model`` and ``name`` and kept while the model lives (the cache holds the model
+    weakly: what ``build`` returns must not hold the model itself, only its layers or a ``weakref``). For what a
+    recipe derives from a trained model to predict with (a traced function, a sub-model of some of its layers), so
+    every evaluation of a run reuses what the first one traced."""
+    entries = _PER_MODEL.setdefault(model, {})
+    if name not in entries:
+        entries[name] = build()
+    return entries[name]
+
+
+def batch_predictor(model) -> Callable[[Mapping], Any]:
+    """``model.predict_on_batch`` for a functional Keras model, traced ONCE for every batch size and length.
+
+    Keras's predict function is traced for the first batch's exact shape and traced again, with the shape relaxed,
+    on the first batch of another length (about 1.5 s per trace for a MiniLM-L6 model on 2 cores, paid again by
+    every sub-model a recipe builds per evaluation). This one has an input signature with unknown batch and
+    sequence dimensions: one trace, made on the first call and kept for the model's life (:func:`per_model`).
+    It takes a dict holding at least the model's inputs by name (its dict keys, or its input layers' names; other
+    keys are ignored), runs the model with ``training=False`` and returns its outputs' structure as NumPy arrays.
+    A model without Keras functional inputs (a subclassed model, or a stand-in such as
+    ``bertkit.quantize.TFLiteModel``) keeps its own ``predict_on_batch``.
+    """
+    try:
+        structure = model.input  # a functional model's inputs: a dict, a list or one tensor
+    except (AttributeError, ValueError):  # not functional (never called on Keras inputs), or not Keras at all
+        return model.predict_on_batch
+    if isinstance(structure, Mapping):
+        inputs = dict(structure)
+    else:
+        tensors = list(structure) if isinstance(structure, (list, tuple)) else [structure]
+        if len(tensors) != len(model.input_names):
+            return model.predict_on_batch
+        inputs = dict(zip(model.input_names, tensors))
+    return per_model(model, "batch_predictor", lambda: _traced_predictor(model, structure, inputs))
+
+
+def _traced_predictor(model, structure, inputs: dict):
+    import tensorflow as tf
+
+    specs = {name: tf.TensorSpec([None] * len(x.shape), x.dtype, name=name) for name, x in inputs.items()}
+    model_ref = weakref.ref(model)  # the traced function holds the variables, never the model (see per_model)
+
+    @tf.function(input_signature=[specs], autograph=False)
+    def predict(batch):
+        if isinstance(structure, Mapping):
+            args = batch
+        elif isinstance(structure, (list, tuple)):
+            args = [batch[name] for name in inputs]
+        else:
+            args = next(iter(batch.values()))
+        return model_ref()(args, training=False)
+
+    def predict_on_batch(batch: Mapping):
+        missing = [name for name in inputs if name not in batch]
+        if missing:
+            raise ConfigError(f"predict: the batch lacks the model's input(s) {', '.join(missing)}")
+        outputs = predict({name: tf.cast(batch[name], spec.dtype) for name, spec in specs.items()})
+        return tf.nest.map_structure(lambda t: t.numpy(), outputs)
+
+    return predict_on_batch
+
+
 def predict_in_length_order(predict_batch, features: Sequence[Mapping], batch_size: int, *,
                             input_keys: Iterable[str] = ("token_ids", "segment_ids"),
                             length_key: str | None = None, pad_values: Mapping[str, float] | None = None) -> list:
-    """Run ``predict_batch`` (e.g. ``model.predict_on_batch``) over ``features`` in batches of similar length (little
+    """Run ``predict_batch`` (e.g. ``batch_predictor(model)``) over ``features`` in batches of similar length (little
     padding) and return its per-example outputs in input order.
 
     ``predict_batch`` receives a dict of padded int32 inputs and returns an array, a tuple/list of arrays or a dict

@@ -1,10 +1,15 @@
-"""make_dataset: dynamic padding, pad values, multi-dim targets, bucketing, seeded reshuffling, sampling."""
+"""make_dataset: dynamic padding, pad values, multi-dim targets, bucketing, seeded reshuffling, sampling;
+batch_predictor: one trace per model for every batch shape."""
+
+import gc
+import weakref
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertkit.batching import batches_per_epoch, make_dataset, make_training_data, sample_examples
+from bertkit.batching import (batch_predictor, batches_per_epoch, make_dataset, make_training_data,
+                              predict_in_length_order, sample_examples)
 from bertkit.errors import ConfigError
 
 
@@ -162,3 +167,60 @@ def test_batches_per_epoch_matches_iteration_with_drop_remainder_and_boundaries(
                    {"bucket_by_length": False, "drop_remainder": True}):
         dataset = make_dataset(examples, 8, shuffle=True, seed=0, **kwargs)
         assert sum(1 for _ in dataset) == batches_per_epoch(examples, 8, **kwargs), kwargs
+
+
+class _CountingEmbedding(tf.keras.layers.Embedding):
+    """Counts its calls: inside a tf.function a layer is called once per trace."""
+    calls = 0
+
+    def call(self, inputs):
+        type(self).calls += 1
+        return super().call(inputs)
+
+
+def _toy_model(inputs_as: str):
+    token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
+    segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
+    hidden = _CountingEmbedding(50, 4, mask_zero=True)(token_ids) + tf.keras.layers.Embedding(2, 4)(segment_ids)
+    outputs = {"pooled": tf.keras.layers.GlobalAveragePooling1D()(hidden), "per_token": tf.keras.layers.Dense(3)(hidden)}
+    inputs = {"token_ids": token_ids, "segment_ids": segment_ids} if inputs_as == "dict" else [token_ids, segment_ids]
+    return tf.keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("inputs_as", ["dict", "list"])
+def test_batch_predictor_traces_once_for_every_shape_and_equals_predict_on_batch(inputs_as):
+    model = _toy_model(inputs_as)
+    features = [{"token_ids": list(range(1, n + 1)), "segment_ids": [0] * (n - 1) + [1], "text_mask": [1] * n}
+                for n in (3, 9, 4, 17, 2, 12, 6)]
+    _CountingEmbedding.calls = 0
+    predictor = batch_predictor(model)
+    got = predict_in_length_order(predictor, features, 2, input_keys=("token_ids", "segment_ids", "text_mask"))
+    assert _CountingEmbedding.calls == 1  # four batch shapes, one trace (Keras's predict_on_batch: two)
+    assert batch_predictor(model) is predictor  # kept for the model's life: the next evaluation traces nothing
+    predict_in_length_order(predictor, features, 3, input_keys=("token_ids", "segment_ids"))
+    assert _CountingEmbedding.calls == 1
+    def keras_predict(batch):  # the same padded batches through Keras's own predict_on_batch
+        return model.predict_on_batch(batch if inputs_as == "dict" else [batch["token_ids"], batch["segment_ids"]])
+
+    want = predict_in_length_order(keras_predict, features, 2)
+    for row, expected in zip(got, want):
+        for key in ("pooled", "per_token"):
+            np.testing.assert_allclose(row[key], expected[key], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="lacks the model's input.*segment_ids"):
+        predictor({"token_ids": np.ones((1, 3), np.int32)})
+
+
+def test_batch_predictor_does_not_keep_the_model_alive_and_leaves_other_models_to_keras():
+    model = _toy_model("dict")
+    batch_predictor(model)({"token_ids": np.ones((2, 3), np.int32), "segment_ids": np.zeros((2, 3), np.int32)})
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+
+    class Subclassed(tf.keras.Model):
+        def call(self, inputs):
+            return tf.reduce_sum(inputs["x"], axis=-1)
+
+    subclassed = Subclassed()
+    assert batch_predictor(subclassed) == subclassed.predict_on_batch

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bertkit.batching import make_training_data, predict_in_length_order
+from bertkit.batching import batch_predictor, make_training_data, per_model, predict_in_length_order
 from bertkit.cli import say
 from bertkit.errors import DataError
 
@@ -438,20 +438,27 @@ def spans_to_triples(text: str, offsets, subject: tuple[int, int], objects, pred
     return out
 
 
+def _traced_stages(model):
+    """``(subjects model, its batch predictor, the object head's tf.function)``: traced on first use and kept for the
+    model's life (``per_model``), so each dev evaluation of a run reuses the first one's traces."""
+    import tensorflow as tf
+
+    subjects, object_head = inference_stages(model)
+    objects = tf.function(lambda hidden, span: object_head([hidden, span], training=False), input_signature=[
+        tf.TensorSpec((None, None, subjects.outputs[0].shape[-1]), tf.float32), tf.TensorSpec((None, 2), tf.int32)])
+    return subjects, batch_predictor(subjects), objects
+
+
 def cascade_decoder(model, subject_thresholds, object_thresholds, *, pairs_per_call: int):
     """A ``predict_batch`` for ``predict_in_length_order``: one encoder pass over a batch of sentences, then the
     object head over all their candidate (sentence, subject) pairs, ``pairs_per_call`` at a time. Each sentence
     gets ``{(subject threshold, object threshold): [(subject span, [(predicate id, object span)])]}`` for every
     threshold pair: the probabilities are computed once and decoded at every pair (a sweep costs no model calls
     beyond those of the extra candidate subjects of lower thresholds)."""
-    import tensorflow as tf
-
-    subjects, object_head = inference_stages(model)
-    objects = tf.function(lambda hidden, span: object_head([hidden, span], training=False), input_signature=[
-        tf.TensorSpec((None, None, subjects.outputs[0].shape[-1]), tf.float32), tf.TensorSpec((None, 2), tf.int32)])
+    _, subjects, objects = per_model(model, "cascade_stages", lambda: _traced_stages(model))
 
     def predict_batch(batch):
-        hidden, s_start, s_end = subjects.predict_on_batch({k: batch[k] for k in ("token_ids", "segment_ids")})
+        hidden, s_start, s_end = subjects(batch)
         hidden, valid = np.asarray(hidden, np.float32), np.asarray(batch["text_mask"], bool)
         rows = range(len(valid))
         # Candidate subjects at every subject threshold; each distinct (row, span) goes through the head once.

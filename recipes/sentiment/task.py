@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.batching import make_training_data, predict_in_length_order
+from bertkit.batching import batch_predictor, make_training_data, predict_in_length_order
 from bertkit.errors import DataError
 from bertkit.fileio import iter_jsonl, read_table, require
 from bertkit.metrics import classification_metrics
@@ -218,7 +218,7 @@ def loss(head):
 def predict_probabilities(model, tokenizer, examples, head, *, batch_size=64) -> np.ndarray:
     """Class probabilities ``(n, num_labels)`` in input order."""
     features = encode([Example(e.text, e.text_b) for e in examples], tokenizer, head)
-    rows = predict_in_length_order(model.predict_on_batch, features, batch_size)
+    rows = predict_in_length_order(batch_predictor(model), features, batch_size)
     return np.stack(rows).astype(np.float32)
 
 

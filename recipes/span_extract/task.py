@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.batching import make_training_data, predict_in_length_order, sample_examples
+from bertkit.batching import batch_predictor, make_training_data, predict_in_length_order, sample_examples
 from bertkit.errors import ConfigError, DataError
 from bertkit.fileio import iter_jsonl
 from bertkit.windows import split_windows
@@ -332,9 +332,10 @@ def predict(model, tokenizer, examples, head, *, batch_size=64) -> list[dict]:
     """Answers for ``examples``: windows -> the model in batches of similar length, each batch decoded at once ->
     the best span per question (``merge_windows``), "no answer" by the head's threshold in ``--no-answer`` runs."""
     features = make_features(examples, tokenizer, head)
+    predict_logits = batch_predictor(model)
 
     def decode(batch) -> dict:
-        logits = model.predict_on_batch(batch)
+        logits = predict_logits(batch)
         starts, ends, scores = best_spans(logits["start"], logits["end"], batch["passage_mask"],
                                           max_answer_len=head["max_answer_len"], top_k=head["top_k"])
         return {"start": starts, "end": ends, "score": scores,
