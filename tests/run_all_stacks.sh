@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The tests on both supported stacks, from the repository root: README.md command 3 (CI runs command 2, the default
-# stack's whole suite: both stacks together took 27-34 min on 2 cores, too close to CI's 30).
+# stack's whole suite: both stacks together took about 25 min on 2 cores, too close to CI's 30).
 #   - Python 3.11, TensorFlow 2.15 + tensorflow-addons (requirements-test.txt, in .venv): the whole suite, slow
-#     real-encoder tests included;
+#     real-encoder tests included, as README command 2 runs it: the fast tests in two workers, then the slow ones
+#     one at a time;
 #   - Python 3.12, TensorFlow 2.21 + tf-keras, pure-TensorFlow CRF (requirements-py312-test.txt, in .venv312): the
 #     fast suite (-m "not slow").
 # `bash tests/run_all_stacks.sh default` runs the first stack alone (no Python 3.12 needed).
@@ -12,10 +13,13 @@
 #     every installed module (--no-compile: about 35 s of CPU per stack; what the tests import is compiled on first
 #     import): 97 s for both with the two encoders converted, against 148 s one after the other. Installing the
 #     second stack during the first suite was tried: the two compete for the 2 cores and the suite lost more time.
-#   - Each run uses two pytest-xdist worker processes (-n 2, whole test files per worker): one test process keeps
-#     only about 1.2 of 2 cores busy. On the default stack the slow real-encoder tests run in the same pytest run as
-#     the fast ones: their oneDNN matmuls fill the cores the fast tests' Python-bound tracing leaves idle. As a
-#     separate phase (2026-12-03) they took 482 s one at a time and 477 s two at a time, on top of the fast suite.
+#   - The fast tests run in two pytest-xdist worker processes (-n 2, whole test files per worker): one test process
+#     keeps only about 1.2 of 2 cores busy. The five slow real-encoder trainings run afterwards in one process, one
+#     at a time: run beside the fast tests, two TensorFlow processes each running two threads' matmuls on two cores
+#     slowed them down (relation_extract's 136 s alone became 224 s in the mixed run). Measured 2026-12-04 on the
+#     Python 3.11 stack: mixed in one run 974 s; fast tests (-n 2) 443 s, then the slow ones 379 s: 822 s. (Until the
+#     fast tests shrank, the mixed run had been the faster: 2026-12-03, the slow tests as a separate phase took
+#     482 s one at a time and 477 s two at a time, on top of a fast suite of about 600 s.)
 #   - TensorFlow's Eigen kernels with one thread per worker (TF_ENABLE_ONEDNN_OPTS=0, TF_NUM_INTRAOP_THREADS=1,
 #     TF_NUM_INTEROP_THREADS=1) for the fast suite: faster on five recipe test files (253 -> 176 s) but slower on the
 #     whole fast suite (3.11: 735 s; 3.12: 729 s against 604 s with TensorFlow's defaults), so not used.
@@ -34,6 +38,10 @@
 #     both stacks on a clean clone: install 97 s, Python 3.11 whole suite 1,193 s (1,046 passed; 1,010 s alone on
 #     the same box two hours before), Python 3.12 fast suite 684 s (1,028 passed; 592 s before): 1,974 s in all.
 #     The box's slowdown under sustained load still outweighs the savings.
+#   - 2026-12-04: prediction traced once per model (bertkit.batching.batch_predictor; relation_extract's cascade
+#     stages had been rebuilt and retraced at every dev evaluation) and the slow tests in a run of their own after the
+#     fast ones (above). Both stacks on a clean clone before the split (7c62f3b): install 97 s, Python 3.11 whole
+#     suite 974 s, Python 3.12 fast suite 576 s: 1,647 s.
 # The exit status is non-zero when either run fails. --durations lists the slowest tests, for whoever trims the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,7 +99,9 @@ run() {  # run NAME PYTHON [PYTEST ARGS...]: one pytest run in its own base temp
     echo "$name: exit $status, $((SECONDS - start)) s (everything so far: ${SECONDS} s)"
     if [ "$status" -ne 0 ]; then failed+=("$name"); fi
 }
-run "Python 3.11 stack (TensorFlow 2.15 + tensorflow-addons), whole suite" .venv/bin/python "${PYTEST[@]}"
+run "Python 3.11 stack (TensorFlow 2.15 + tensorflow-addons), fast suite" .venv/bin/python "${PYTEST[@]}" -m "not slow"
+run "Python 3.11 stack, slow real-encoder tests, one at a time" .venv/bin/python -m pytest -q -p no:cacheprovider \
+    --durations 5 -m slow
 if [ "$STACKS" = both ]; then
     run "Python 3.12 stack (TensorFlow 2.21 + tf-keras), fast suite" .venv312/bin/python "${PYTEST[@]}" -m "not slow"
 fi
