@@ -12,8 +12,8 @@ weights of every fully connected layer (and the embedding tables) are stored as 
 activations stay float32 and are quantized on the fly inside each matrix product. The recipe's head (a few Dense
 layers, the CRF) stays float32 in Keras: its weights are saved beside the ``.tflite`` and the recipe's own
 ``build_model(bert_dir, head, encoder=...)`` rebuilds the model around an :func:`int8_encoder` layer, so every
-recipe's ``predict`` (``model.predict_on_batch``, the tagger's ``decode_batch``, the relation cascade's two stages)
-runs unchanged. The export is three files: ``model.tflite`` (the int8 encoder), ``model.head.npz`` (the head's float32
+recipe's ``predict`` (``bertkit.batching.batch_predictor(model)``, the tagger's ``decode_batch``, the relation
+cascade's two stages) runs unchanged. The export is three files: ``model.tflite`` (the int8 encoder), ``model.head.npz`` (the head's float32
 weights by layer name) and ``model.json`` (inputs, outputs, the ops it needs, checksums of the other two).
 
 Interface: the ``.tflite`` takes token ids (``token_ids``, ``segment_ids``: int32, shape ``(batch, seq)``, any batch
