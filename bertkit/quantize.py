@@ -13,8 +13,9 @@ activations stay float32 and are quantized on the fly inside each matrix product
 layers, the CRF) stays float32 in Keras: its weights are saved beside the ``.tflite`` and the recipe's own
 ``build_model(bert_dir, head, encoder=...)`` rebuilds the model around an :func:`int8_encoder` layer, so every
 recipe's ``predict`` (``bertkit.batching.batch_predictor(model)``, the tagger's ``decode_batch``, the relation
-cascade's two stages) runs unchanged. The export is three files: ``model.tflite`` (the int8 encoder), ``model.head.npz`` (the head's float32
-weights by layer name) and ``model.json`` (inputs, outputs, the ops it needs, checksums of the other two).
+cascade's two stages) runs unchanged. The export is three files: ``model.tflite`` (the int8 encoder),
+``model.head.npz`` (the head's float32 weights by layer name) and ``model.json`` (inputs, outputs, the ops it needs,
+checksums of the other two).
 
 Interface: the ``.tflite`` takes token ids (``token_ids``, ``segment_ids``: int32, shape ``(batch, seq)``, any batch
 and length up to the encoder's ``max_position_embeddings``, padded with 0) and returns ``hidden`` (float32,
