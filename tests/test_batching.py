@@ -182,7 +182,8 @@ def _toy_model(inputs_as: str):
     token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
     segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
     hidden = _CountingEmbedding(50, 4, mask_zero=True)(token_ids) + tf.keras.layers.Embedding(2, 4)(segment_ids)
-    outputs = {"pooled": tf.keras.layers.GlobalAveragePooling1D()(hidden), "per_token": tf.keras.layers.Dense(3)(hidden)}
+    outputs = {"pooled": tf.keras.layers.GlobalAveragePooling1D()(hidden),
+               "per_token": tf.keras.layers.Dense(3)(hidden)}
     inputs = {"token_ids": token_ids, "segment_ids": segment_ids} if inputs_as == "dict" else [token_ids, segment_ids]
     return tf.keras.Model(inputs, outputs)
 
@@ -199,6 +200,7 @@ def test_batch_predictor_traces_once_for_every_shape_and_equals_predict_on_batch
     assert batch_predictor(model) is predictor  # kept for the model's life: the next evaluation traces nothing
     predict_in_length_order(predictor, features, 3, input_keys=("token_ids", "segment_ids"))
     assert _CountingEmbedding.calls == 1
+
     def keras_predict(batch):  # the same padded batches through Keras's own predict_on_batch
         return model.predict_on_batch(batch if inputs_as == "dict" else [batch["token_ids"], batch["segment_ids"]])
 
