@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["SPECIAL_TOKENS", "default_vocab_tokens", "write_random_checkpoint", "numpy_bert_forward",
-           "serve_in_fresh_process", "check_shared_encoder"]
+           "serve_in_fresh_process", "serve_signatures_in_fresh_process", "check_shared_encoder"]
 
 SPECIAL_TOKENS = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -171,21 +171,30 @@ def serve_in_fresh_process(export_dir, inputs: dict | list, *, signature: str = 
     """Run a SavedModel's ``signature`` in a fresh interpreter that imports only TensorFlow and tensorflow-text
     (never bertkit), as a server would: ``inputs`` maps argument names to lists of strings (a plain list is
     ``texts``). Returns each output as a nested list, strings decoded. For tests of every recipe's export."""
+    return serve_signatures_in_fresh_process(export_dir, {signature: inputs})[signature]
+
+
+def serve_signatures_in_fresh_process(export_dir, calls: dict) -> dict:
+    """:func:`serve_in_fresh_process` for several signatures of one SavedModel, loaded once in one fresh process
+    (starting TensorFlow and loading the model take most of such a call): ``calls`` maps each signature name to its
+    ``inputs``; returns signature name -> outputs."""
     import json
     import os
     import subprocess
     import sys
 
-    if isinstance(inputs, list):
-        inputs = {"texts": inputs}
+    calls = {name: {"texts": inputs} if isinstance(inputs, list) else inputs for name, inputs in calls.items()}
     script = ("import json, sys, tensorflow as tf, tensorflow_text\n"
-              "served = tf.saved_model.load(sys.argv[1]).signatures[sys.argv[2]]\n"
-              "out = served(**{k: tf.constant(v) for k, v in json.loads(sys.argv[3]).items()})\n"
-              "assert 'bertkit' not in sys.modules\n"
+              "signatures = tf.saved_model.load(sys.argv[1]).signatures\n"
               "decode = lambda v: [decode(x) for x in v] if isinstance(v, list) else v.decode()\n"
-              "print(json.dumps({k: decode(v.numpy().tolist()) if v.dtype == tf.string else v.numpy().tolist()"
-              " for k, v in out.items()}))\n")
-    result = subprocess.run([sys.executable, "-c", script, str(export_dir), signature, json.dumps(inputs)],
+              "served = {}\n"
+              "for name, inputs in json.loads(sys.argv[2]).items():\n"
+              "    out = signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})\n"
+              "    served[name] = {k: decode(v.numpy().tolist()) if v.dtype == tf.string else v.numpy().tolist()"
+              " for k, v in out.items()}\n"
+              "assert 'bertkit' not in sys.modules\n"
+              "print(json.dumps(served))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(export_dir), json.dumps(calls)],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
     if result.returncode != 0:
         raise AssertionError(f"serving {export_dir} in a fresh process failed:\n{result.stderr[-2000:]}")

@@ -80,7 +80,7 @@ def test_a_copied_renamed_and_edited_recipe_runs_its_own_code(name, tmp_path, ti
 
     # a tiny training on slices of the default data
     files = {split: _slice(datasets.file(recipe.DEFAULTS["dataset"], split), work / f"{split}.jsonl", n)
-             for split, n in (("train", 300), ("dev", 8), ("test", 8))}
+             for split, n in (("train", 64), ("dev", 8), ("test", 8))}
     out = work / "run"
     trained = _run([copy / "train.py", "--bert-dir", tiny_bert_dir, "--output-dir", out, "--epochs", "1",
                     "--batch-size", "8", "--max-len", "128", *TINY_OPTIONS.get(name, []),

@@ -211,10 +211,10 @@ def test_export_reload_in_fresh_process_gives_same_labels(tiny_run, tmp_path):
     assert predict_main(RECIPE, ["--run-dir", str(tiny_run), "--input", str(tmp_path / "texts.txt"),
                                  "--output", str(tmp_path / "keras.jsonl")]) == 0
     keras_predictions = head_jsonl(tmp_path / "keras.jsonl", 100)
-    from bertkit.testing import serve_in_fresh_process  # TensorFlow and tensorflow-text only, never bertkit
+    from bertkit.testing import serve_signatures_in_fresh_process  # TensorFlow and tensorflow-text, never bertkit
 
-    served = serve_in_fresh_process(tiny_run / "export", texts)
-    served["labels"] = serve_in_fresh_process(tiny_run / "export", {}, signature="labels")["labels"]
+    calls = serve_signatures_in_fresh_process(tiny_run / "export", {"serving_default": texts, "labels": {}})
+    served = {**calls["serving_default"], "labels": calls["labels"]["labels"]}
     assert served["labels"] == ["negative", "positive"]
     assert served["label"] == [p["label"] for p in keras_predictions]
     expected = np.array([[p["probabilities"][label] for label in served["labels"]] for p in keras_predictions])

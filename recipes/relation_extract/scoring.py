@@ -30,11 +30,13 @@ def score_triples(gold: list[set], pred: list[set], predicates: list[str] | None
 def threshold_sweep(gold: list[set], sweeps: list[dict]) -> list[dict]:
     """Triple P/R/F1 at every (subject threshold, object threshold) pair; ``sweeps[i]`` maps a pair to sentence
     i's predicted triple keys at it."""
+    from bertkit.metrics import set_prf
+
     table = []
     for st, ot in sorted(sweeps[0]):
-        m = score_triples(gold, [by_pair[(st, ot)] for by_pair in sweeps])
-        table.append({"subject_threshold": st, "object_threshold": ot, "triple_f1": m["triple_f1"],
-                      "triple_precision": m["triple_precision"], "triple_recall": m["triple_recall"]})
+        m = set_prf(gold, [by_pair[(st, ot)] for by_pair in sweeps])  # score_triples' triple_* (no diagnostics)
+        table.append({"subject_threshold": st, "object_threshold": ot, "triple_f1": m["f1"],
+                      "triple_precision": m["precision"], "triple_recall": m["recall"]})
     return table
 
 

@@ -405,7 +405,7 @@ def decode_spans(start_probs: np.ndarray, end_probs: np.ndarray, valid: np.ndarr
     found = ends < seq
     starts, labels, ends = starts[found], labels[found], ends[found]
     order = np.lexsort((labels, ends, starts))  # by span, then label
-    return [(int(labels[i]), (int(starts[i]), int(ends[i]))) for i in order]
+    return list(zip(labels[order].tolist(), zip(starts[order].tolist(), ends[order].tolist())))
 
 
 @dataclass(frozen=True)
@@ -495,8 +495,19 @@ class Prediction(dict):
     notes: DataNotes | None = None
 
     def sweep(self, predicates: list[str]) -> dict:
-        """``{threshold pair: {(subject, predicate, object)}}`` over the sweep grid."""
-        return {pair: {t.key for t in decoded_triples(self["text"], self.offsets, decoded, predicates)}
+        """``{threshold pair: {(subject, predicate, object)}}`` over the sweep grid: the keys of
+        ``decoded_triples`` at each pair, each token span's substring cut once (an untrained model's spans recur
+        at every pair, thousands of them)."""
+        text, offsets, substrings = self["text"], self.offsets, {}
+
+        def substring(span):
+            if span not in substrings:
+                start, end = token_span_to_chars(offsets, span)
+                substrings[span] = text[start:end]
+            return substrings[span]
+
+        return {pair: {(substring(subject), predicates[p], substring(span)) for subject, objects in decoded
+                       for p, span in objects}
                 for pair, decoded in self.decoded.items()}
 
 
