@@ -102,8 +102,8 @@ run() {  # run NAME PYTHON [PYTEST ARGS...]: one pytest run in its own base temp
     if [ "$status" -ne 0 ]; then failed+=("$name"); fi
 }
 run "Python 3.11 stack (TensorFlow 2.15 + tensorflow-addons), fast suite" .venv/bin/python "${PYTEST[@]}" -m "not slow"
-run "Python 3.11 stack, slow real-encoder tests, two at a time, one thread each" env TF_NUM_INTRAOP_THREADS=1 \
-    .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist load --durations 5 -m slow
+run "Python 3.11 stack, slow real-encoder tests, one at a time" .venv/bin/python -m pytest -q -p no:cacheprovider \
+    --durations 5 -m slow
 if [ "$STACKS" = both ]; then
     run "Python 3.12 stack (TensorFlow 2.21 + tf-keras), fast suite" .venv312/bin/python "${PYTEST[@]}" -m "not slow"
 fi

@@ -5,8 +5,9 @@ the recipe's own flags and data structure), each run through ``bertkit.recipe.tr
 process (a few through the real ``train.py`` / ``predict.py`` in a subprocess: invalid UTF-8 on a real stdin). Every
 case must end as exactly one ``error: ...`` line on stderr naming the flag or path at fault (and line and field for
 data errors), exit status 2, no traceback, and nothing written as if the input were fine (no run started, no
-predictions). A tiny random BERT and tiny slices of the shipped datasets keep it fast; the one tiny run per recipe
-(trained on first use) serves the predict cases and the "finished run" case.
+predictions). A tiny random BERT and tiny slices of the shipped datasets keep it fast; the session's tiny run of
+each recipe (conftest.py's ``tiny_recipe_run``, copied wherever a case changes it) serves the predict cases and the
+"finished run" case.
 
 The counts per recipe (cases, clear lines, tracebacks, silent successes) are printed at the end of the module. A
 case whose fix lies in a file outside this issue's reach is a strict xfail whose reason says what that file needs.
@@ -111,12 +112,11 @@ SPECS = {
 
 
 class Workbench:
-    """Per recipe, once per module: the good tiny data files and (on first use) the tiny trained run."""
+    """Per recipe, once per module: the good tiny data files, and the session's tiny trained run."""
 
-    def __init__(self, root: Path, bert: Path):
-        self.root, self.bert = root, bert
+    def __init__(self, root: Path, bert: Path, tiny_recipe_run):
+        self.root, self.bert, self._tiny_recipe_run = root, bert, tiny_recipe_run
         self._data: dict[str, dict[str, Path]] = {}
-        self._runs: dict[str, Path] = {}
 
     def data(self, recipe: str) -> dict[str, Path]:
         if recipe not in self._data:
@@ -130,13 +130,8 @@ class Workbench:
         return self._data[recipe]
 
     def run(self, recipe: str) -> Path:
-        if recipe not in self._runs:
-            files, out = self.data(recipe), self.root / recipe / "run"
-            argv = ["--bert-dir", str(self.bert), "--train-file", str(files["train"]), "--dev-file",
-                    str(files["dev"]), "--output-dir", str(out), *SPECS[recipe].flags]
-            assert train_main(ROOT / "recipes" / recipe, argv) == 0, f"the tiny {recipe} run did not train"
-            self._runs[recipe] = out
-        return self._runs[recipe]
+        """A finished tiny run of the recipe (read-only: the cases copy it before changing anything)."""
+        return self._tiny_recipe_run(recipe).run_dir
 
 
 @dataclass
@@ -615,8 +610,8 @@ TABLE = [pytest.param(recipe, case, id=f"{recipe}: {case.id}",
 
 # ------------------------------------------------------------------------------------------------------- running
 @pytest.fixture(scope="module")
-def workbench(tmp_path_factory, tiny_bert_dir):
-    return Workbench(tmp_path_factory.mktemp("bad_inputs"), tiny_bert_dir)
+def workbench(tmp_path_factory, tiny_bert_dir, tiny_recipe_run):
+    return Workbench(tmp_path_factory.mktemp("bad_inputs"), tiny_bert_dir, tiny_recipe_run)
 
 
 @pytest.fixture(scope="module", autouse=True)

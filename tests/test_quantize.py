@@ -19,34 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertkit import datasets, quantize
+from bertkit import quantize
 from bertkit.batching import predict_in_length_order
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.quantize import DEFAULT_EXPORT, TFLiteModel, export_int8, load_int8_run, read_metadata
-from bertkit.recipe import load_run, train_main
+from bertkit.recipe import load_run
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 RELATIVE_TOLERANCE = 0.05  # of the float32 output's largest magnitude; see the module docstring
-
-# recipe -> (shipped dataset whose first training lines make the tiny run's train, dev and test files, flags)
-TINY = {
-    "sentiment": ("sst2", 16, []),
-    "sequence_labeling": ("conll2003", 16, ["--max-len", "32"]),
-    "span_extract": ("subjqa", 4, ["--max-len", "64", "--doc-stride", "16"]),
-    # low thresholds so the barely trained model emits triples whose offsets can be checked
-    "relation_extract": ("conll04", 8, ["--max-len", "32", "--subject-threshold", "0.1", "--object-threshold", "0.1"]),
-}
+RECIPES = ("relation_extract", "sentiment", "sequence_labeling", "span_extract")
 
 
 class Exported:
     def __init__(self, name: str, run_dir: Path, data: Path):
         self.name, self.run_dir, self.data = name, run_dir, data
         self.tflite = run_dir / DEFAULT_EXPORT
-
-
-def first_lines(path: Path, n: int) -> str:
-    with open(path, encoding="utf-8") as f:
-        return "".join(line for _, line in zip(range(n), f))
 
 
 def sha256(path: Path) -> str:
@@ -58,30 +44,25 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def export_of(tmp_path_factory, tiny_bert_dir):
-    """``export_of(recipe)``: a one-epoch run of the recipe on a tiny random BERT, exported to int8 by the command
-    line; made once per module and recipe."""
+def export_of(tmp_path_factory, tiny_recipe_run):
+    """``export_of(recipe)``: a copy of the session's tiny run of the recipe (conftest.py: one epoch on a tiny
+    random BERT; relation_extract's thresholds at 0.1 so it emits triples), exported to int8 by the command line;
+    made once per module and recipe."""
     made = {}
 
     def make(name: str) -> Exported:
         if name not in made:
-            dataset, lines, flags = TINY[name]
-            work = tmp_path_factory.mktemp(f"int8_{name}")
-            data = work / "data.jsonl"
-            data.write_text(first_lines(datasets.file(dataset, "train"), lines), encoding="utf-8")
-            run_dir = work / "run"
-            argv = ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(run_dir), "--epochs", "1",
-                    "--batch-size", "4", "--train-file", str(data), "--dev-file", str(data), "--test-file",
-                    str(data), *flags]
-            assert train_main(RECIPES / name, argv) == 0
+            tiny = tiny_recipe_run(name)
+            run_dir = tmp_path_factory.mktemp(f"int8_{name}") / "run"
+            shutil.copytree(tiny.run_dir, run_dir)
             assert quantize.main([str(run_dir)]) == 0
-            made[name] = Exported(name, run_dir, data)
+            made[name] = Exported(name, run_dir, tiny.data)
         return made[name]
 
     return make
 
 
-@pytest.fixture(params=sorted(TINY))
+@pytest.fixture(params=RECIPES)
 def exported(request, export_of) -> Exported:
     return export_of(request.param)
 

@@ -249,6 +249,44 @@ def test_masked_loss_ignores_padding():
         pytest.approx(-2 * np.log(0.9), rel=1e-5)  # summed over predicates, averaged over the one real position
 
 
+def test_decoding_and_the_sweep_of_an_untrained_model_match_their_plain_definitions():
+    """An untrained model's probabilities hover around the thresholds: thousands of candidate spans. decode_spans
+    equals pairing each start with the nearest end at or after it, one position at a time; the sweep's keys equal
+    decoded_triples' at every threshold pair; threshold_sweep's figures equal score_triples' triple figures."""
+    from recipes.relation_extract import scoring
+
+    rng = np.random.default_rng(3)
+    seq, labels = 24, 3
+    start, end = rng.uniform(0.3, 0.7, (seq, labels)), rng.uniform(0.3, 0.7, (seq, labels))
+    valid = np.arange(seq) % 11 != 0
+    for threshold in (0.4, 0.5, 0.6):
+        expected = sorted((label, (s, next(e for e in range(s, seq) if end[e, label] > threshold and valid[e])))
+                          for s in range(seq) for label in range(labels)
+                          if start[s, label] > threshold and valid[s]
+                          and any(end[e, label] > threshold and valid[e] for e in range(s, seq)))
+        got = task.decode_spans(start, end, valid, threshold)
+        assert sorted(got) == expected and got == sorted(got, key=lambda x: (x[1], x[0]))
+        assert all(type(v) is int for label, span in got for v in (label, *span))
+
+    text = " ".join(f"w{i}" for i in range(seq - 2))
+    offsets = [(0, 0)] + [(text.index(f"w{i}"), text.index(f"w{i}") + len(f"w{i}")) for i in range(seq - 2)] + [(0, 0)]
+    predicates = ["p0", "p1", "p2"]
+    grid = [(a, b) for a in (0.4, 0.5) for b in (0.45, 0.55)]
+    prediction = task.Prediction(text=text, spo_list=[])
+    prediction.offsets = offsets
+    prediction.decoded = {(a, b): [(subject, task.decode_spans(start, end, valid, b))
+                                   for subject in task.decode_spans(start[:, 0], end[:, 0], valid, a)]
+                          for a, b in grid}
+    sweep = prediction.sweep(predicates)
+    assert sum(len(keys) for keys in sweep.values()) > 500
+    for pair, decoded in prediction.decoded.items():
+        assert sweep[pair] == {t.key for t in task.decoded_triples(text, offsets, decoded, predicates)}
+    gold = [{next(iter(sweep[grid[0]])), ("w1", "p0", "w2")}]
+    for row in scoring.threshold_sweep(gold, [sweep]):
+        full = scoring.score_triples(gold, [sweep[(row["subject_threshold"], row["object_threshold"])]])
+        assert row == {**row, **{k: full[k] for k in ("triple_f1", "triple_precision", "triple_recall")}}
+
+
 def test_tune_sweeps_the_grid_and_keeps_or_replaces_the_thresholds():
     examples = [task.parse_example({"text": "a b c", "spo_list": [{"subject": "a", "predicate": "p",
                                                                      "object": "b"}]}, "m", 1)]
