@@ -90,23 +90,43 @@ rm -rf "$logs"
 echo "installed ($STACKS) in ${SECONDS} s"
 
 PYTEST=(-m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations 15)
+# Phase layout: the slow real-encoder trainings (one TensorFlow process, which keeps only about 1.5 of the 2 cores
+# busy) start first at normal priority, in the background; the fast suites run meanwhile, one after the other, at
+# the lowest priority (nice 19), so they take the cores the training leaves idle and never slow it by more than
+# its share of the memory bandwidth; once the slow tests end the fast suites have both cores.
+logs=$(mktemp -d)
 failed=()
-run() {  # run NAME PYTHON [PYTEST ARGS...]: one pytest run in its own base temp, timed
-    local name=$1 start=$SECONDS tmp status=0
-    shift
+run() {  # run NAME LOG PYTHON [PYTEST ARGS...]: one pytest run in its own base temp, timed, output into LOG
+    local name=$1 log=$2 start=$SECONDS tmp status=0
+    shift 2
     tmp=$(mktemp -d)
-    echo "----- $name -----"
-    "$@" --basetemp "$tmp" || status=$?
+    "$@" --basetemp "$tmp" > "$log" 2>&1 || status=$?
     rm -rf "$tmp"
-    echo "$name: exit $status, $((SECONDS - start)) s (everything so far: ${SECONDS} s)"
-    if [ "$status" -ne 0 ]; then failed+=("$name"); fi
+    echo "$name: exit $status, $((SECONDS - start)) s (ended at ${SECONDS} s)" >> "$log"
+    return "$status"
 }
-run "Python 3.11 stack (TensorFlow 2.15 + tensorflow-addons), fast suite" .venv/bin/python "${PYTEST[@]}" -m "not slow"
-run "Python 3.11 stack, slow real-encoder tests, one at a time" .venv/bin/python -m pytest -q -p no:cacheprovider \
-    --durations 5 -m slow
+show() {  # show NAME LOG STATUS: print a finished run's output, remember a failure
+    echo "----- $1 -----"
+    cat "$2"
+    if [ "$3" -ne 0 ]; then failed+=("$1"); fi
+}
+SLOW="Python 3.11 stack, slow real-encoder tests, one at a time (normal priority, beside the fast suites)"
+run "$SLOW" "$logs/slow" .venv/bin/python -m pytest -q -p no:cacheprovider --durations 5 -m slow &
+slow_pid=$!
+FAST311="Python 3.11 stack (TensorFlow 2.15 + tensorflow-addons), fast suite (nice 19)"
+status=0
+run "$FAST311" "$logs/fast311" nice -n 19 .venv/bin/python "${PYTEST[@]}" -m "not slow" || status=$?
+show "$FAST311" "$logs/fast311" "$status"
 if [ "$STACKS" = both ]; then
-    run "Python 3.12 stack (TensorFlow 2.21 + tf-keras), fast suite" .venv312/bin/python "${PYTEST[@]}" -m "not slow"
+    FAST312="Python 3.12 stack (TensorFlow 2.21 + tf-keras), fast suite (nice 19)"
+    status=0
+    run "$FAST312" "$logs/fast312" nice -n 19 .venv312/bin/python "${PYTEST[@]}" -m "not slow" || status=$?
+    show "$FAST312" "$logs/fast312" "$status"
 fi
+status=0
+wait "$slow_pid" || status=$?
+show "$SLOW" "$logs/slow" "$status"
+rm -rf "$logs"
 if [ "${#failed[@]}" -ne 0 ]; then
     printf 'FAILED: %s\n' "${failed[@]}"
     exit 1
