@@ -26,6 +26,7 @@ import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
@@ -188,6 +189,13 @@ class InGraphTokenizer(tf.Module):
         self._wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=vocab, suffix_indicator="##", max_bytes_per_word=4 * MAX_CHARS_PER_WORD + 4,
             token_out_type=tf.int32, unknown_token="[UNK]", no_pretokenization=True)
+        # encode() traced once per arity, without autograph (no Python control flow depends on a tensor here): every
+        # serving signature that tokenizes calls the same traced function instead of tracing tokenization again. In
+        # a plain holder, not a tracked attribute: saving would list a tracked tf.function and trace it once more.
+        texts_spec = tf.TensorSpec([None], tf.string)
+        self._traced = SimpleNamespace(
+            single=tf.function(self._encode, input_signature=[texts_spec], autograph=False),
+            pair=tf.function(self._encode, input_signature=[texts_spec, texts_spec], autograph=False))
 
     @classmethod
     def from_bert_dir(cls, bert_dir, *, max_len: int = 512, per_char: bool = False, lowercase: bool | None = None):
@@ -299,6 +307,12 @@ class InGraphTokenizer(tf.Module):
     # ---------------------------------------------------------------------------------------- encode
     def encode(self, texts, texts_b=None):
         """``[CLS] a [SEP] (b [SEP])`` ids, segment ids and offsets, padded to the batch's longest row."""
+        texts = tf.reshape(tf.convert_to_tensor(texts, dtype=tf.string), [-1])
+        if texts_b is None:
+            return self._traced.single(texts)
+        return self._traced.pair(texts, tf.reshape(tf.convert_to_tensor(texts_b, dtype=tf.string), [-1]))
+
+    def _encode(self, texts, texts_b=None):
         a = self.tokenize(texts)
         len_a = a["token_ids"].row_lengths()
         if texts_b is None:

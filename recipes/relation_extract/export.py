@@ -52,6 +52,9 @@ def serving(model, tokenizer, head):
     subject_threshold, object_threshold = (float(head["thresholds"][k]) for k in ("subject", "object"))
     subjects_model, object_head = inference_stages(model)
 
+    text_spec = tf.TensorSpec([None], tf.string, name="texts")
+
+    @tf.function(input_signature=[text_spec])  # traced once, called by all three signatures
     def encode(texts):
         enc = in_graph.encode(texts)
         offsets = enc["offsets"]
@@ -76,8 +79,6 @@ def serving(model, tokenizer, head):
         start, end = chars(offsets, sentence, s, e)
         return pair, {"predicate": tf.gather(names, label), "object": substrings(texts, sentence, start, end),
                       "object_start": start, "object_end": end}
-
-    text_spec = tf.TensorSpec([None], tf.string, name="texts")
 
     @tf.function(input_signature=[text_spec])
     def subjects(texts):
