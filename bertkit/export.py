@@ -189,9 +189,10 @@ class InGraphTokenizer(tf.Module):
         self._wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=vocab, suffix_indicator="##", max_bytes_per_word=4 * MAX_CHARS_PER_WORD + 4,
             token_out_type=tf.int32, unknown_token="[UNK]", no_pretokenization=True)
-        # encode() traced once per arity, without autograph (no Python control flow depends on a tensor here): every
-        # serving signature that tokenizes calls the same traced function instead of tracing tokenization again. In
-        # a plain holder, not a tracked attribute: saving would list a tracked tf.function and trace it once more.
+        # encode() inside a tf.function: traced once per arity, without autograph (no Python control flow depends on
+        # a tensor here); every serving signature that tokenizes calls the same traced function instead of tracing
+        # tokenization again. In a plain holder, not a tracked attribute: saving would list a tracked tf.function
+        # and trace it once more.
         texts_spec = tf.TensorSpec([None], tf.string)
         self._traced = SimpleNamespace(
             single=tf.function(self._encode, input_signature=[texts_spec], autograph=False),
@@ -308,9 +309,11 @@ class InGraphTokenizer(tf.Module):
     def encode(self, texts, texts_b=None):
         """``[CLS] a [SEP] (b [SEP])`` ids, segment ids and offsets, padded to the batch's longest row."""
         texts = tf.reshape(tf.convert_to_tensor(texts, dtype=tf.string), [-1])
-        if texts_b is None:
-            return self._traced.single(texts)
-        return self._traced.pair(texts, tf.reshape(tf.convert_to_tensor(texts_b, dtype=tf.string), [-1]))
+        if texts_b is not None:
+            texts_b = tf.reshape(tf.convert_to_tensor(texts_b, dtype=tf.string), [-1])
+        if not tf.inside_function():  # eager: run the ops (tracing would cost more than one call)
+            return self._encode(texts, texts_b)
+        return self._traced.single(texts) if texts_b is None else self._traced.pair(texts, texts_b)
 
     def _encode(self, texts, texts_b=None):
         a = self.tokenize(texts)
