@@ -24,7 +24,9 @@
 #   - Both stacks on a clean clone: 27-34 min until 2026-12-03, then 1,647 s (7c62f3b), 1,501 s and 1,487 s
 #     (2026-12-04, after the fast tests stopped repeating work: one tiny run per recipe per session, prediction and
 #     serving signatures traced once, fewer TensorFlow start-ups), 1,221 s (2026-12-04, 09:00, a faster hour of the
-#     same kind of box). This box's speed swings by about 25% from hour to hour.
+#     same kind of box); as CI's command (.ci/run), 1,408 s (09:27; install 100, 3.11 fast 491, slow 375, 3.12 fast
+#     442) and 1,319 s (10:11; install 65, 3.11 fast 448, slow 401, 3.12 fast 405). This box's speed swings by about
+#     25% from hour to hour.
 # The exit status is non-zero when either run fails. --durations lists the slowest tests, for whoever trims the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
