@@ -451,8 +451,8 @@ def test_resume_keeps_the_interrupted_runs_backup_settings(tmp_path):
 
 def test_ctrl_c_backs_up_and_exits_promptly_then_resume_finishes(tmp_path, capsys):
     """A real SIGINT to a training process: exit status 130 within seconds (the rest of the run would take over a
-    minute: from the second step on, each sleeps 5 s), one 'interrupted:' line saying how to resume, no traceback; --resume then
-    finishes the run (in this process: no second TensorFlow start-up)."""
+    minute: from the second step on, each sleeps 5 s), one 'interrupted:' line saying how to resume, no traceback;
+    --resume then finishes the run (in this process: no second TensorFlow start-up)."""
     import signal
     import subprocess
     import sys
