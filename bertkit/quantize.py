@@ -24,21 +24,22 @@ and length up to the encoder's ``max_position_embeddings``, padded with 0) and r
 Tokenization stays in Python (``bertkit.tokenization.Tokenizer``, the same ids and offsets), which is what
 :func:`load_int8_run`'s ``Predictor`` does.
 
-Ops: builtin TensorFlow Lite ops only, so the file runs on any TensorFlow Lite interpreter (TensorFlow 2.15's and
-2.21's Python ones, the C++ and mobile runtimes). The converter falls back to SELECT_TF_OPS (TensorFlow's "flex"
-kernels, which TensorFlow 2.21's Python interpreter no longer applies by itself) only for a model with an op that
-has no builtin; ``model.json`` lists such ops (``select_tf_ops``, empty for every bertkit encoder: the attention mask
-is shaped with ``ExpandDims``, since a ``[:, None, None, :]`` strided slice of a bool tensor has no builtin).
+Ops: builtin TensorFlow Lite ops only, so the file runs on any TensorFlow Lite interpreter (LiteRT's, TensorFlow
+2.15's and 2.21's own, the C++ and mobile runtimes). The converter falls back to SELECT_TF_OPS (TensorFlow's "flex"
+kernels, which LiteRT's Python interpreter applies only where TensorFlow 2.15's flex delegate is loaded beside it)
+only for a model with an op that has no builtin; ``model.json`` lists such ops (``select_tf_ops``, empty for every
+bertkit encoder: the attention mask is shaped with ``ExpandDims``, since a ``[:, None, None, :]`` strided slice of a
+bool tensor has no builtin), and loading such a model where no flex kernel is found is a clear error.
 
-XNNPack: TensorFlow 2.15's Python interpreter applies the XNNPack delegate by default, but it takes no node of this
-model: XNNPack only takes graphs whose tensor shapes are all known at allocation, and this one has dynamic-sized
-tensors (the position-embedding slice and the attention reshapes depend on the sequence length); and even at fixed
-shapes the XNNPack of TF 2.15 does not take dynamic-range (hybrid) fully connected layers, only float32 ones. The
-int8 products therefore run on TensorFlow Lite's builtin hybrid kernels (:meth:`TFLiteModel.delegate_nodes` counts
-what each delegate took). ``benchmarks/bench_int8.py`` measures what that gives against the float32 Keras model:
-on a 2-core Zen 4 (2026-12-03) the same metric within 0.3 points, but a quarter to a third of float32's speed
-with TF 2.15's interpreter (size saved, not time); the same files on TF 2.21's interpreter (the Python 3.12 stack)
-run 2.3-3.2x faster than float32 for the encoder, metric within 0.6 points (benchmarks/README.md).
+Interpreter: LiteRT's (the ``ai-edge-litert`` package, pinned on both stacks; :func:`litert`), not
+``tf.lite.Interpreter``. On TensorFlow 2.15 the latter runs the dynamic-range (hybrid) products on reference-grade
+kernels, with XNNPack taking no node of this model: there int8 ran at a quarter to a third of float32's speed
+(2026-12-03). LiteRT runs the same file's fully connected layers on its own optimized hybrid kernels (its XNNPack
+delegate takes small float partitions in between: 50 delegate nodes for MiniLM-L6, the 36 int8 products stay
+LiteRT's): MiniLM-L6 alone at 32 x 128 on a 2-core Zen 4 (2026-12-04) took 640 ms in float32 Keras, 321 ms in int8
+on LiteRT and 2,609 ms in int8 on TF 2.15's interpreter. ``benchmarks/bench_int8.py`` measures each recipe's int8
+export against its float32 model (benchmarks/README.md); :meth:`TFLiteModel.delegate_nodes` counts what each
+delegate took.
 """
 
 from __future__ import annotations
@@ -118,12 +119,24 @@ def _named_outputs(outputs) -> tuple[str, dict]:
     return "tensor", {"output_0": outputs}
 
 
+def litert():
+    """The TensorFlow Lite interpreter module every int8 model runs on: LiteRT's (the ``ai-edge-litert`` package,
+    ``ai_edge_litert.interpreter``), the interpreter TensorFlow now points to. TensorFlow's own ``tf.lite.Interpreter``
+    is deprecated on 2.21, and on 2.15 it runs the dynamic-range products on reference-grade kernels: 2,609 against
+    321 ms for MiniLM-L6 at 32 x 128 on a 2-core Zen 4 (2026-12-04), where float32 Keras takes 640 ms."""
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        raise ConfigError("int8 serving needs the LiteRT interpreter: pip install ai-edge-litert (pinned in "
+                          "requirements.txt)") from None
+    return interpreter
+
+
 def _converted_ops(blob: bytes) -> tuple[Counter, int]:
     """The op counts of a converted model and how many int8 tensors (the quantized weights) it holds."""
-    import tensorflow as tf
-
-    no_delegates = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # just listing, not running
-    interpreter = tf.lite.Interpreter(model_content=blob, experimental_op_resolver_type=no_delegates)
+    lite = litert()
+    no_delegates = lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # just listing, not running
+    interpreter = lite.Interpreter(model_content=blob, experimental_op_resolver_type=no_delegates)
     ops = Counter(op["op_name"] for op in interpreter._get_ops_details())  # noqa: SLF001 (no public op listing)
     return ops, sum(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())
 
@@ -242,7 +255,7 @@ def read_metadata(tflite_path) -> dict:
 
 
 class TFLiteModel:
-    """A model written by :func:`export_int8`, run by ``tf.lite.Interpreter`` with the Keras model's
+    """A model written by :func:`export_int8`, run by LiteRT's interpreter (:func:`litert`) with the Keras model's
     ``predict_on_batch`` interface.
 
     ``predict_on_batch(inputs)`` takes what the Keras model took: a list or tuple of arrays in input order, a dict
@@ -253,12 +266,10 @@ class TFLiteModel:
     interpreter, one call at a time)."""
 
     def __init__(self, path, num_threads: int | None = None):
-        import tensorflow as tf
-
         self.path = Path(path)
         self.metadata = read_metadata(self.path)
         self.num_threads = int(num_threads or _cpu_count())
-        self.interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=self.num_threads)
+        self.interpreter = litert().Interpreter(model_path=str(self.path), num_threads=self.num_threads)
         runner = self.interpreter.get_signature_runner()
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
         self.input_names = [spec["name"] for spec in self.metadata["inputs"]]
@@ -318,29 +329,27 @@ class TFLiteModel:
         except RuntimeError as error:
             flex = self.metadata.get("select_tf_ops") or []
             if flex and "select tensorflow op" in str(error).lower():
-                import tensorflow as tf
-
                 raise ConfigError(
                     f"{self.path}: this model needs TensorFlow's flex kernels for {', '.join(flex)} (it was "
-                    f"exported by TensorFlow {self.metadata.get('tensorflow')}), and the TensorFlow Lite interpreter "
-                    f"of TensorFlow {tf.__version__} does not apply them; export it again with this TensorFlow "
-                    f"(bertkit's encoder converts to builtin ops only)") from None
+                    f"exported by TensorFlow {self.metadata.get('tensorflow')}), and LiteRT's interpreter finds none "
+                    f"here: int8 serving takes models of builtin ops only (every bertkit encoder converts to "
+                    f"builtin ops)") from None
             raise
 
     def delegate_nodes(self) -> dict[str, int]:
         """Nodes of the plan that delegates took: ``{"xnnpack": n, "flex": m}``. ``flex`` (the SELECT_TF_OPS
         kernels) is applied whenever the model has TF ops; ``xnnpack`` is what the interpreter's default delegate
         took, found as the extra delegate nodes of this interpreter over one without default delegates. Read from
-        ``tf.lite.Interpreter._get_ops_details`` (TensorFlow Lite has no public listing of the plan)."""
-        import tensorflow as tf
+        the interpreter's ``_get_ops_details`` (TensorFlow Lite has no public listing of the plan)."""
+        lite = litert()
 
         def delegates(interpreter) -> int:
             interpreter.allocate_tensors()
             return Counter(op["op_name"] for op in interpreter._get_ops_details())["DELEGATE"]  # noqa: SLF001
 
-        without_defaults = tf.lite.Interpreter(
+        without_defaults = lite.Interpreter(
             model_path=str(self.path), num_threads=self.num_threads,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            experimental_op_resolver_type=lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         flex = delegates(without_defaults)
         with self._lock:
             if self._shapes is None:

@@ -648,10 +648,12 @@ class Trainer:
         return WarmupLinearDecay(float(self.args.lr), total, min(warmup, total))
 
     def compile(self, build_model: Callable, *, steps_per_epoch: int, loss=None, metrics=None, lr_schedule=None,
-                **compile_kwargs):
+                padded_lengths=None, **compile_kwargs):
         """``build_model()`` inside the strategy scope, compiled with AdamW and ``lr_schedule`` (default: linear
         warmup over ``--warmup-ratio`` of ``epochs * steps_per_epoch`` steps, then linear decay to 0).
-        ``loss=None`` suits models that compute their own loss (custom ``train_step`` or ``add_loss``)."""
+        ``loss=None`` suits models that compute their own loss (custom ``train_step`` or ``add_loss``).
+        ``padded_lengths``: the lengths a training batch can be padded to (``TrainingData.padded_lengths``), which
+        ``--train-step auto`` weighs XLA's compilations by; without them auto keeps the graph step."""
         from bertkit.optim import build_optimizer
 
         if steps_per_epoch < 1:
@@ -662,7 +664,8 @@ class Trainer:
             model = build_model()
             optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)),
                                         dense_gradients=self.strategy.num_replicas_in_sync > 1)
-            xla = self._xla_train_step(model)
+            xla = self._xla_train_step(model, steps=int(self.args.epochs) * self.steps_per_epoch,
+                                       padded_lengths=padded_lengths)
             model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=xla, **compile_kwargs)
             # The optimizer's slots now, not inside the first train step: a tf.function whose first call creates
             # variables is traced twice, and tracing the train step is most of a short run's start-up.
@@ -670,21 +673,36 @@ class Trainer:
             build_loss_metrics(model)
         return model
 
-    def _xla_train_step(self, model) -> bool:
-        """``--train-step``: ``graph`` (the default) runs Keras's train step as a TensorFlow graph, its matmuls on
-        oneDNN, each weight's AdamW update XLA-compiled (``bertkit.optim``); ``xla`` compiles the whole step with
-        XLA, once per padded batch length. Which is faster depends on the CPU (benchmarks/README.md: on a Zen 4 box
-        both train MiniLM-L6 at 12-15 seq/s; on a Zen 5 box XLA gave 27 against 16). Refused where XLA would change
-        what the run means: with ``--deterministic`` (XLA ignores the seeds of the dropout masks; refused in
-        ``__init__``, before the run directory is touched) and with a layer that gives an ``xla_refusal``
-        (tensorflow-addons' CRF)."""
+    def _xla_train_step(self, model, *, steps: int, padded_lengths=None) -> bool:
+        """``--train-step``: ``graph`` runs Keras's train step as a TensorFlow graph, its matmuls on oneDNN, each
+        weight's AdamW update XLA-compiled (``bertkit.optim``); ``xla`` compiles the whole step with XLA, once per
+        padded batch length; ``auto`` (the default) takes the faster of the two for this run on this machine
+        (``bertkit.train_step``: a probe measured once per machine and workload, cached; graph for short runs and
+        wherever xla is refused). Which is faster depends on the CPU (benchmarks/README.md: on a Zen 4 box the graph
+        step trains MiniLM-L6 at 13.6 seq/s against 10-11 with XLA; on a Zen 5 box XLA gave 27 against 16).
+        ``xla`` is refused where XLA would change what the run means: with ``--deterministic`` (XLA ignores the
+        seeds of the dropout masks; refused in ``__init__``, before the run directory is touched) and with a layer
+        that gives an ``xla_refusal`` (tensorflow-addons' CRF). The decision goes to ``run_config.json``."""
         choice = getattr(self.args, "train_step", "graph") or "graph"
         if choice not in TRAIN_STEPS:
             raise ConfigError(f"--train-step {choice}: expected one of {', '.join(TRAIN_STEPS)}")
-        if choice == "graph":
-            return False
         refusing = sorted({f"{layer.name} ({type(layer).__name__}: {layer.xla_refusal})"
                            for layer in model.submodules if getattr(layer, "xla_refusal", None)})
+        if choice == "auto":
+            from bertkit.train_step import choose
+
+            decision = choose(bert_dir=getattr(self.args, "bert_dir", None),
+                              batch_size=int(getattr(self.args, "batch_size", 1) or 1), steps=steps,
+                              padded_lengths=padded_lengths,
+                              mixed_precision=bool(getattr(self.args, "mixed_precision", False)),
+                              refusals=refusing, deterministic=bool(getattr(self.args, "deterministic", False)),
+                              replicas=self.strategy.num_replicas_in_sync, encoder=self._encoder_shape())
+            self.extra["train_step"] = dict(decision)
+            say(f"train step: {decision['chosen']} (--train-step auto: {decision['reason']})")
+            return decision.xla
+        self.extra["train_step"] = {"requested": choice, "chosen": choice, "reason": "--train-step " + choice}
+        if choice == "graph":
+            return False
         if refusing:
             raise ConfigError(f"--train-step xla: {', '.join(refusing)}; use --train-step graph")
         say("train step: XLA-compiled (--train-step xla), compiled again for each new padded batch length")
@@ -722,6 +740,11 @@ class Trainer:
 
     def _encoder_summary(self) -> dict:
         return encoder_summary(getattr(self.args, "bert_dir", None))
+
+    def _encoder_shape(self) -> dict | None:
+        """The encoder's config without its path (layers, sizes, activation): what its step times depend on."""
+        shape = {k: v for k, v in self._encoder_summary().items() if k != "bert_dir"}
+        return shape or None
 
     # -- fit ---------------------------------------------------------------------------------------------------
     def fit(self, model, train_data, *, evaluate: Callable, headline: str, steps_per_epoch: int | None = None,

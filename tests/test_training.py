@@ -623,9 +623,10 @@ def test_progress_lines_report_step_loss_and_time_left_without_a_terminal(capsys
     assert "epoch 2: step 4/10, loss 0.2500" in err and "min left in the epoch" in err
 
 
-def test_train_step_graph_by_default_and_xla_compiles_the_whole_step(tmp_path, tiny_bert_dir):
-    """--train-step: the default runs Keras's train step as a plain graph; xla compiles the whole step (the tiny BERT
-    trains under it: finite loss, weights moved, the same number of steps). One padded length: one compilation."""
+def test_train_step_graph_runs_a_plain_graph_and_xla_compiles_the_whole_step(tmp_path, tiny_bert_dir):
+    """--train-step graph runs Keras's train step as a plain graph; xla compiles the whole step (the tiny BERT trains
+    under it: finite loss, weights moved, the same number of steps). One padded length: one compilation. (auto, the
+    default, chooses between the two: tests/test_train_step.py.)"""
     from bertkit.encoder import load_encoder
 
     def build():

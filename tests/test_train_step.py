@@ -1,0 +1,124 @@
+"""--train-step auto (bertkit.train_step): the estimate over a run, when it must not measure, the real probe in a child
+process, its cache, and the Trainer's use of the decision."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bertkit import train_step
+from bertkit.cli import build_parser, parse_args
+from bertkit.errors import BertkitError
+from bertkit.train_step import PROBE_MIN_STEPS, choose, decide, probe, probe_length
+from bertkit.training import Trainer, read_run_config
+
+XLA_WINS = {"graph_step_s": 1.0, "xla_step_s": 0.6, "xla_compile_s": 5.0}  # the Zen 5 box's shape of figures
+
+
+def test_decide_weighs_the_compilations_against_the_per_step_gain():
+    # 1,000 steps at 1.0 s against 0.6 s + 10 compilations of 5 s: 1,000 against 650 -> xla
+    assert decide(XLA_WINS, 1000, 10) == ("xla", {"graph_estimate_s": 1000.0, "xla_estimate_s": 650.0,
+                                                   "steps": 1000, "padded_lengths": 10})
+    # the same per-step gain, 80 padded lengths: 1,000 against 1,000 -> graph
+    assert decide(XLA_WINS, 1000, 80)[0] == "graph"
+    # XLA 5% faster per step and compiling for nothing: under the 10% margin -> graph
+    assert decide({"graph_step_s": 1.0, "xla_step_s": 0.95, "xla_compile_s": 0.0}, 10_000, 1)[0] == "graph"
+    # XLA slower per step (the Zen 4 box): never
+    assert decide({"graph_step_s": 1.0, "xla_step_s": 1.3, "xla_compile_s": 0.0}, 10_000, 1)[0] == "graph"
+
+
+def test_probe_length_is_the_median_example_length_rounded_up_to_16():
+    assert probe_length([5, 9, 12, 40, 200]) == 16
+    assert probe_length([17, 17, 30, 64, 64]) == 32
+    assert probe_length([3]) == 16
+
+
+@pytest.fixture
+def cache_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / train_step.CACHE_FILE
+
+
+def _choose(bert_dir, **overrides):
+    kwargs = dict(bert_dir=bert_dir, batch_size=4, steps=PROBE_MIN_STEPS, padded_lengths=list(range(5, 13)))
+    return choose(**{**kwargs, **overrides})
+
+
+def test_auto_keeps_the_graph_step_unmeasured_where_it_must(tiny_bert_dir, cache_in, monkeypatch):
+    def no_probe(*args, **kwargs):
+        raise AssertionError("probed")
+
+    monkeypatch.setattr(train_step, "probe", no_probe)
+    cases = {"--deterministic": dict(deterministic=True), "refuses XLA: crf": dict(refusals=["crf (CRF: tfa)"]),
+             "2 replicas": dict(replicas=2), "no padded lengths": dict(padded_lengths=None),
+             f"a short run ({PROBE_MIN_STEPS - 1} steps": dict(steps=PROBE_MIN_STEPS - 1)}
+    for words, overrides in cases.items():
+        decision = _choose(tiny_bert_dir, **overrides)
+        assert decision["chosen"] == "graph" and not decision.xla and words in decision["reason"], decision
+    assert not cache_in.exists()
+
+
+def test_auto_probes_in_a_child_process_once_then_reads_the_cache(tiny_bert_dir, cache_in, monkeypatch):
+    """The real probe (tiny BERT, batch 4 x 16): both steps timed, the XLA compilation measured; cached by machine
+    and workload; the next run with the same workload reads the cache, another batch size probes again."""
+    first = _choose(tiny_bert_dir)
+    figures = first["probe"]
+    assert figures["graph_step_s"] > 0 and figures["xla_step_s"] > 0
+    # the XLA step's first call traces and compiles: far longer than a step (seconds against milliseconds here)
+    assert figures["xla_compile_s"] > 5 * figures["xla_step_s"]
+    assert first["chosen"] == decide(figures, PROBE_MIN_STEPS, 8)[0] and "measured now" in first["reason"]
+    cache = json.loads(cache_in.read_text(encoding="utf-8"))
+    [entry] = cache.values()
+    assert entry["workload"]["batch_size"] == 4 and entry["workload"]["length"] == 16
+    assert entry["machine"]["cpus"] >= 1 and entry["machine"]["tensorflow"] == tf.__version__
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(train_step, "probe", no_probe)
+    again = _choose(tiny_bert_dir, steps=10 * PROBE_MIN_STEPS)  # a longer run: same figures, its own estimate
+    assert again["probe"] == figures and "cached in" in again["reason"]
+    assert again["steps"] == 10 * PROBE_MIN_STEPS
+    with pytest.raises(AssertionError, match="probed again"):
+        _choose(tiny_bert_dir, batch_size=8)
+
+
+def test_a_failed_probe_names_the_command_and_what_to_do(tmp_path):
+    with pytest.raises(BertkitError, match=r"(?s)the probe failed \(exit 2.*bertkit.train_step.*--train-step graph"):
+        probe(tmp_path / "no-such-bert", 2, 16)
+
+
+def _args(tmp_path, *extra):
+    parser = build_parser("toy", train_file=None, dev_file=None, test_file=None, epochs=1, batch_size=4,
+                          max_len=16, lr=1e-3, warmup_ratio=0.0, weight_decay=0.01)
+    return parse_args(parser, ["--output-dir", str(tmp_path / "run"), *extra])
+
+
+def test_trainer_applies_and_records_the_auto_decision(tmp_path, tiny_bert_dir, cache_in, monkeypatch):
+    """The Trainer's default is auto: a short run keeps the graph step; a run long enough, where the probe says XLA
+    wins, is compiled with XLA; run_config.json records the decision and its reason either way."""
+    from bertkit.encoder import load_encoder
+
+    def build():
+        token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
+        segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
+        hidden = load_encoder(tiny_bert_dir)([token_ids, segment_ids])
+        return tf.keras.Model([token_ids, segment_ids], tf.keras.layers.Dense(2)(hidden[:, 0]))
+
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    monkeypatch.setattr(train_step, "probe", lambda *args, **kwargs: dict(XLA_WINS))
+    for steps, xla in ((PROBE_MIN_STEPS - 1, False), (PROBE_MIN_STEPS, True)):
+        args = _args(tmp_path / str(steps), "--bert-dir", str(tiny_bert_dir))
+        assert args.train_step == "auto"
+        trainer = Trainer(args, "toy", verbose=0)
+        model = trainer.compile(build, steps_per_epoch=steps, loss=loss, padded_lengths=[8, 12])
+        assert bool(model.jit_compile) == xla
+        trainer.write_run_config()
+        recorded = read_run_config(trainer.output_dir)["train_step"]
+        assert recorded["requested"] == "auto" and recorded["chosen"] == ("xla" if xla else "graph")
+        assert ("XLA faster over this run" if xla else "a short run") in recorded["reason"]
+        if xla:  # the whole step compiles and trains
+            ids = np.random.default_rng(0).integers(1, 50, size=(4, 8)).astype(np.int32)
+            model.train_on_batch([ids, np.zeros_like(ids)], np.array([0, 1, 0, 1]))
+        trainer.close()
