@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import os
 import platform
 import sys
@@ -167,6 +168,8 @@ def main(argv=None) -> int:
         import tensorflow as tf
 
         results = [bench_run(run_dir, args) for run_dir in args.run_dir]
+        print(f"TensorFlow {tf.__version__}, int8 on ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; "
+              f"{cpu_description()}")
         print(table(results))
         if args.json:
             from bertkit.fileio import atomic_write_json
@@ -174,6 +177,7 @@ def main(argv=None) -> int:
             atomic_write_json(args.json, {
                 "date": datetime.date.today().isoformat(), "cpu": cpu_description(),
                 "tensorflow": tf.__version__, "python": platform.python_version(),
+                "interpreter": f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}",
                 "batch_size": args.batch_size, "repeats": args.repeats, "runs": results})
 
     return run_main(body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -166,22 +166,22 @@ class TrainingData:
 
     ``dataset`` yields exactly ``steps_per_epoch`` batches per pass, covering each of the ``examples`` examples
     exactly once (reshuffled every pass); :meth:`bertkit.training.Trainer.fit` repeats it and runs
-    ``steps_per_epoch`` steps per epoch, so epoch k is pass k. ``padded_lengths``: the distinct example lengths,
-    sorted; each batch is padded to its longest example, so these are the lengths a batch can have (what an XLA
+    ``steps_per_epoch`` steps per epoch, so epoch k is pass k. ``example_lengths``: every example's length, sorted;
+    each batch is padded to its longest example, so the distinct ones are the lengths a batch can have (what an XLA
     train step compiles for, one compilation each: ``--train-step auto`` weighs them).
     """
 
     dataset: Any
     steps_per_epoch: int
     examples: int
-    padded_lengths: tuple = ()
+    example_lengths: tuple = field(default=(), repr=False)
 
     def map(self, function) -> "TrainingData":
         """The same epoch over ``dataset.map(function)`` (e.g. per-batch sampling of targets)."""
         import tensorflow as tf
 
         dataset = self.dataset.map(function, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return TrainingData(dataset, self.steps_per_epoch, self.examples, self.padded_lengths)
+        return TrainingData(dataset, self.steps_per_epoch, self.examples, self.example_lengths)
 
 
 def make_training_data(features: Sequence[Mapping], batch_size: int, *, seed: int = 0,
@@ -200,7 +200,7 @@ def make_training_data(features: Sequence[Mapping], batch_size: int, *, seed: in
                               drop_remainder=drop_remainder)
     if steps < 1:
         raise ConfigError(f"{len(features)} training example(s) make no batch of {batch_size} (drop_remainder)")
-    lengths = tuple(int(n) for n in np.unique(_lengths(features, length_key or input_keys[0])))
+    lengths = tuple(int(n) for n in np.sort(_lengths(features, length_key or input_keys[0])))
     return TrainingData(dataset, steps, len(features), lengths)
 
 

@@ -268,7 +268,7 @@ def train(recipe, argv=None, *, args=None) -> dict:
         trainer.check_start(data.steps_per_epoch)  # --resume options are checked before anything is written
     model = trainer.compile(lambda: recipe.build_model(args.bert_dir, head, trainable_layers=args.trainable_layers),
                             steps_per_epoch=data.steps_per_epoch, loss=recipe.loss(head),
-                            padded_lengths=data.padded_lengths)
+                            example_lengths=data.example_lengths)
     if not args.eval_only:  # after compile, which refuses a --train-step the model cannot take
         trainer.write_run_config(run_config)
 

@@ -8,8 +8,9 @@ decides per run:
 
 1. ``graph`` without measuring when XLA would change what the run means or cannot be measured like for like: with
    ``--deterministic`` (XLA ignores the dropout masks' seeds), a layer that refuses XLA (tensorflow-addons' CRF),
-   several replicas, or no known padded lengths (a plain dataset given to ``Trainer.compile``); and for a run of
-   fewer than :data:`PROBE_MIN_STEPS` steps, which cannot repay what XLA costs up front (see there).
+   several replicas, or no known example lengths (a plain dataset given to ``Trainer.compile``); and for a run of
+   fewer than :data:`PROBE_MIN_STEPS` steps, or of fewer than :data:`MIN_STEPS_PER_LENGTH` steps per padded length,
+   which cannot repay what XLA costs up front (see there).
 2. Otherwise the probe's measurements for this machine and workload, from the cache
    (``$BERTKIT_CACHE/train_step_probes.json``, default ``~/.cache/bertkit``), or, the first time, from the probe:
    ``python -m bertkit.train_step`` in a child process (so the run's own model, optimizer and random state are
@@ -41,7 +42,7 @@ from typing import Sequence
 
 from bertkit.errors import BertkitError, ConfigError
 
-__all__ = ["PROBE_MIN_STEPS", "XLA_MARGIN", "Decision", "cache_path", "choose", "decide", "machine", "main",
+__all__ = ["MIN_STEPS_PER_LENGTH", "PROBE_MIN_STEPS", "XLA_MARGIN", "Decision", "cache_path", "choose", "decide", "machine", "main",
            "measure", "probe"]
 
 # A run must have at least this many steps before auto measures anything. XLA's gain is per step, its cost up front:
@@ -51,6 +52,10 @@ __all__ = ["PROBE_MIN_STEPS", "XLA_MARGIN", "Decision", "cache_path", "choose", 
 # measured (the Zen 5 box: 41% of each step) 300 steps save about 123 steps' time against 75 or more spent: shorter
 # runs keep the graph step, unmeasured.
 PROBE_MIN_STEPS = 300
+# Nor when the run has fewer than this many steps per padded length: by the same figures (41% of a step saved at
+# best, at least about 5 steps' time per compilation) XLA needs 5 / 0.41, about 12 steps per length it compiles for,
+# just to repay its compilations. (span_extract's no-flag run: 420 steps over 358 lengths.)
+MIN_STEPS_PER_LENGTH = 12
 # XLA only when the run's estimate with it is under 90% of the graph step's: the same probe run twice on one box
 # gave step times within a few per cent, but boxes swing by up to 25% from hour to hour (benchmarks/README.md), and
 # with XLA the dropout masks no longer follow the run's seed; a gain under 10% is not worth that.
@@ -136,9 +141,9 @@ def say_warning(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- the probe
-def probe_length(padded_lengths: Sequence[int]) -> int:
+def probe_length(example_lengths: Sequence[int]) -> int:
     """The length the probe measures: the median example length, rounded up to :data:`LENGTH_GRANULARITY`."""
-    median = statistics.median_low(sorted(int(n) for n in padded_lengths))
+    median = statistics.median_low(sorted(int(n) for n in example_lengths))
     return max(LENGTH_GRANULARITY, -(-int(median) // LENGTH_GRANULARITY) * LENGTH_GRANULARITY)
 
 
@@ -218,7 +223,7 @@ def decide(figures: dict, steps: int, lengths: int) -> tuple[str, dict]:
     return ("xla" if xla < XLA_MARGIN * graph else "graph"), estimates
 
 
-def choose(*, bert_dir, batch_size: int, steps: int, padded_lengths: Sequence[int] | None,
+def choose(*, bert_dir, batch_size: int, steps: int, example_lengths: Sequence[int] | None,
            mixed_precision: bool = False, refusals: Sequence[str] = (), deterministic: bool = False,
            replicas: int = 1, encoder: dict | None = None) -> Decision:
     """The ``auto`` decision for one run (see the module's docstring); probes and caches where it must."""
@@ -234,13 +239,17 @@ def choose(*, bert_dir, batch_size: int, steps: int, padded_lengths: Sequence[in
         return graph(f"a layer refuses XLA: {', '.join(refusals)}")
     if replicas > 1:
         return graph(f"{replicas} replicas: the probe measures one device")
-    if not padded_lengths:
-        return graph("no padded lengths known (Trainer.compile got no padded_lengths)")
+    if not example_lengths:
+        return graph("no example lengths known (Trainer.compile got no example_lengths)")
     if steps < PROBE_MIN_STEPS:
         return graph(f"a short run ({steps} steps < {PROBE_MIN_STEPS}): XLA's compilations cannot pay off")
+    lengths = len(set(example_lengths))  # each batch is padded to its longest example
+    if steps < MIN_STEPS_PER_LENGTH * lengths:
+        return graph(f"{steps} steps over {lengths} padded lengths: under {MIN_STEPS_PER_LENGTH} steps per length, "
+                     f"XLA's compilations cannot pay off")
     if not bert_dir:
         return graph("no encoder directory to probe")
-    length = probe_length(padded_lengths)
+    length = probe_length(example_lengths)
     workload = {"encoder": encoder or {"bert_dir": str(bert_dir)}, "batch_size": int(batch_size), "length": length,
                 "precision": "mixed" if mixed_precision else "float32"}
     machine_info = machine()
@@ -261,7 +270,7 @@ def choose(*, bert_dir, batch_size: int, steps: int, padded_lengths: Sequence[in
         except OSError as error:
             say_warning(f"{path}: cannot cache the probe ({error.strerror or error}); it will run again next time")
         source = f"measured now in {figures['probe_s']} s"
-    chosen, estimates = decide(figures, steps, len(set(padded_lengths)))
+    chosen, estimates = decide(figures, steps, lengths)
     probe_figures = {k: figures[k] for k in ("graph_step_s", "xla_step_s", "xla_compile_s") if k in figures}
     reason = (f"{'XLA' if chosen == 'xla' else 'graph'} faster over this run: estimate {estimates['xla_estimate_s']} s "
               f"with XLA ({estimates['padded_lengths']} compilations) against {estimates['graph_estimate_s']} s "

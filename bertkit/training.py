@@ -648,12 +648,13 @@ class Trainer:
         return WarmupLinearDecay(float(self.args.lr), total, min(warmup, total))
 
     def compile(self, build_model: Callable, *, steps_per_epoch: int, loss=None, metrics=None, lr_schedule=None,
-                padded_lengths=None, **compile_kwargs):
+                example_lengths=None, **compile_kwargs):
         """``build_model()`` inside the strategy scope, compiled with AdamW and ``lr_schedule`` (default: linear
         warmup over ``--warmup-ratio`` of ``epochs * steps_per_epoch`` steps, then linear decay to 0).
         ``loss=None`` suits models that compute their own loss (custom ``train_step`` or ``add_loss``).
-        ``padded_lengths``: the lengths a training batch can be padded to (``TrainingData.padded_lengths``), which
-        ``--train-step auto`` weighs XLA's compilations by; without them auto keeps the graph step."""
+        ``example_lengths``: the training examples' lengths (``TrainingData.example_lengths``), from which
+        ``--train-step auto`` takes the padded lengths XLA compiles for and the length it probes at; without them
+        auto keeps the graph step."""
         from bertkit.optim import build_optimizer
 
         if steps_per_epoch < 1:
@@ -665,7 +666,7 @@ class Trainer:
             optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)),
                                         dense_gradients=self.strategy.num_replicas_in_sync > 1)
             xla = self._xla_train_step(model, steps=int(self.args.epochs) * self.steps_per_epoch,
-                                       padded_lengths=padded_lengths)
+                                       example_lengths=example_lengths)
             model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=xla, **compile_kwargs)
             # The optimizer's slots now, not inside the first train step: a tf.function whose first call creates
             # variables is traced twice, and tracing the train step is most of a short run's start-up.
@@ -673,7 +674,7 @@ class Trainer:
             build_loss_metrics(model)
         return model
 
-    def _xla_train_step(self, model, *, steps: int, padded_lengths=None) -> bool:
+    def _xla_train_step(self, model, *, steps: int, example_lengths=None) -> bool:
         """``--train-step``: ``graph`` runs Keras's train step as a TensorFlow graph, its matmuls on oneDNN, each
         weight's AdamW update XLA-compiled (``bertkit.optim``); ``xla`` compiles the whole step with XLA, once per
         padded batch length; ``auto`` (the default) takes the faster of the two for this run on this machine
@@ -688,12 +689,15 @@ class Trainer:
             raise ConfigError(f"--train-step {choice}: expected one of {', '.join(TRAIN_STEPS)}")
         refusing = sorted({f"{layer.name} ({type(layer).__name__}: {layer.xla_refusal})"
                            for layer in model.submodules if getattr(layer, "xla_refusal", None)})
+        if choice == "auto" and getattr(self.args, "eval_only", False):
+            self.extra["train_step"] = {"requested": "auto", "chosen": "graph", "reason": "--eval-only: no training"}
+            return False
         if choice == "auto":
             from bertkit.train_step import choose
 
             decision = choose(bert_dir=getattr(self.args, "bert_dir", None),
                               batch_size=int(getattr(self.args, "batch_size", 1) or 1), steps=steps,
-                              padded_lengths=padded_lengths,
+                              example_lengths=example_lengths,
                               mixed_precision=bool(getattr(self.args, "mixed_precision", False)),
                               refusals=refusing, deterministic=bool(getattr(self.args, "deterministic", False)),
                               replicas=self.strategy.num_replicas_in_sync, encoder=self._encoder_shape())

@@ -75,7 +75,7 @@ def test_export_holds_int8_weights_and_describes_its_interface(exported):
     assert [(o["name"], o["shape"]) for o in metadata["outputs"]] == [("hidden", [-1, -1, 32])]
     # 2 blocks x 6 matrix products (Q, K, V, output, two feed-forward) at least, all int8
     assert metadata["int8_tensors"] >= 12
-    # builtin ops only: the file runs on TF 2.21's interpreter too, which applies no flex kernel by itself
+    # builtin ops only: the file runs on LiteRT's interpreter, which applies no flex kernel by itself beside TF 2.21
     assert metadata["select_tf_ops"] == []
     assert not [op for op in metadata["ops"] if op.startswith("Flex") or op == "DELEGATE"]
     assert metadata["run"]["task"] == exported.name

@@ -41,7 +41,7 @@ def cache_in(tmp_path, monkeypatch):
 
 
 def _choose(bert_dir, **overrides):
-    kwargs = dict(bert_dir=bert_dir, batch_size=4, steps=PROBE_MIN_STEPS, padded_lengths=list(range(5, 13)))
+    kwargs = dict(bert_dir=bert_dir, batch_size=4, steps=PROBE_MIN_STEPS, example_lengths=[5, 6, 6, 7, 8, 9, 9, 10, 11, 12, 12, 12])
     return choose(**{**kwargs, **overrides})
 
 
@@ -51,8 +51,9 @@ def test_auto_keeps_the_graph_step_unmeasured_where_it_must(tiny_bert_dir, cache
 
     monkeypatch.setattr(train_step, "probe", no_probe)
     cases = {"--deterministic": dict(deterministic=True), "refuses XLA: crf": dict(refusals=["crf (CRF: tfa)"]),
-             "2 replicas": dict(replicas=2), "no padded lengths": dict(padded_lengths=None),
-             f"a short run ({PROBE_MIN_STEPS - 1} steps": dict(steps=PROBE_MIN_STEPS - 1)}
+             "2 replicas": dict(replicas=2), "no example lengths": dict(example_lengths=None),
+             f"a short run ({PROBE_MIN_STEPS - 1} steps": dict(steps=PROBE_MIN_STEPS - 1),
+             "under 12 steps per length": dict(example_lengths=list(range(1, PROBE_MIN_STEPS // 12 + 2)))}
     for words, overrides in cases.items():
         decision = _choose(tiny_bert_dir, **overrides)
         assert decision["chosen"] == "graph" and not decision.xla and words in decision["reason"], decision
@@ -112,7 +113,7 @@ def test_trainer_applies_and_records_the_auto_decision(tmp_path, tiny_bert_dir, 
         args = _args(tmp_path / str(steps), "--bert-dir", str(tiny_bert_dir))
         assert args.train_step == "auto"
         trainer = Trainer(args, "toy", verbose=0)
-        model = trainer.compile(build, steps_per_epoch=steps, loss=loss, padded_lengths=[8, 12])
+        model = trainer.compile(build, steps_per_epoch=steps, loss=loss, example_lengths=[8, 8, 12])
         assert bool(model.jit_compile) == xla
         trainer.write_run_config()
         recorded = read_run_config(trainer.output_dir)["train_step"]
@@ -122,3 +123,10 @@ def test_trainer_applies_and_records_the_auto_decision(tmp_path, tiny_bert_dir, 
             ids = np.random.default_rng(0).integers(1, 50, size=(4, 8)).astype(np.int32)
             model.train_on_batch([ids, np.zeros_like(ids)], np.array([0, 1, 0, 1]))
         trainer.close()
+    # --eval-only trains nothing: no probe, whatever the length of the run it evaluates
+    args = _args(tmp_path / "eval", "--bert-dir", str(tiny_bert_dir), "--eval-only", "--checkpoint", str(tmp_path))
+    trainer = Trainer(args, "toy", verbose=0)
+    monkeypatch.setattr(train_step, "probe", lambda *args, **kwargs: pytest.fail("probed for --eval-only"))
+    assert not trainer.compile(build, steps_per_epoch=10 * PROBE_MIN_STEPS, loss=loss, example_lengths=[8]).jit_compile
+    assert trainer.extra["train_step"]["reason"] == "--eval-only: no training"
+    trainer.close()
