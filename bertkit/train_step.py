@@ -6,17 +6,18 @@ batch length. Which is faster depends on the CPU: MiniLM-L6 at 32 x 128 trained 
 XLA step on a 2-core Zen 5, at 10-11 against 13.6 on a 2-core Zen 4 (benchmarks/README.md). ``auto`` (the default)
 decides per run:
 
-1. ``graph`` without measuring when XLA would change what the run means or cannot be measured like for like: with
-   ``--deterministic`` (XLA ignores the dropout masks' seeds), a layer that refuses XLA (tensorflow-addons' CRF),
-   several replicas, or no known example lengths (a plain dataset given to ``Trainer.compile``); and for a run of
-   fewer than :data:`PROBE_MIN_STEPS` steps, or of fewer than :data:`MIN_STEPS_PER_LENGTH` steps per padded length,
-   which cannot repay what XLA costs up front (see there).
+1. ``graph`` without measuring when nothing trains (``--eval-only``); when XLA would change what the run means or
+   cannot be measured like for like: with ``--deterministic`` (XLA ignores the dropout masks' seeds), a layer that
+   refuses XLA (tensorflow-addons' CRF), several replicas, or no known example lengths (a plain dataset given to
+   ``Trainer.compile``); and for a run of fewer than :data:`PROBE_MIN_STEPS` steps, or of fewer than
+   :data:`MIN_STEPS_PER_LENGTH` steps per padded length, which cannot repay what XLA costs up front (see there).
 2. Otherwise the probe's measurements for this machine and workload, from the cache
    (``$BERTKIT_CACHE/train_step_probes.json``, default ``~/.cache/bertkit``), or, the first time, from the probe:
    ``python -m bertkit.train_step`` in a child process (so the run's own model, optimizer and random state are
-   untouched) trains the run's encoder under a two-class head on random token ids at the run's batch size and typical
-   padded length, with each step: ``graph`` and ``xla`` step times (median of :data:`TIMED_STEPS` after warm-up) and
-   the XLA step's first call less one step (tracing plus compilation, paid once per padded length).
+   untouched) trains the run's encoder under a two-class head on random token ids at the run's batch size and its
+   median example length (rounded up to 16), with each step: ``graph`` and ``xla`` step times (median of
+   :data:`TIMED_STEPS` after warm-up) and the XLA step's first call less one step (tracing plus compilation, paid
+   once per padded length).
 3. The estimate over the whole run: ``steps x graph_step`` against ``steps x xla_step + lengths x xla_compile``
    (``lengths``: the distinct example lengths, each a padded batch length XLA compiles for); ``xla`` only when its
    estimate is below :data:`XLA_MARGIN` of the graph's.
@@ -42,8 +43,8 @@ from typing import Sequence
 
 from bertkit.errors import BertkitError, ConfigError
 
-__all__ = ["MIN_STEPS_PER_LENGTH", "PROBE_MIN_STEPS", "XLA_MARGIN", "Decision", "cache_path", "choose", "decide", "machine", "main",
-           "measure", "probe"]
+__all__ = ["MIN_STEPS_PER_LENGTH", "PROBE_MIN_STEPS", "XLA_MARGIN", "Decision", "cache_path", "choose", "decide",
+           "machine", "main", "measure", "probe"]
 
 # A run must have at least this many steps before auto measures anything. XLA's gain is per step, its cost up front:
 # one tracing + compilation per padded batch length (about 5 steps' time for MiniLM-L6 on the Zen 5 box where XLA
@@ -225,7 +226,7 @@ def decide(figures: dict, steps: int, lengths: int) -> tuple[str, dict]:
 
 def choose(*, bert_dir, batch_size: int, steps: int, example_lengths: Sequence[int] | None,
            mixed_precision: bool = False, refusals: Sequence[str] = (), deterministic: bool = False,
-           replicas: int = 1, encoder: dict | None = None) -> Decision:
+           replicas: int = 1, encoder: dict | None = None, eval_only: bool = False) -> Decision:
     """The ``auto`` decision for one run (see the module's docstring); probes and caches where it must."""
     from bertkit.cli import say
     from bertkit.fileio import atomic_write_json
@@ -233,6 +234,8 @@ def choose(*, bert_dir, batch_size: int, steps: int, example_lengths: Sequence[i
     def graph(reason: str, **more) -> Decision:
         return Decision(requested="auto", chosen="graph", reason=reason, **more)
 
+    if eval_only:
+        return graph("--eval-only: no training")
     if deterministic:
         return graph("--deterministic: XLA ignores the dropout masks' seeds")
     if refusals:

@@ -689,9 +689,6 @@ class Trainer:
             raise ConfigError(f"--train-step {choice}: expected one of {', '.join(TRAIN_STEPS)}")
         refusing = sorted({f"{layer.name} ({type(layer).__name__}: {layer.xla_refusal})"
                            for layer in model.submodules if getattr(layer, "xla_refusal", None)})
-        if choice == "auto" and getattr(self.args, "eval_only", False):
-            self.extra["train_step"] = {"requested": "auto", "chosen": "graph", "reason": "--eval-only: no training"}
-            return False
         if choice == "auto":
             from bertkit.train_step import choose
 
@@ -700,7 +697,8 @@ class Trainer:
                               example_lengths=example_lengths,
                               mixed_precision=bool(getattr(self.args, "mixed_precision", False)),
                               refusals=refusing, deterministic=bool(getattr(self.args, "deterministic", False)),
-                              replicas=self.strategy.num_replicas_in_sync, encoder=self._encoder_shape())
+                              replicas=self.strategy.num_replicas_in_sync, encoder=self._encoder_shape(),
+                              eval_only=bool(getattr(self.args, "eval_only", False)))
             self.extra["train_step"] = dict(decision)
             say(f"train step: {decision['chosen']} (--train-step auto: {decision['reason']})")
             return decision.xla

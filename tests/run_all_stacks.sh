@@ -25,8 +25,9 @@
 #     (2026-12-04, after the fast tests stopped repeating work: one tiny run per recipe per session, prediction and
 #     serving signatures traced once, fewer TensorFlow start-ups), 1,221 s (2026-12-04, 09:00, a faster hour of the
 #     same kind of box); as CI's command (.ci/run), 1,408 s (09:27; install 100, 3.11 fast 491, slow 375, 3.12 fast
-#     442) and 1,319 s (10:11; install 65, 3.11 fast 448, slow 401, 3.12 fast 405). This box's speed swings by about
-#     25% from hour to hour.
+#     442), 1,319 s (10:11; install 65, 3.11 fast 448, slow 401, 3.12 fast 405) and, with --train-step auto's tests
+#     (its real probe: about 54 s per stack under load), 1,486 s (15:09; install 83, 3.11 fast 496, slow 421, 3.12
+#     fast 486). This box's speed swings by about 25% from hour to hour.
 # The exit status is non-zero when either run fails. --durations lists the slowest tests, for whoever trims the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -41,7 +41,8 @@ def cache_in(tmp_path, monkeypatch):
 
 
 def _choose(bert_dir, **overrides):
-    kwargs = dict(bert_dir=bert_dir, batch_size=4, steps=PROBE_MIN_STEPS, example_lengths=[5, 6, 6, 7, 8, 9, 9, 10, 11, 12, 12, 12])
+    kwargs = dict(bert_dir=bert_dir, batch_size=4, steps=PROBE_MIN_STEPS,
+                  example_lengths=[5, 6, 6, 7, 8, 9, 9, 10, 11, 12, 12, 12])
     return choose(**{**kwargs, **overrides})
 
 
@@ -50,7 +51,8 @@ def test_auto_keeps_the_graph_step_unmeasured_where_it_must(tiny_bert_dir, cache
         raise AssertionError("probed")
 
     monkeypatch.setattr(train_step, "probe", no_probe)
-    cases = {"--deterministic": dict(deterministic=True), "refuses XLA: crf": dict(refusals=["crf (CRF: tfa)"]),
+    cases = {"--eval-only": dict(eval_only=True), "--deterministic": dict(deterministic=True),
+             "refuses XLA: crf": dict(refusals=["crf (CRF: tfa)"]),
              "2 replicas": dict(replicas=2), "no example lengths": dict(example_lengths=None),
              f"a short run ({PROBE_MIN_STEPS - 1} steps": dict(steps=PROBE_MIN_STEPS - 1),
              "under 12 steps per length": dict(example_lengths=list(range(1, PROBE_MIN_STEPS // 12 + 2)))}
