@@ -36,13 +36,17 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32, help="prediction batch size (both models)")
     parser.add_argument("--num-threads", type=int, default=None,
                         help="TensorFlow Lite threads (default: every CPU this process may use)")
+    parser.add_argument("--tokens-per-invoke", type=int, default=None, metavar="N",
+                        help="tokens per interpreter call of the int8 encoder (default: "
+                             "bertkit.quantize.TOKENS_PER_INVOKE)")
     parser.add_argument("--repeats", type=int, default=1, help="timed passes per model; the fastest counts")
     parser.add_argument("--encoder-shape", default="32x128", metavar="BxS",
                         help="batch x tokens of the encoder-only timing ('none' skips it)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.repeats < 1 or (args.max_examples is not None and args.max_examples < 1):
-        parser.error("--batch-size, --repeats and --max-examples must be at least 1")
+    if args.batch_size < 1 or args.repeats < 1 or any(
+            n is not None and n < 1 for n in (args.max_examples, args.tokens_per_invoke)):
+        parser.error("--batch-size, --repeats, --max-examples and --tokens-per-invoke must be at least 1")
     return args
 
 
@@ -105,7 +109,7 @@ def encoder_timing(fp32_encoder, int8_model, shape: tuple[int, int], vocab_size:
 
 def bench_run(run_dir: Path, args) -> dict:
     from bertkit.errors import ConfigError, DataError
-    from bertkit.quantize import DEFAULT_EXPORT, export_int8_run, load_int8_run
+    from bertkit.quantize import DEFAULT_EXPORT, TOKENS_PER_INVOKE, export_int8_run, load_int8_run
     from bertkit.recipe import load_run
 
     fp32 = load_run(run_dir, batch_size=args.batch_size)
@@ -120,11 +124,15 @@ def bench_run(run_dir: Path, args) -> dict:
     if not (run_dir / DEFAULT_EXPORT).is_file():
         print(f"{run_dir}: no int8 export yet, writing {run_dir / DEFAULT_EXPORT}", file=sys.stderr, flush=True)
         export_int8_run(run_dir)
-    int8 = load_int8_run(run_dir, num_threads=args.num_threads, batch_size=args.batch_size)
+    tokens_per_invoke = args.tokens_per_invoke or TOKENS_PER_INVOKE
+    int8 = load_int8_run(run_dir, num_threads=args.num_threads, batch_size=args.batch_size,
+                         tokens_per_invoke=tokens_per_invoke)
     int8_model = int8.model.get_layer("encoder").model
 
     figures = {"recipe": recipe.name, "run_dir": str(run_dir), "test_file": str(test_file),
                "examples": len(examples), "headline": recipe.HEADLINE, "threads": int8_model.num_threads,
+               "tokens_per_invoke": tokens_per_invoke,
+               "fully_connected_weights": int8_model.metadata.get("fully_connected_weights"),
                "delegate_nodes": int8_model.delegate_nodes(),
                "int8_mb": round((run_dir / DEFAULT_EXPORT).stat().st_size / 2**20, 1)}
     for name, predictor in (("fp32", fp32), ("int8", int8)):

@@ -120,7 +120,7 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
 
     The original delegates to keras-self-attention's ``ScaledDotProductAttention``, which casts the scale and the
     mask to ``K.floatx()`` (float32) and so fails under ``mixed_float16`` / ``mixed_bfloat16`` with a dtype mismatch.
-    Here the scale and mask follow the logits' dtype, and the masked scores get :data:`NEG_INF`. The bertkit encoder
+    Here the scale and mask follow the logits' dtype, and the masked scores get :data:`NEG_INF` added. The bertkit encoder
     is always built with this class (see ``bertkit.encoder.load_encoder``); :func:`custom_objects` maps the original
     class name to it, so saved keras-bert models reload with it as well.
     """
@@ -142,8 +142,13 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
         k = self._project(k, self.Wk, self.bk)
         v = self._project(v, self.Wv, self.bv)
         q, k, v = (self._split_heads(t) for t in (q, k, v))  # (batch, heads, seq, head_dim)
-        head_dim = tf.cast(tf.shape(q)[-1], q.dtype)
-        scores = tf.matmul(q, k, transpose_b=True) / tf.sqrt(head_dim)  # (batch, heads, q_seq, k_seq)
+        # The 1/sqrt(head_dim) scale goes on the queries and the key mask is ADDED as a (batch, 1, 1, k_seq) bias:
+        # the (batch, heads, q_seq, k_seq) scores then see one element-wise op before the softmax instead of a
+        # division and a broadcast select. Same softmax up to float rounding (a masked score, NEG_INF more than an
+        # ordinary one, still has exp = 0); the int8 TensorFlow Lite encoder runs 1.3-1.5x faster for it
+        # (benchmarks/README.md), float32 Keras about the same.
+        q = q * tf.math.rsqrt(tf.cast(tf.shape(q)[-1], q.dtype))
+        scores = tf.matmul(q, k, transpose_b=True)  # (batch, heads, q_seq, k_seq)
         if self.history_only:
             q_len, k_len = tf.shape(q)[2], tf.shape(k)[2]
             causal = tf.range(k_len)[None, :] <= tf.range(q_len)[:, None]
@@ -152,13 +157,16 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
             # (batch, k_seq) -> (batch, 1, 1, k_seq) by ExpandDims, not [:, None, None, :]: a strided slice with
             # new axes on a bool tensor has no TensorFlow Lite builtin (the int8 export would need a Flex kernel)
             key_mask = tf.expand_dims(tf.expand_dims(tf.cast(key_mask, tf.bool), 1), 1)
-            scores = masked_logits(scores, key_mask)
+            scores += tf.where(key_mask, tf.zeros((), scores.dtype), tf.constant(NEG_INF, scores.dtype))
         weights = tf.nn.softmax(scores, axis=-1)
         y = self._merge_heads(tf.matmul(weights, v))
         return self._project(y, self.Wo, self.bo)
 
     def _project(self, x, kernel, bias):
-        y = tf.tensordot(x, tf.cast(kernel, x.dtype), axes=[[-1], [0]])
+        # (batch, seq, in) @ (in, out) as a matmul broadcasting the kernel: TensorFlow Lite gets one fully connected
+        # op, where tensordot's reshapes to and from 2-D (shapes computed at run time) split the int8 encoder's
+        # XNNPack partitions (26 delegate nodes for MiniLM-L6 against 50)
+        y = tf.matmul(x, tf.cast(kernel, x.dtype))
         if self.use_bias:
             y = y + tf.cast(bias, y.dtype)
         if self.activation is not None:

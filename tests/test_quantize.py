@@ -110,6 +110,104 @@ def test_int8_encoder_is_close_to_keras_on_variable_lengths(exported):
     np.testing.assert_array_equal(outputs[2], outputs[0])  # back to the first shapes: the same numbers
 
 
+def fully_connected_weights(blob: bytes) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(scales, dequantized weights)`` of every int8 fully connected weight matrix of a TensorFlow Lite model."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
+    graph, found = model.subgraphs[0], []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.FULLY_CONNECTED:
+            continue
+        tensor = graph.tensors[op.inputs[1]]
+        if tensor.type == schema.TensorType.INT8:
+            data = np.asarray(model.buffers[tensor.buffer].data, np.uint8).view(np.int8).reshape(tensor.shape)
+            scales = np.asarray(tensor.quantization.scale, np.float32)
+            found.append((scales, data.astype(np.float32) * (scales[:, None] if len(scales) > 1 else scales)))
+    return found
+
+
+def test_fully_connected_weights_are_int8_with_a_scale_per_output_channel(export_of):
+    """Every int8 matrix of the encoder has one scale per output row (TensorFlow 2.15's converter writes one per
+    matrix; per_channel_weights requantizes), and each row is its float32 kernel's row rounded to 1/127 of that
+    row's largest magnitude."""
+    exported = export_of("sentiment")
+    kernels = [w.numpy().T for w in load_run(exported.run_dir).model.get_layer("encoder").weights
+               if len(w.shape) == 2]
+    matrices = fully_connected_weights(exported.tflite.read_bytes())
+    assert len(matrices) >= 12  # 2 blocks x 6 products
+    assert read_metadata(exported.tflite)["fully_connected_weights"]["per_tensor"] == 0
+    for scales, weights in matrices:
+        assert scales.shape == (weights.shape[0],)
+        source = min((k for k in kernels if k.shape == weights.shape), key=lambda k: np.abs(k - weights).max())
+        np.testing.assert_allclose(scales, np.abs(source).max(axis=1) / 127, rtol=1e-6)
+        assert (np.abs(source - weights).max(axis=1) <= 0.5 * scales * 1.001).all()
+
+
+def outlier_dense():
+    """A Dense layer (64 x 96) whose kernel has one weight 50 times the others' scale, converted with ONE scale
+    per matrix (what TensorFlow 2.15 writes; 2.21 writes per channel unless told not to): ``(model, blob)``."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(0, 0.02, (64, 96)).astype(np.float32)
+    kernel[5, 7] = 1.0
+    features = tf.keras.Input((64,), name="features")
+    dense = tf.keras.layers.Dense(96, name="dense", kernel_initializer=tf.constant_initializer(kernel))
+    model = tf.keras.Model(features, dense(features))
+    concrete = tf.function(lambda x: model(x), input_signature=[tf.TensorSpec([None, 64], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete.get_concrete_function()], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter._experimental_disable_per_channel = True  # noqa: SLF001 (one scale per matrix, on both stacks)
+    return model, converter.convert()
+
+
+def test_per_channel_weights_requantizes_a_one_scale_matrix_from_its_float_source(tmp_path):
+    model, blob = outlier_dense()
+    [(scales, before)] = fully_connected_weights(blob)
+    assert scales.shape == (1,)
+    kernel = model.get_layer("dense").kernel.numpy()
+    # no float source among the variables given (none, or another matrix of the same shape): left as it is
+    unchanged, counts = quantize.per_channel_weights(blob, [np.ones_like(kernel)])
+    assert unchanged == blob and counts == {"per_channel": 0, "per_tensor": 1, "requantized": 0}
+    requantized, counts = quantize.per_channel_weights(blob, [np.ones_like(kernel), kernel, np.zeros(3)])
+    assert counts == {"per_channel": 1, "per_tensor": 0, "requantized": 1}
+    [(scales, after)] = fully_connected_weights(requantized)
+    assert scales.shape == (96,)
+    rows = np.ones(96, bool)
+    rows[7] = False  # every output row but the outlier's: one step of 1/127 of 1.0 before, of about 0.05 now
+    error_before = np.abs(before - kernel.T)[rows].max()
+    error_after = np.abs(after - kernel.T)[rows].max()
+    assert error_after < error_before / 10
+    # ... and LiteRT's interpreter computes with the new scales: its outputs move as close to float32
+    x = np.random.default_rng(4).normal(size=(8, 64)).astype(np.float32)
+    x[:, 5] = 0.0  # no input through the outlier weight: what is left is the other weights' rounding
+    want = model.predict_on_batch(x)[:, rows]
+
+    def output_error(model_bytes):
+        runner = quantize.litert().Interpreter(model_content=model_bytes, num_threads=1).get_signature_runner()
+        [output] = runner(**{next(iter(runner.get_input_details())): x}).values()
+        return np.abs(output[:, rows] - want).max()
+
+    assert output_error(requantized) < output_error(blob) / 5
+
+
+def test_int8_encoder_calls_the_interpreter_per_tokens_per_invoke_with_the_same_numbers(export_of):
+    tflite = export_of("sentiment").tflite
+    whole = quantize.int8_encoder(tflite, tokens_per_invoke=10_000)
+    split = quantize.int8_encoder(tflite, tokens_per_invoke=40)  # 17 tokens a row: 2 rows a call
+    calls = []
+    predict_on_batch = split.model.predict_on_batch
+    split.model.predict_on_batch = lambda inputs: calls.append(len(inputs["token_ids"])) or predict_on_batch(inputs)
+    inputs = padded_batch([9, 6, 2, 17, 11], np.random.default_rng(5))
+    np.testing.assert_allclose(split(inputs).numpy(), whole(inputs).numpy(), rtol=0, atol=1e-5)
+    assert calls == [2, 2, 1]
+    with pytest.raises(ConfigError, match="tokens_per_invoke must be at least 1"):
+        quantize.int8_encoder(tflite, tokens_per_invoke=0)
+
+
 # ------------------------------------------------------------------------------------- predictions through the recipe
 def check_sentiment(examples, fp32, int8, _fp32_run, _int8_run):
     labels = set(_fp32_run.head["labels"])
