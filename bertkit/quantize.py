@@ -468,11 +468,13 @@ def _int8_encoder_class():
 
         def call(self, inputs, training=None):
             token_ids, segment_ids = (tf.cast(x, tf.int32) for x in inputs)
-            hidden = tf.numpy_function(self._hidden, [token_ids, segment_ids], tf.float32, name="int8_encoder")
+            hidden = tf.numpy_function(self.hidden_states, [token_ids, segment_ids], tf.float32,
+                                       name="int8_encoder")
             hidden.set_shape([None, None, self.hidden_size])
             return hidden
 
-        def _hidden(self, token_ids, segment_ids):
+        def hidden_states(self, token_ids, segment_ids):
+            """The hidden states of a batch of NumPy token and segment ids, ``tokens_per_invoke`` at a time."""
             rows = max(1, self.tokens_per_invoke // max(1, token_ids.shape[1]))
             parts = [self.model.predict_on_batch({"token_ids": token_ids[i:i + rows],
                                                   "segment_ids": segment_ids[i:i + rows]})
