@@ -120,9 +120,9 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
 
     The original delegates to keras-self-attention's ``ScaledDotProductAttention``, which casts the scale and the
     mask to ``K.floatx()`` (float32) and so fails under ``mixed_float16`` / ``mixed_bfloat16`` with a dtype mismatch.
-    Here the scale and mask follow the logits' dtype, and the masked scores get :data:`NEG_INF` added. The bertkit encoder
-    is always built with this class (see ``bertkit.encoder.load_encoder``); :func:`custom_objects` maps the original
-    class name to it, so saved keras-bert models reload with it as well.
+    Here the scale and mask follow the logits' dtype, and the masked scores get :data:`NEG_INF` added. The bertkit
+    encoder is always built with this class (see ``bertkit.encoder.load_encoder``); :func:`custom_objects` maps the
+    original class name to it, so saved keras-bert models reload with it as well.
     """
 
     def build(self, input_shape):
@@ -145,8 +145,8 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
         # The 1/sqrt(head_dim) scale goes on the queries and the key mask is ADDED as a (batch, 1, 1, k_seq) bias:
         # the (batch, heads, q_seq, k_seq) scores then see one element-wise op before the softmax instead of a
         # division and a broadcast select. Same softmax up to float rounding (a masked score, NEG_INF more than an
-        # ordinary one, still has exp = 0); the int8 TensorFlow Lite encoder runs 1.3-1.5x faster for it
-        # (benchmarks/README.md), float32 Keras about the same.
+        # ordinary one, still has exp = 0); the int8 TensorFlow Lite encoder runs 1.2-1.4x faster for it
+        # (benchmarks/README.md), float32 Keras the same within noise.
         q = q * tf.math.rsqrt(tf.cast(tf.shape(q)[-1], q.dtype))
         scores = tf.matmul(q, k, transpose_b=True)  # (batch, heads, q_seq, k_seq)
         if self.history_only:

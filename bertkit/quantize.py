@@ -42,9 +42,11 @@ Interpreter: LiteRT's (the ``ai-edge-litert`` package, pinned on both stacks; :f
 ``tf.lite.Interpreter``. On TensorFlow 2.15 the latter runs the dynamic-range (hybrid) products on reference-grade
 kernels, with XNNPack taking no node of this model: there int8 ran at a quarter to a third of float32's speed
 (2026-12-03). LiteRT runs the same file's fully connected layers on its own optimized hybrid kernels (its XNNPack
-delegate takes small float partitions in between: 50 delegate nodes for MiniLM-L6, the 36 int8 products stay
+delegate takes the float partitions in between: 26 delegate nodes for MiniLM-L6, the 36 int8 products stay
 LiteRT's): MiniLM-L6 alone at 32 x 128 on a 2-core Zen 4 (2026-12-04) took 640 ms in float32 Keras, 321 ms in int8
-on LiteRT and 2,609 ms in int8 on TF 2.15's interpreter. ``benchmarks/bench_int8.py`` measures each recipe's int8
+on LiteRT and 2,609 ms in int8 on TF 2.15's interpreter; with per-channel weights, calls of
+:data:`TOKENS_PER_INVOKE` tokens and the leaner attention of ``bertkit.layers`` (later that day), 189-267 ms
+against 577-614 ms in float32. ``benchmarks/bench_int8.py`` measures each recipe's int8
 export against its float32 model (benchmarks/README.md); :meth:`TFLiteModel.delegate_nodes` counts what each
 delegate took.
 """
