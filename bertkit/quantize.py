@@ -16,11 +16,11 @@ weights keep one or two significant bits. :func:`per_channel_weights` requantize
 from the model's own float32 weights (found by value: the one variable every element of which lies within half a
 quantization step of the converted matrix). Measured on the English no-flag runs (2026-12-04, MiniLM-L6,
 CoNLL-2003 test F1, float32 0.8745): one scale per matrix 0.8600 (-1.45 points), per output channel 0.8741 (-0.03),
-at the same speed. The embedding table stays one scale per table (its rows are gathered, not multiplied). The recipe's head (a few Dense
-layers, the CRF) stays float32 in Keras: its weights are saved beside the ``.tflite`` and the recipe's own
-``build_model(bert_dir, head, encoder=...)`` rebuilds the model around an :func:`int8_encoder` layer, so every
-recipe's ``predict`` (``bertkit.batching.batch_predictor(model)``, the tagger's ``decode_batch``, the relation
-cascade's two stages) runs unchanged. The export is three files: ``model.tflite`` (the int8 encoder),
+at the same speed. The embedding table stays one scale per table (its rows are gathered, not multiplied). The
+recipe's head (a few Dense layers, the CRF) stays float32 in Keras: its weights are saved beside the ``.tflite`` and
+the recipe's own ``build_model(bert_dir, head, encoder=...)`` rebuilds the model around an :func:`int8_encoder`
+layer, so every recipe's ``predict`` (``bertkit.batching.batch_predictor(model)``, the tagger's ``decode_batch``,
+the relation cascade's two stages) runs unchanged. The export is three files: ``model.tflite`` (the int8 encoder),
 ``model.head.npz`` (the head's float32 weights by layer name) and ``model.json`` (inputs, outputs, the ops it needs,
 checksums of the other two).
 

@@ -164,12 +164,12 @@ def outlier_dense():
     return model, converter.convert()
 
 
-def test_per_channel_weights_requantizes_a_one_scale_matrix_from_its_float_source(tmp_path):
+def test_per_channel_weights_requantizes_a_one_scale_matrix_from_its_float_source():
     model, blob = outlier_dense()
     [(scales, before)] = fully_connected_weights(blob)
     assert scales.shape == (1,)
     kernel = model.get_layer("dense").kernel.numpy()
-    # no float source among the variables given (none, or another matrix of the same shape): left as it is
+    # no float source among the variables given (only another matrix of the same shape): left as it is
     unchanged, counts = quantize.per_channel_weights(blob, [np.ones_like(kernel)])
     assert unchanged == blob and counts == {"per_channel": 0, "per_tensor": 1, "requantized": 0}
     requantized, counts = quantize.per_channel_weights(blob, [np.ones_like(kernel), kernel, np.zeros(3)])
@@ -177,7 +177,7 @@ def test_per_channel_weights_requantizes_a_one_scale_matrix_from_its_float_sourc
     [(scales, after)] = fully_connected_weights(requantized)
     assert scales.shape == (96,)
     rows = np.ones(96, bool)
-    rows[7] = False  # every output row but the outlier's: one step of 1/127 of 1.0 before, of about 0.05 now
+    rows[7] = False  # every row but the outlier's: steps of 1.0 / 127 before, of the row's own max (~0.05) / 127 now
     error_before = np.abs(before - kernel.T)[rows].max()
     error_after = np.abs(after - kernel.T)[rows].max()
     assert error_after < error_before / 10
