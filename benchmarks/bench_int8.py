@@ -178,16 +178,16 @@ def main(argv=None) -> int:
         import tensorflow as tf
 
         results = [bench_run(run_dir, args) for run_dir in args.run_dir]
-        print(f"TensorFlow {tf.__version__}, int8 on ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; "
-              f"{cpu_description()}")
+        interpreter, cpu = f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}", cpu_description()
+        print(f"TensorFlow {tf.__version__}, int8 on {interpreter}; {cpu}")
         print(table(results))
         if args.json:
             from bertkit.fileio import atomic_write_json
 
             atomic_write_json(args.json, {
-                "date": datetime.date.today().isoformat(), "cpu": cpu_description(),
+                "date": datetime.date.today().isoformat(), "cpu": cpu,
                 "tensorflow": tf.__version__, "python": platform.python_version(),
-                "interpreter": f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}",
+                "interpreter": interpreter,
                 "batch_size": args.batch_size, "repeats": args.repeats, "runs": results})
 
     return run_main(body)
