@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     from bertkit.errors import BertkitError
     from bertkit.optim import build_optimizer
     from bertkit.tokenization import Tokenizer
+    from bertkit.train_step import fit_step
 
     try:
         bert_dir = Path(args.bert_dir) if args.bert_dir else default_bert_dir()
@@ -228,18 +229,24 @@ def main(argv=None) -> int:
         loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(optimizer=build_optimizer(2e-5, 0.01), loss=loss, jit_compile=jit_train)
 
-        def train(batch):
-            labels = np.arange(len(batch[0]), dtype=np.int32) % 2
-            return model.train_on_batch(list(batch), labels)
+        def labelled(batches):
+            return [(list(batch), np.arange(len(batch[0]), dtype=np.int32) % 2) for batch in batches]
+
+        def fit_steps(batches):
+            # as model.fit runs its steps (see bertkit.train_step.fit_step): one iterator over the batches, in the
+            # order time_calls and the loops below pass them
+            step = fit_step(model, labelled(batches))
+            return lambda batch: step()
 
         batches = synthetic(args.train_batch, 2)
-        sec = time_calls(train, batches, args.warmup, args.steps)
+        sec = time_calls(fit_steps(batches), batches, args.warmup, args.steps)
         results["figures"].append(report(f"train fixed {args.train_batch}x{seq} AdamW", sec, args.train_batch,
                                          args.train_batch * seq, args.train_batch * seq))
         if encoded:
             for label, fixed in (("dynamic", None), (f"fixed {seq}", seq)):
                 sst_batches, real = pad_batches(encoded, args.train_batch, fixed_len=fixed, multiple=multiple)
                 sst_batches, real = sst_batches[:args.sst2_batches], real[:args.sst2_batches]
+                train = fit_steps(sst_batches)
                 for b in sst_batches:
                     train(b)
                 start = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -65,6 +66,7 @@ class BertConfig:
     hidden_act: str
     type_vocab_size: int = 2
     hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
     do_lower_case: bool | None = None  # see tokenization.infer_lowercase
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -386,6 +388,7 @@ def validate_bert_dir(bert_dir) -> BertConfig:
         hidden_act=raw["hidden_act"],
         type_vocab_size=raw.get("type_vocab_size", 2),
         hidden_dropout_prob=float(raw.get("hidden_dropout_prob", 0.1)),
+        attention_probs_dropout_prob=float(raw.get("attention_probs_dropout_prob", 0.1)),
         do_lower_case=infer_lowercase(bert_dir),
         raw=raw,
     )
@@ -396,16 +399,18 @@ _BUILD_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _dtype_safe_attention():
+def _dtype_safe_attention(attention_dropout: float = 0.0):
     """While keras-bert builds, make keras-transformer create bertkit's ``DtypeSafeMultiHeadAttention`` (same weights
-    and outputs, works under mixed precision) instead of keras-multi-head's; restored on exit."""
+    and outputs, works under mixed precision, with ``attention_dropout`` on the attention probabilities) instead of
+    keras-multi-head's; restored on exit."""
     import keras_transformer.transformer as transformer
 
     from bertkit.layers import DtypeSafeMultiHeadAttention
 
     with _BUILD_LOCK:
         original = transformer.MultiHeadAttention
-        transformer.MultiHeadAttention = DtypeSafeMultiHeadAttention
+        transformer.MultiHeadAttention = functools.partial(DtypeSafeMultiHeadAttention,
+                                                           attention_dropout=attention_dropout)
         try:
             yield
         finally:
@@ -421,14 +426,19 @@ def encoder_layer_index(layer_name: str) -> int | None:
 
 
 def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: float | None = None,
-                 name: str = "encoder"):
+                 attention_dropout: float | None = None, name: str = "encoder"):
     """The encoder as a Keras model: ``model([token_ids, segment_ids])`` -> last hidden states
     ``(batch, seq, hidden)``, any sequence length up to ``max_position_embeddings``. ``bert_dir`` is a Google BERT
     directory or a Hugging Face BERT folder (converted into the cache, see :func:`resolve_bert_dir`).
 
     Built with ``keras_bert.load_trained_model_from_checkpoint(training=False, trainable=True, seq_len=None)``.
     ``trainable_layers=K`` trains only the top K transformer blocks (embeddings and lower blocks frozen; ``None``:
-    everything trainable, ``0``: frozen encoder). ``dropout`` overrides the config's ``hidden_dropout_prob``.
+    everything trainable, ``0``: frozen encoder).
+
+    Dropout while training as the checkpoint's config says: ``hidden_dropout_prob`` after the embeddings and each
+    sub-layer, ``attention_probs_dropout_prob`` on the attention probabilities (BERT's two rates; keras-bert alone
+    has only the first). ``dropout`` overrides both, so ``dropout=0`` is an encoder without dropout;
+    ``attention_dropout`` then overrides the second alone.
     Works under the ``mixed_float16`` / ``mixed_bfloat16`` global policies (see ``DtypeSafeMultiHeadAttention``).
     """
     from bertkit import check_keras
@@ -448,7 +458,14 @@ def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: floa
     rate = cfg.hidden_dropout_prob if dropout is None else float(dropout)
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
-    with tf.keras.utils.custom_object_scope(custom_objects()), _dtype_safe_attention(), warnings.catch_warnings():
+    attention_rate = (float(attention_dropout) if attention_dropout is not None
+                      else cfg.attention_probs_dropout_prob if dropout is None else rate)
+    if not 0.0 <= attention_rate < 1.0:
+        source = (f"attention_dropout {attention_dropout!r}" if attention_dropout is not None
+                  else f"{cfg.config_path}: attention_probs_dropout_prob {attention_rate!r}")
+        raise ConfigError(f"{source}: must be in [0, 1)")
+    with (tf.keras.utils.custom_object_scope(custom_objects()), _dtype_safe_attention(attention_rate),
+          warnings.catch_warnings()):
         # keras-bert's layers share unseeded initializers; their values are overwritten by the checkpoint anyway.
         warnings.filterwarnings("ignore", message="The initializer .* is unseeded", category=UserWarning)
         try:

@@ -123,7 +123,20 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
     Here the scale and mask follow the logits' dtype, and the masked scores get :data:`NEG_INF` added. The bertkit
     encoder is always built with this class (see ``bertkit.encoder.load_encoder``); :func:`custom_objects` maps the
     original class name to it, so saved keras-bert models reload with it as well.
+
+    ``attention_dropout``: dropout on the attention probabilities while training, as BERT's
+    ``attention_probs_dropout_prob`` (keras-multi-head has none; 0, the default, is the original layer). The encoder
+    takes it from the checkpoint's config.
     """
+
+    def __init__(self, head_num, attention_dropout: float = 0.0, **kwargs):
+        super().__init__(head_num, **kwargs)
+        self.attention_dropout = float(attention_dropout)
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout!r}")
+        # no weights: checkpoints and saved models of the layer are the same with and without it
+        self._probability_dropout = (tf.keras.layers.Dropout(self.attention_dropout, name="attention_dropout")
+                                     if self.attention_dropout else None)
 
     def build(self, input_shape):
         # The .keras format rebuilds layers from a stored shape given as a plain list ([None, None, 384]), which the
@@ -132,7 +145,7 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
             input_shape = tuple(input_shape)
         super().build(input_shape)
 
-    def call(self, inputs, mask=None):
+    def call(self, inputs, mask=None, training=None):
         if isinstance(inputs, list):
             q, k, v = inputs
         else:
@@ -159,8 +172,13 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
             key_mask = tf.expand_dims(tf.expand_dims(tf.cast(key_mask, tf.bool), 1), 1)
             scores += tf.where(key_mask, tf.zeros((), scores.dtype), tf.constant(NEG_INF, scores.dtype))
         weights = tf.nn.softmax(scores, axis=-1)
+        if self._probability_dropout is not None:
+            weights = self._probability_dropout(weights, training=training)
         y = self._merge_heads(tf.matmul(weights, v))
         return self._project(y, self.Wo, self.bo)
+
+    def get_config(self):
+        return {**super().get_config(), "attention_dropout": self.attention_dropout}
 
     def _project(self, x, kernel, bias):
         # (batch, seq, in) @ (in, out) as a matmul broadcasting the kernel: TensorFlow Lite gets one fully connected

@@ -44,7 +44,7 @@ from typing import Sequence
 from bertkit.errors import BertkitError, ConfigError
 
 __all__ = ["MIN_STEPS_PER_LENGTH", "PROBE_MIN_STEPS", "XLA_MARGIN", "Decision", "cache_path", "choose", "decide",
-           "machine", "main", "measure", "probe"]
+           "fit_step", "machine", "main", "measure", "probe"]
 
 # A run must have at least this many steps before auto measures anything. XLA's gain is per step, its cost up front:
 # one tracing + compilation per padded batch length (about 5 steps' time for MiniLM-L6 on the Zen 5 box where XLA
@@ -65,6 +65,9 @@ WARMUP_STEPS = 2
 TIMED_STEPS = 5
 LENGTH_GRANULARITY = 16  # probe lengths (and cache keys) are rounded up to this
 CACHE_FILE = "train_step_probes.json"
+# In the cache key: how the probe times steps. 2 (2026-12-04): as fit runs them (see fit_step); entries measured
+# before, with train_on_batch, are measured again.
+PROBE_METHOD = 2
 PROBE_TIMEOUT_S = 1800  # an XLA compilation took about 80 s on one core of a Zen 3 (issue 15): far inside this
 
 
@@ -148,6 +151,25 @@ def probe_length(example_lengths: Sequence[int]) -> int:
     return max(LENGTH_GRANULARITY, -(-int(median) // LENGTH_GRANULARITY) * LENGTH_GRANULARITY)
 
 
+def fit_step(model, batches):
+    """A callable running one training step of the compiled ``model`` per call, as ``model.fit`` runs its steps:
+    Keras's train function on one iterator, here over ``batches`` (``(inputs, labels)`` pairs) cycled; it returns
+    the loss. For timing steps. (``train_on_batch`` builds a data handler and an iterator per call and deletes them
+    after it: on a 2-core Zen 4, MiniLM-L6 at 32 x 128, the deletion took 0.6 s after about half the steps, a cost
+    ``fit`` never pays per step; benchmarks/README.md, "Profile".)"""
+    import tensorflow as tf
+
+    dataset = None
+    for inputs, labels in batches:
+        one = tf.data.Dataset.from_tensors((tuple(inputs), labels))
+        dataset = one if dataset is None else dataset.concatenate(one)
+    if dataset is None:
+        raise ConfigError("fit_step needs at least one batch")
+    iterator = iter(dataset.repeat())
+    train_function = model.make_train_function(force=True)
+    return lambda: float(train_function(iterator)["loss"])
+
+
 def measure(bert_dir, batch_size: int, length: int, *, mixed_precision: bool = False,
             warmup: int = WARMUP_STEPS, steps: int = TIMED_STEPS) -> dict:
     """Train the encoder in ``bert_dir`` under a two-class head on random token ids (``batch_size`` x ``length``),
@@ -177,15 +199,16 @@ def measure(bert_dir, batch_size: int, length: int, *, mixed_precision: bool = F
     for kind in ("graph", "xla"):
         model.compile(optimizer=build_optimizer(1e-5, 0.01), jit_compile=kind == "xla",
                       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        train_step = fit_step(model, [(inputs, labels)])
         start = time.perf_counter()
-        model.train_on_batch(inputs, labels)
+        train_step()
         first = time.perf_counter() - start
         for _ in range(max(0, warmup - 1)):
-            model.train_on_batch(inputs, labels)
+            train_step()
         times = []
         for _ in range(steps):
             start = time.perf_counter()
-            model.train_on_batch(inputs, labels)
+            train_step()
             times.append(time.perf_counter() - start)
         figures[f"{kind}_step_s"] = round(statistics.median(times), 4)
         figures[f"{kind}_first_call_s"] = round(first, 3)
@@ -254,7 +277,7 @@ def choose(*, bert_dir, batch_size: int, steps: int, example_lengths: Sequence[i
         return graph("no encoder directory to probe")
     length = probe_length(example_lengths)
     workload = {"encoder": encoder or {"bert_dir": str(bert_dir)}, "batch_size": int(batch_size), "length": length,
-                "precision": "mixed" if mixed_precision else "float32"}
+                "precision": "mixed" if mixed_precision else "float32", "probe": PROBE_METHOD}
     machine_info = machine()
     key, path = _key(machine_info, workload), cache_path()
     cache = _read_cache(path)

@@ -173,6 +173,27 @@ def test_dropout_option(tiny_bert_dir):
         load_encoder(tiny_bert_dir, dropout=1.5)
 
 
+def attention_dropout_rates(encoder) -> set:
+    return {layer.attention_dropout for layer in encoder.layers if layer.name.endswith("-MultiHeadSelfAttention")}
+
+
+def test_attention_dropout_follows_config_and_options(tiny_bert_dir, tmp_path):
+    assert attention_dropout_rates(load_encoder(tiny_bert_dir)) == {0.1}  # the config's attention_probs_dropout_prob
+    assert attention_dropout_rates(load_encoder(tiny_bert_dir, dropout=0.0)) == {0.0}  # dropout: both rates
+    assert attention_dropout_rates(load_encoder(tiny_bert_dir, dropout=0.0, attention_dropout=0.3)) == {0.3}
+    inputs = [TOKEN_IDS, SEGMENT_IDS]
+    attention_only = load_encoder(tiny_bert_dir, dropout=0.0, attention_dropout=0.3)
+    assert np.abs(attention_only(inputs, training=True).numpy() - attention_only(inputs).numpy()).max() > 1e-3
+    with pytest.raises(ConfigError, match="attention_dropout"):
+        load_encoder(tiny_bert_dir, attention_dropout=-0.1)
+    bert_dir = copy_dir(tiny_bert_dir, tmp_path)
+    edit_config(bert_dir, attention_probs_dropout_prob=1.5)
+    with pytest.raises(ConfigError, match="bert_config.json: attention_probs_dropout_prob 1.5"):
+        load_encoder(bert_dir)
+    edit_config(bert_dir, attention_probs_dropout_prob=None)  # absent: BERT's 0.1
+    assert attention_dropout_rates(load_encoder(bert_dir)) == {0.1}
+
+
 @pytest.fixture
 def mixed_policy():
     yield tf.keras.mixed_precision.set_global_policy

@@ -94,6 +94,31 @@ def test_dtype_safe_attention_matches_keras_multi_head_attention():
     assert expected.shape == (2, 5, 8)
 
 
+def test_attention_dropout_drops_attention_probabilities_in_training_only():
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(size=(8, 16, 8)).astype(np.float32))
+    mask = tf.constant([[True] * 16] * 7 + [[True] * 10 + [False] * 6])
+    attention = layers.DtypeSafeMultiHeadAttention(head_num=2, attention_dropout=0.5)
+    attention(x, mask=mask)
+    # every value vector is all ones and the output projection the identity: without dropout each output is the
+    # sum of one row of attention probabilities, exactly 1
+    wq, bq, wk, bk, wv, bv, wo, bo = attention.get_weights()
+    attention.set_weights([wq, bq, wk, bk, np.zeros_like(wv), np.ones_like(bv), np.eye(8, dtype=np.float32),
+                           np.zeros_like(bo)])
+    np.testing.assert_allclose(attention(x, mask=mask).numpy(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(attention(x, mask=mask, training=False).numpy(), 1.0, atol=1e-5)
+    dropped = attention(x, mask=mask, training=True).numpy()
+    # probabilities dropped, not outputs: sums of the kept probabilities / 0.5 spread around 1 (outputs dropped
+    # would be 0 or 2 only), the same for the 4 features of a head, and unbiased
+    assert not np.allclose(dropped, 1.0, atol=1e-2)
+    assert np.mean((np.abs(dropped) < 1e-6) | (np.abs(dropped - 2.0) < 1e-6)) < 0.5
+    np.testing.assert_allclose(dropped[..., :4], dropped[..., :1].repeat(4, -1), atol=1e-5)
+    assert abs(dropped.mean() - 1.0) < 0.1
+    assert layers.DtypeSafeMultiHeadAttention.from_config(attention.get_config()).attention_dropout == 0.5
+    with pytest.raises(ValueError, match="attention_dropout"):
+        layers.DtypeSafeMultiHeadAttention(head_num=2, attention_dropout=1.0)
+
+
 def test_dtype_safe_attention_runs_under_mixed_float16(policy):
     policy("mixed_float16")
     attention = layers.DtypeSafeMultiHeadAttention(head_num=2)
@@ -121,6 +146,7 @@ def test_saved_model_with_encoder_reloads_with_custom_objects(tiny_bert_dir, tmp
         np.testing.assert_allclose(a, b, atol=1e-6)
     attention = reloaded.get_layer(encoder.name).get_layer("Encoder-1-MultiHeadSelfAttention")
     assert isinstance(attention, layers.DtypeSafeMultiHeadAttention)
+    assert attention.attention_dropout == 0.0
 
 
 def test_custom_objects_keep_google_gelu_and_add_exact_gelu():
