@@ -7,8 +7,9 @@ started by ``bench_peer.py`` once per round; prints one JSON line.
 
 The model is ``BertModel`` (no pooler: the head reads the [CLS] hidden state, as bertkit's ``Pooler("cls")``) under
 one ``Linear(hidden, 2)`` (Glorot-uniform, zero bias, as bench_speed.py's Dense). ``--attention-dropout`` overrides
-the config's ``attention_probs_dropout_prob`` (0.1, which bertkit's encoder applies too). Training: ``torch.optim.AdamW`` with the driver's settings, no weight decay on LayerNorm and
-bias weights (bertkit's rule), ``clip_grad_norm_`` to 1.0, cross-entropy on the logits. Inference: ``eval()`` mode
+the config's ``attention_probs_dropout_prob`` (0.1, which bertkit's encoder applies too). Training:
+``torch.optim.AdamW`` with the driver's settings, no weight decay on LayerNorm and bias weights (bertkit's rule),
+``clip_grad_norm_`` to 1.0, cross-entropy on the logits. Inference: ``eval()`` mode
 under ``torch.inference_mode()``. Both get an all-ones attention mask and zero token types, as a real batch would.
 """
 

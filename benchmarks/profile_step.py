@@ -2,8 +2,8 @@
 
 The model is bench_speed.py's ([CLS] -> Dense(2) on all-MiniLM-L6-v2, bertkit's AdamW) and the train step is the one
 the recipes run: Keras's train function fed from a ``tf.data`` iterator, as ``model.fit`` does
-(``bertkit.train_step.fit_step``; ``--train-step xla``: the whole step XLA-compiled). After ``--warmup`` untimed calls, ``--steps`` calls run under
-``tf.profiler.experimental``; the trace (an XSpace protobuf) is read here and each TensorFlow op's self time on
+(``bertkit.train_step.fit_step``; ``--train-step xla``: the whole step XLA-compiled). After ``--warmup`` untimed
+calls, ``--steps`` calls run under ``tf.profiler.experimental``; the trace (an XSpace protobuf) is read here and each TensorFlow op's self time on
 TensorFlow's compute threads is summed per op type and per kind:
 
 - ``matmul``: the matrix products (``MatMul``, ``BatchMatMul``, their oneDNN forms, ``Einsum``);

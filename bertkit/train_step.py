@@ -153,15 +153,16 @@ def probe_length(example_lengths: Sequence[int]) -> int:
 
 def fit_step(model, batches):
     """A callable running one training step of the compiled ``model`` per call, as ``model.fit`` runs its steps:
-    Keras's train function on one iterator, here over ``batches`` (``(inputs, labels)`` pairs) cycled; it returns
-    the loss. For timing steps. (``train_on_batch`` builds a data handler and an iterator per call and deletes them
-    after it: on a 2-core Zen 4, MiniLM-L6 at 32 x 128, the deletion took 0.6 s after about half the steps, a cost
-    ``fit`` never pays per step; benchmarks/README.md, "Profile".)"""
+    Keras's train function on one iterator, here over ``batches`` (``(inputs, labels)`` pairs, ``inputs`` an array
+    or a list of arrays, one per model input) cycled; it returns the loss as fit logs it (the mean over the calls
+    so far). For timing steps. (``train_on_batch`` builds a data handler and an iterator per call and drops them
+    after it: on a 2-core Zen 4, MiniLM-L6 at 32 x 128, the Python thread then spent 0.6 s deleting tensor handles
+    after about half the calls, a cost ``fit`` does not pay per step; benchmarks/README.md, "Profile".)"""
     import tensorflow as tf
 
     dataset = None
     for inputs, labels in batches:
-        one = tf.data.Dataset.from_tensors((tuple(inputs), labels))
+        one = tf.data.Dataset.from_tensors((tuple(inputs) if isinstance(inputs, list) else inputs, labels))
         dataset = one if dataset is None else dataset.concatenate(one)
     if dataset is None:
         raise ConfigError("fit_step needs at least one batch")

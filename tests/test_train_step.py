@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from bertkit import train_step
 from bertkit.cli import build_parser, parse_args
-from bertkit.errors import BertkitError
-from bertkit.train_step import PROBE_MIN_STEPS, choose, decide, probe, probe_length
+from bertkit.errors import BertkitError, ConfigError
+from bertkit.train_step import PROBE_MIN_STEPS, choose, decide, fit_step, probe, probe_length
 from bertkit.training import Trainer, read_run_config
 
 XLA_WINS = {"graph_step_s": 1.0, "xla_step_s": 0.6, "xla_compile_s": 5.0}  # the Zen 5 box's shape of figures
@@ -44,6 +44,20 @@ def _choose(bert_dir, **overrides):
     kwargs = dict(bert_dir=bert_dir, batch_size=4, steps=PROBE_MIN_STEPS,
                   example_lengths=[5, 6, 6, 7, 8, 9, 9, 10, 11, 12, 12, 12])
     return choose(**{**kwargs, **overrides})
+
+
+def test_fit_step_runs_one_training_step_per_call_over_the_batches_cycled():
+    inputs = tf.keras.Input((3,))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, kernel_initializer="ones", use_bias=False)(inputs))
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.0), loss="mse")  # lr 0: each batch's loss stays the same
+    batches = [(np.ones((2, 3), np.float32), np.zeros((2, 1), np.float32)),  # outputs 3, loss 9
+               (np.ones((2, 3), np.float32), np.full((2, 1), 2.0, np.float32))]  # loss 1
+    step = fit_step(model, batches)
+    # the loss fit logs: the mean over the steps so far (9, 1, 9, 1, 9)
+    assert [step() for _ in range(5)] == pytest.approx([9.0, 5.0, 19 / 3, 5.0, 29 / 5])
+    assert int(model.optimizer.iterations) == 5
+    with pytest.raises(ConfigError, match="at least one batch"):
+        fit_step(model, [])
 
 
 def test_auto_keeps_the_graph_step_unmeasured_where_it_must(tiny_bert_dir, cache_in, monkeypatch):
