@@ -43,8 +43,7 @@ def parse_args(argv=None):
                         help="bfloat16: Keras mixed_bfloat16 policy (bf16 matmuls, float32 weights and logits)")
     parser.add_argument("--jit", choices=("none", "infer", "train", "both"), default="none",
                         help="XLA-compile the inference function and/or the whole Keras train step (none: as the "
-                             "recipes run by default, a TensorFlow graph with each weight's AdamW update "
-                             "XLA-compiled; train: as --train-step xla)")
+                             "recipes run by default, a TensorFlow graph; train: as --train-step xla)")
     parser.add_argument("--pad-multiple", type=int, default=None,
                         help="round dynamic batch lengths up to a multiple of this (fewer XLA recompilations; "
                              "default 16 with --jit, else 1)")

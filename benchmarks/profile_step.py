@@ -3,11 +3,12 @@
 The model is bench_speed.py's ([CLS] -> Dense(2) on all-MiniLM-L6-v2, bertkit's AdamW) and the train step is the one
 the recipes run: Keras's train function fed from a ``tf.data`` iterator, as ``model.fit`` does
 (``bertkit.train_step.fit_step``; ``--train-step xla``: the whole step XLA-compiled). After ``--warmup`` untimed
-calls, ``--steps`` calls run under ``tf.profiler.experimental``; the trace (an XSpace protobuf) is read here and each TensorFlow op's self time on
-TensorFlow's compute threads is summed per op type and per kind:
+calls, ``--steps`` calls run under ``tf.profiler.experimental``; the trace (an XSpace protobuf) is read here and
+each TensorFlow op's self time on TensorFlow's compute threads is summed per op type and per kind:
 
 - ``matmul``: the matrix products (``MatMul``, ``BatchMatMul``, their oneDNN forms, ``Einsum``);
-- ``XLA``: XLA-compiled clusters (the AdamW updates of the graph step, or the whole step with ``--train-step xla``);
+- ``XLA``: XLA-compiled clusters (the whole step with ``--train-step xla``; Keras compiles an optimizer's updates
+  with XLA only where there is a GPU, so the graph step has none on a CPU box);
 - ``element-wise``: everything else (GELU, layer norms, softmax, dropout masks, bias gradients, reductions, ...).
 
 Also printed: the wall time per call, the CPU time the process used per wall second (the cores kept busy, from
@@ -35,6 +36,7 @@ MATMUL_TYPES = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "_Mkl
                 "_MklFusedMatMul", "_MklNativeFusedMatMul", "_FusedMatMul", "Einsum", "_MklEinsum",
                 "_MklFusedBatchMatMulV2")
 XLA_TYPES = ("_XlaRun", "XlaLaunch", "_XlaCompile", "XlaLaunchV2")
+CALL_MARK = "bertkit_profiled_call"  # a trace annotation around each profiled call
 ISA_CAPS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}  # TensorFlow's only switch: oneDNN's kernels
 
 
@@ -81,8 +83,8 @@ def _self_times(events):
 
 
 def read_trace(log_dir: Path) -> dict:
-    """Per op type: self seconds and calls on TensorFlow's threads; and the Python thread's time outside the
-    profiled calls (``gaps``: the longest events there, by name)."""
+    """Per op type: self seconds and calls on TensorFlow's threads; and the Python thread's events outside the
+    profiled calls (``between``: seconds by event name, events over 1 ms)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     paths = sorted(log_dir.rglob("*.xplane.pb"))
@@ -98,10 +100,8 @@ def read_trace(log_dir: Path) -> dict:
     between = collections.Counter()
     for line in host.lines:
         if line.name == "python":
-            call_events = sorted((e for e in line.events if names[e.metadata_id].name.endswith("_function")
-                                  or names[e.metadata_id].name.startswith("__inference")),
-                                 key=lambda e: e.offset_ps)
-            spans = [(e.offset_ps, e.offset_ps + e.duration_ps) for e in call_events]
+            spans = [(e.offset_ps, e.offset_ps + e.duration_ps) for e in line.events
+                     if names[e.metadata_id].name == CALL_MARK]
             for event in line.events:
                 inside = any(start <= event.offset_ps < end for start, end in spans)
                 if not inside and event.duration_ps > 1e9:  # over 1 ms
@@ -134,7 +134,8 @@ def profile(call, steps: int, warmup: int, log_dir: Path) -> dict:
     tf.profiler.experimental.start(str(log_dir))
     try:
         for _ in range(steps):
-            call()
+            with tf.profiler.experimental.Trace(CALL_MARK):
+                call()
     finally:
         tf.profiler.experimental.stop()
     trace = read_trace(log_dir)

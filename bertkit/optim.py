@@ -52,9 +52,11 @@ def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, be
                     dense_gradients: bool = False):
     """``tf.keras.optimizers.AdamW`` with ``lr_schedule`` (a schedule or a float) and decay skipping the weights
     whose names match ``exclude_from_weight_decay``. Gradients are clipped to global norm 1 as in BERT.
-    ``jit_compile`` (Keras's default, kept): the update of every weight is one XLA kernel, compiled per variable
-    shape, so dynamic padding never recompiles it. Measured on this 2-core box, MiniLM-L6 batch 32 x 128:
-    13.5 train seq/s without it, 29.4 with it (``train_on_batch`` loop, single runs on a shared machine).
+    ``jit_compile`` (Keras's default, kept) asks for the update of every weight as one XLA kernel, but Keras 2.15
+    turns it off where TensorFlow sees no GPU ("Optimizer only benefits from XLA when training on GPU"): on the
+    CPU boxes of this project the updates run as plain graph ops (seen in ``benchmarks/profile_step.py``'s
+    profile, 2026-12-04; an earlier reading here, "13.5 train seq/s without it, 29.4 with it", compared other
+    things and was wrong).
     ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several replicas)."""
     if weight_decay is None or weight_decay < 0:
         raise ConfigError(f"weight decay must be zero or positive, got {weight_decay!r}")

@@ -1,7 +1,7 @@
 """``--train-step auto``: the faster train step for this run on this machine, measured once and cached.
 
 bertkit trains with one of two train steps (``Trainer.compile``): ``graph``, Keras's step as a TensorFlow graph on
-oneDNN's kernels (each weight's AdamW update XLA-compiled), and ``xla``, the whole step XLA-compiled once per padded
+oneDNN's kernels (the AdamW updates as plain graph ops too), and ``xla``, the whole step XLA-compiled once per padded
 batch length. Which is faster depends on the CPU: MiniLM-L6 at 32 x 128 trained at 27 against 16 sequences/s with the
 XLA step on a 2-core Zen 5, at 10-11 against 13.6 on a 2-core Zen 4 (benchmarks/README.md). ``auto`` (the default)
 decides per run:

@@ -675,8 +675,8 @@ class Trainer:
         return model
 
     def _xla_train_step(self, model, *, steps: int, example_lengths=None) -> bool:
-        """``--train-step``: ``graph`` runs Keras's train step as a TensorFlow graph, its matmuls on oneDNN, each
-        weight's AdamW update XLA-compiled (``bertkit.optim``); ``xla`` compiles the whole step with XLA, once per
+        """``--train-step``: ``graph`` runs Keras's train step as a TensorFlow graph, its matmuls on oneDNN (the
+        AdamW updates too: see ``bertkit.optim.build_optimizer``); ``xla`` compiles the whole step with XLA, once per
         padded batch length; ``auto`` (the default) takes the faster of the two for this run on this machine
         (``bertkit.train_step``: a probe measured once per machine and workload, cached; graph for short runs and
         wherever xla is refused). Which is faster depends on the CPU (benchmarks/README.md: on a Zen 4 box the graph
