@@ -31,13 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_peer import ISA_CAPS, random_batches, training_labels  # beside this script, on sys.path as the script's folder
+
 # A TensorFlow op event in the trace is named "<op name>:<op type>".
 MATMUL_TYPES = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "_MklMatMul", "_MklBatchMatMulV2",
                 "_MklFusedMatMul", "_MklNativeFusedMatMul", "_FusedMatMul", "Einsum", "_MklEinsum",
                 "_MklFusedBatchMatMulV2")
 XLA_TYPES = ("_XlaRun", "XlaLaunch", "_XlaCompile", "XlaLaunchV2")
 CALL_MARK = "bertkit_profiled_call"  # a trace annotation around each profiled call
-ISA_CAPS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}  # TensorFlow's only switch: oneDNN's kernels
 
 
 def parse_args(argv=None):
@@ -53,8 +54,9 @@ def parse_args(argv=None):
                         help="graph: the recipes' default path on this box kind; xla: the whole step compiled")
     parser.add_argument("--top", type=int, default=12, help="op types listed")
     parser.add_argument("--max-isa", choices=sorted(ISA_CAPS), default="native",
-                        help="avx2: oneDNN's kernels capped at AVX2 + FMA (ONEDNN_MAX_CPU_ISA; an emulation of the "
-                             "instruction set only; Eigen's and XLA's kernels are not capped)")
+                        help="avx2: kernels capped at AVX2 + FMA as bench_peer.py caps them (for TensorFlow: "
+                             "oneDNN's, ONEDNN_MAX_CPU_ISA; an emulation of the instruction set only; Eigen's and "
+                             "XLA's kernels are not capped)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -177,7 +179,6 @@ def main(argv=None) -> int:
         return subprocess.call([sys.executable, str(Path(__file__).resolve()), *(argv or sys.argv[1:])], env=env)
     if args.steps < 1 or args.warmup < 1:
         raise SystemExit("error: --steps and --warmup must be at least 1")
-    import numpy as np
     import tensorflow as tf
     from bench_speed import build_classifier  # beside this script, on sys.path as the script's folder
 
@@ -188,12 +189,12 @@ def main(argv=None) -> int:
 
     print(f"bertkit {bertkit.__version__}, TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, "
           f"max ISA {args.max_isa}, train step {args.train_step}", flush=True)
-    model, _ = build_classifier(default_bert_dir())
-    rng = np.random.default_rng(0)
+    bert_dir = default_bert_dir()
+    model, _ = build_classifier(bert_dir)
 
     def token_ids(batch):
-        ids = rng.integers(1000, 30000, size=(batch, args.seq_len), dtype=np.int32)
-        return tf.constant(ids), tf.zeros_like(ids)
+        ids = tf.constant(random_batches(bert_dir / "vocab.txt", batch, args.seq_len, count=1)[0])
+        return ids, tf.zeros_like(ids)
 
     results = {"config": vars(args), "tensorflow": tf.__version__}
     with tempfile.TemporaryDirectory(prefix="bertkit-profile-") as tmp:
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
                           loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                           jit_compile=args.train_step == "xla")
             ids, seg = token_ids(args.train_batch)
-            labels = tf.constant(np.arange(args.train_batch, dtype=np.int32) % 2)
+            labels = tf.constant(training_labels(args.train_batch))
             figures = profile(fit_step(model, [((ids, seg), labels)]), args.steps, args.warmup, Path(tmp) / "train")
             results["train"] = summary(f"training {args.train_batch} x {args.seq_len} ({args.train_step} step)",
                                        figures, args.steps, args.train_batch, args.top)
