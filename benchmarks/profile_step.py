@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_peer import ISA_CAPS, random_batches, training_labels  # beside this script, on sys.path as the script's folder
+from bench_peer import ISA_CAPS, random_batches, training_labels  # beside this script (its folder is on sys.path)
 
 # A TensorFlow op event in the trace is named "<op name>:<op type>".
 MATMUL_TYPES = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "_MklMatMul", "_MklBatchMatMulV2",
