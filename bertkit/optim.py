@@ -7,6 +7,8 @@ Keras matches the exclusion patterns with ``re.search`` against ``variable.name`
 
 from __future__ import annotations
 
+import platform
+
 import tensorflow as tf
 
 from bertkit.errors import ConfigError
@@ -52,11 +54,12 @@ def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, be
                     dense_gradients: bool = False):
     """``tf.keras.optimizers.AdamW`` with ``lr_schedule`` (a schedule or a float) and decay skipping the weights
     whose names match ``exclude_from_weight_decay``. Gradients are clipped to global norm 1 as in BERT.
-    ``jit_compile`` (Keras's default, kept) asks for the update of every weight as one XLA kernel, but Keras 2.15
-    turns it off where TensorFlow sees no GPU ("Optimizer only benefits from XLA when training on GPU"): on the
-    CPU boxes of this project the updates run as plain graph ops (seen in ``benchmarks/profile_step.py``'s
-    profile, 2026-12-04; an earlier reading here, "13.5 train seq/s without it, 29.4 with it", compared other
-    things and was wrong).
+    ``jit_compile`` (default True) runs the update of every weight as one XLA kernel (its few element-wise ops
+    fused), on every device. Keras 2.15 turns this off where TensorFlow sees no GPU ("Optimizer only benefits from
+    XLA when training on GPU"), which leaves the updates as separate plain graph ops; measured on CPU it does not
+    hold: the graph train step of MiniLM-L6 at 32 x 128 took 1.88 s per step with XLA updates against 1.94-2.00 s
+    without (Zen 4, 2 cores, 2026-12-04; benchmarks/README.md "What helped"), so bertkit sets it back on. Where
+    Keras refuses XLA outright (Apple silicon) the plain updates stay. ``jit_compile=False`` gives the plain ops.
     ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several replicas)."""
     if weight_decay is None or weight_decay < 0:
         raise ConfigError(f"weight decay must be zero or positive, got {weight_decay!r}")
@@ -65,7 +68,15 @@ def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, be
         epsilon=epsilon, global_clipnorm=global_clipnorm, clipnorm=clipnorm, jit_compile=jit_compile,
         dense_gradients=dense_gradients)
     optimizer.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay or ()))
+    if jit_compile and not optimizer.jit_compile and _xla_updates_supported():
+        optimizer.jit_compile = True  # undo Keras's no-GPU switch-off (see the docstring)
     return optimizer
+
+
+def _xla_updates_supported() -> bool:
+    """Whether Keras would compile optimizer updates with XLA here but for the missing GPU: its own check
+    (``tf_utils.can_jit_compile``, private) refuses only macOS on Apple silicon, where XLA is unavailable."""
+    return not (platform.system() == "Darwin" and platform.processor() == "arm")
 
 
 def is_decayed(optimizer, variable) -> bool:

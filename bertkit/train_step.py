@@ -1,10 +1,10 @@
 """``--train-step auto``: the faster train step for this run on this machine, measured once and cached.
 
 bertkit trains with one of two train steps (``Trainer.compile``): ``graph``, Keras's step as a TensorFlow graph on
-oneDNN's kernels (the AdamW updates as plain graph ops too), and ``xla``, the whole step XLA-compiled once per padded
-batch length. Which is faster depends on the CPU: MiniLM-L6 at 32 x 128 trained at 27 against 16 sequences/s with the
-XLA step on a 2-core Zen 5, at 10-11 against 13.6 on a 2-core Zen 4 (benchmarks/README.md). ``auto`` (the default)
-decides per run:
+oneDNN's kernels (the AdamW update of each weight one small XLA kernel), and ``xla``, the whole step XLA-compiled once
+per padded batch length. Which is faster depends on the CPU: MiniLM-L6 at 32 x 128 trained at 27 against 16
+sequences/s with the XLA step on a 2-core Zen 5, at 10-11 against 13.6 on a 2-core Zen 4 (benchmarks/README.md).
+``auto`` (the default) decides per run:
 
 1. ``graph`` without measuring when nothing trains (``--eval-only``); when XLA would change what the run means or
    cannot be measured like for like: with ``--deterministic`` (XLA ignores the dropout masks' seeds), a layer that
@@ -66,8 +66,9 @@ TIMED_STEPS = 5
 LENGTH_GRANULARITY = 16  # probe lengths (and cache keys) are rounded up to this
 CACHE_FILE = "train_step_probes.json"
 # In the cache key: how the probe times steps. 2 (2026-12-04): as fit runs them (see fit_step); entries measured
-# before, with train_on_batch, are measured again.
-PROBE_METHOD = 2
+# before, with train_on_batch, are measured again. 3 (2026-12-04, later): the graph step's AdamW updates
+# XLA-compiled on CPU too (bertkit.optim.build_optimizer), a faster graph step: older entries are measured again.
+PROBE_METHOD = 3
 PROBE_TIMEOUT_S = 1800  # an XLA compilation took about 80 s on one core of a Zen 3 (issue 15): far inside this
 
 

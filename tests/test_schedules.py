@@ -111,6 +111,40 @@ def test_weight_decay_really_applied_only_to_decayed_weights():
     np.testing.assert_array_equal(bias.numpy(), np.ones(2))
 
 
+def _train_steps(jit_compile: bool, steps: int = 3):
+    """``steps`` AdamW updates (decay, global-norm clipping) of a decayed matrix, a skipped bias and an embedding
+    table with sparse gradients (``IndexedSlices``, as keras-bert's embeddings give), from the same values."""
+    kernel = tf.Variable(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), name="dense/kernel")
+    bias = tf.Variable(np.linspace(0.5, 1, 4, dtype=np.float32), name="dense/bias")
+    table = tf.Variable(np.linspace(-2, 2, 20, dtype=np.float32).reshape(5, 4), name="Embedding-Token/embeddings")
+    optimizer = build_optimizer(WarmupLinearDecay(0.1, 10, 1), 0.01, jit_compile=jit_compile)
+    for step in range(steps):
+        scale = float(step + 1)
+        grads = [tf.constant(np.cos(np.arange(12, dtype=np.float32) * scale).reshape(3, 4)),
+                 tf.constant(np.sin(np.arange(4, dtype=np.float32) + scale)),
+                 tf.IndexedSlices(tf.constant(np.full((2, 4), scale, np.float32)), tf.constant([1, 3]),
+                                  tf.constant([5, 4]))]
+        optimizer.apply_gradients(zip(grads, (kernel, bias, table)))
+    return optimizer, [v.numpy() for v in (kernel, bias, table)]
+
+
+def test_adamw_updates_xla_compiled_on_cpu_too_and_same_as_plain_ops():
+    """Keras 2.15 switches an optimizer's XLA updates off without a GPU; build_optimizer switches them back on
+    (faster on CPU, benchmarks/README.md). The XLA kernels really run, and the weights they give are the plain
+    ops' up to float rounding, sparse embedding rows included (the untouched rows move only by decay)."""
+    xla, xla_values = _train_steps(True)
+    plain, plain_values = _train_steps(False)
+    assert xla.jit_compile is True and plain.jit_compile is False
+    assert xla._update_step_xla.experimental_get_tracing_count() == 3  # one XLA kernel per weight
+    assert plain._update_step_xla.experimental_get_tracing_count() == 0
+    for got, expected in zip(xla_values, plain_values):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    _, before = _train_steps(False, steps=0)
+    assert not np.allclose(plain_values[0], before[0]) and not np.allclose(plain_values[2][1], before[2][1])
+    decay = np.prod([1 - 0.01 * lr for lr in (0.0, 0.1, 0.1 * 8 / 9)])  # the schedule's first three rates
+    np.testing.assert_allclose(xla_values[2][0], before[2][0] * decay, rtol=1e-6)
+
+
 def test_optimizer_config_round_trip():
     optimizer = build_optimizer(WarmupLinearDecay(5e-5, 200, 20), 0.01, epsilon=1e-8)
     config = json.loads(json.dumps(optimizer_to_config(optimizer)))
