@@ -10,7 +10,7 @@ under the same head ([CLS] -> Dense(2), as in ``bench_speed.py``), in float32, w
 
 bertkit's side is bench_speed.py's model (``load_encoder``, ``build_optimizer``, a plain ``tf.function`` for
 inference), trained twice per round: with the Keras train step the recipes run (``Trainer.compile``: a plain
-TensorFlow graph on oneDNN's kernels, the AdamW updates included; ``bench_speed.py --jit none``)
+TensorFlow graph on oneDNN's kernels, each weight's AdamW update one XLA kernel; ``bench_speed.py --jit none``)
 and with the whole train step XLA-compiled (``model.compile(jit_compile=True)``; ``bench_speed.py --jit train``).
 The peer (``peer_torch.py``) runs in its own virtualenv, never installed by the runtime or CI:
 
@@ -64,8 +64,8 @@ PEER_SIDES = ("peer",)
 # --max-isa avx2: every library's kernels capped at AVX2 + FMA (what an AVX2-only CPU such as AMD Zen 3 runs) on a
 # CPU that has more, through each library's own switch: oneDNN (TensorFlow's matmuls and torch's mkldnn ops),
 # MKL (torch's float32 GEMM), ATen (torch's vectorized element-wise kernels), OpenBLAS (numpy's GEMM). Not capped:
-# TensorFlow's Eigen kernels (compiled for AVX at build time, the same on every x86 CPU) and XLA's code (which
-# the recipes' graph step does not use). Memory, caches and clocks stay this CPU's: an
+# TensorFlow's Eigen kernels (compiled for AVX at build time, the same on every x86 CPU) and XLA's code (in the
+# recipes' graph step only the AdamW updates). Memory, caches and clocks stay this CPU's: an
 # emulation of the instruction set only, labelled as such in the report.
 ISA_CAPS = {
     "native": {},

@@ -7,8 +7,9 @@ calls, ``--steps`` calls run under ``tf.profiler.experimental``; the trace (an X
 each TensorFlow op's self time on TensorFlow's compute threads is summed per op type and per kind:
 
 - ``matmul``: the matrix products (``MatMul``, ``BatchMatMul``, their oneDNN forms, ``Einsum``);
-- ``XLA``: XLA-compiled clusters (the whole step with ``--train-step xla``; Keras compiles an optimizer's updates
-  with XLA only where there is a GPU, so the graph step has none on a CPU box);
+- ``XLA``: XLA-compiled clusters (the whole step with ``--train-step xla``). The graph step's AdamW updates are
+  XLA kernels too since 2026-12-04 (``bertkit.optim.build_optimizer``), but TensorFlow 2.15's trace shows no
+  launch op for them, only ``Start`` / ``Done`` events, one pair per weight, which land under element-wise;
 - ``element-wise``: everything else (GELU, layer norms, softmax, dropout masks, bias gradients, reductions, ...).
 
 Also printed: the wall time per call, the CPU time the process used per wall second (the cores kept busy, from

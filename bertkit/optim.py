@@ -56,10 +56,11 @@ def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, be
     whose names match ``exclude_from_weight_decay``. Gradients are clipped to global norm 1 as in BERT.
     ``jit_compile`` (default True) runs the update of every weight as one XLA kernel (its few element-wise ops
     fused), on every device. Keras 2.15 turns this off where TensorFlow sees no GPU ("Optimizer only benefits from
-    XLA when training on GPU"), which leaves the updates as separate plain graph ops; measured on CPU it does not
-    hold: the graph train step of MiniLM-L6 at 32 x 128 took 1.88 s per step with XLA updates against 1.94-2.00 s
-    without (Zen 4, 2 cores, 2026-12-04; benchmarks/README.md "What helped"), so bertkit sets it back on. Where
-    Keras refuses XLA outright (Apple silicon) the plain updates stay. ``jit_compile=False`` gives the plain ops.
+    XLA when training on GPU"), which leaves each update a chain of small plain graph ops. Measured on CPU, that
+    reason does not hold: the graph train step of MiniLM-L6 at 32 x 128 took 1.88 s per step with XLA updates
+    against 1.94-2.00 s without (Zen 4, 2 cores, 2026-12-04; benchmarks/README.md "What helped"), for about 1.5 s
+    of compilation at the first step (one kernel per weight), so bertkit sets it back on. Where Keras refuses XLA
+    outright (Apple silicon) the plain updates stay. ``jit_compile=False`` gives the plain ops.
     ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several replicas)."""
     if weight_decay is None or weight_decay < 0:
         raise ConfigError(f"weight decay must be zero or positive, got {weight_decay!r}")
