@@ -32,6 +32,9 @@ class AdamW(tf.keras.optimizers.AdamW):
     Why: with dynamic padding every replica's batch has its own length, so the embedding gradients
     (``IndexedSlices``) differ in size across replicas, and TF 2.15's collective all-gather of such slices fails
     ("Shape mismatch in the collective instance"). Dense gradients all-reduce fine. Off on a single replica.
+
+    With ``jit_compile`` (bertkit's default, see :func:`build_optimizer`) the global-norm clipping and the decoupled
+    weight decay run as XLA work too, with Keras's arithmetic in Keras's order.
     """
 
     def __init__(self, *args, dense_gradients: bool = False, **kwargs):
@@ -47,6 +50,53 @@ class AdamW(tf.keras.optimizers.AdamW):
     def get_config(self):
         return {**super().get_config(), "dense_gradients": self.dense_gradients}
 
+    # With XLA updates (``jit_compile``, bertkit's default) the global-norm clipping and the weight decay join the
+    # XLA work too; Keras runs both as plain ops per weight (an ``L2Loss`` and a ``Mul`` per gradient, two ``Mul``
+    # and an ``AssignSub`` per decayed weight; the ``L2Loss`` alone took 4.6% of a MiniLM-L6 train step's op time
+    # on 2 cores; see benchmarks/README.md "What helped"). Same arithmetic, same order; the weights agree to float
+    # rounding (tests/test_schedules.py).
+
+    def _clip_gradients(self, grads):
+        if not (self.jit_compile and self.global_clipnorm and self.global_clipnorm > 0 and not self.clipnorm):
+            return super()._clip_gradients(grads)
+        # tf.clip_by_global_norm, with the dense gradients in one XLA kernel. Sparse (embedding) gradients stay
+        # plain ops: their row count changes with every padded length, and each new shape would compile again.
+        dense = [i for i, g in enumerate(grads) if not isinstance(g, tf.IndexedSlices)]
+        sparse = [i for i, g in enumerate(grads) if isinstance(g, tf.IndexedSlices)]
+        sparse_sum_of_squares = tf.add_n(
+            [tf.reduce_sum(tf.square(tf.cast(grads[i].values, tf.float32))) for i in sparse] + [tf.zeros([])])
+        scaled, scale = self._clip_dense_by_global_norm(
+            [grads[i] for i in dense], sparse_sum_of_squares, tf.constant(self.global_clipnorm, tf.float32))
+        clipped = list(grads)
+        for i, g in zip(dense, scaled):
+            clipped[i] = g
+        for i in sparse:
+            g = grads[i]
+            clipped[i] = tf.IndexedSlices(g.values * tf.cast(scale, g.values.dtype), g.indices, g.dense_shape)
+        return clipped
+
+    @tf.function(jit_compile=True)
+    def _clip_dense_by_global_norm(self, dense_grads, sparse_sum_of_squares, clip_norm):
+        total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in dense_grads]
+                         + [sparse_sum_of_squares])
+        norm = tf.sqrt(total)
+        # As tf.clip_by_global_norm: an infinite or NaN norm makes every gradient NaN (never a silent zero step).
+        norm = tf.where(tf.math.is_finite(norm), norm, tf.constant(float("nan")))
+        scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
+        return [g * tf.cast(scale, g.dtype) for g in dense_grads], scale
+
+    def _apply_weight_decay(self, variables):
+        if not self.jit_compile:
+            super()._apply_weight_decay(variables)
+        # else: done inside each weight's XLA update (update_step), before the Adam step, as Keras orders them
+
+    def update_step(self, gradient, variable):
+        if self.jit_compile and self.weight_decay and self._use_weight_decay(variable):
+            lr = tf.cast(self.learning_rate, variable.dtype)
+            wd = tf.cast(self.weight_decay, variable.dtype)
+            variable.assign_sub(variable * wd * lr)
+        super().update_step(gradient, variable)
+
 
 def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, beta_2: float = 0.999,
                     epsilon: float = 1e-6, global_clipnorm: float | None = 1.0, clipnorm: float | None = None,
@@ -60,7 +110,9 @@ def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, be
     reason does not hold: the graph train step of MiniLM-L6 at 32 x 128 took 1.88 s per step with XLA updates
     against 1.94-2.00 s without (Zen 4, 2 cores, 2026-12-04; benchmarks/README.md "What helped"), for about 1.5 s
     of compilation at the first step (one kernel per weight), so bertkit sets it back on. Where Keras refuses XLA
-    outright (Apple silicon) the plain updates stay. ``jit_compile=False`` gives the plain ops.
+    outright (Apple silicon) the plain updates stay. ``jit_compile=False`` gives the plain ops. With the XLA updates
+    the global-norm clipping (one XLA kernel over the dense gradients) and the weight decay (inside each weight's
+    update kernel) leave Keras's plain ops too: see :class:`AdamW`.
     ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several replicas)."""
     if weight_decay is None or weight_decay < 0:
         raise ConfigError(f"weight decay must be zero or positive, got {weight_decay!r}")

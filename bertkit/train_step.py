@@ -68,7 +68,8 @@ CACHE_FILE = "train_step_probes.json"
 # In the cache key: how the probe times steps. 2 (2026-12-04): as fit runs them (see fit_step); entries measured
 # before, with train_on_batch, are measured again. 3 (2026-12-04, later): the graph step's AdamW updates
 # XLA-compiled on CPU too (bertkit.optim.build_optimizer), a faster graph step: older entries are measured again.
-PROBE_METHOD = 3
+# 4 (2026-12-05): the global-norm clipping and the weight decay joined the XLA updates (bertkit.optim.AdamW).
+PROBE_METHOD = 4
 PROBE_TIMEOUT_S = 1800  # an XLA compilation took about 80 s on one core of a Zen 3 (issue 15): far inside this
 
 

@@ -137,12 +137,34 @@ def test_adamw_updates_xla_compiled_on_cpu_too_and_same_as_plain_ops():
     assert xla.jit_compile is True and plain.jit_compile is False
     assert xla._update_step_xla.experimental_get_tracing_count() == 3  # one XLA kernel per weight
     assert plain._update_step_xla.experimental_get_tracing_count() == 0
+    # the global-norm clipping of the dense gradients: one XLA kernel, traced once (the sparse ones stay plain ops)
+    assert xla._clip_dense_by_global_norm.experimental_get_tracing_count() == 1
+    assert plain._clip_dense_by_global_norm.experimental_get_tracing_count() == 0
     for got, expected in zip(xla_values, plain_values):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     _, before = _train_steps(False, steps=0)
     assert not np.allclose(plain_values[0], before[0]) and not np.allclose(plain_values[2][1], before[2][1])
     decay = np.prod([1 - 0.01 * lr for lr in (0.0, 0.1, 0.1 * 8 / 9)])  # the schedule's first three rates
     np.testing.assert_allclose(xla_values[2][0], before[2][0] * decay, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_xla_clipping_turns_a_non_finite_norm_into_nan_like_keras(bad):
+    """tf.clip_by_global_norm makes every gradient NaN when the norm is not finite; the XLA clipping keeps that
+    (an infinite norm must not become a silent zero-size step)."""
+    results = []
+    for jit_compile in (True, False):
+        kernel = tf.Variable(tf.ones((2, 2)), name="dense/kernel")
+        table = tf.Variable(tf.ones((3, 2)), name="Embedding-Token/embeddings")
+        optimizer = build_optimizer(0.1, 0.01, jit_compile=jit_compile)
+        grads = [tf.constant([[1.0, bad], [0.0, 1.0]]),
+                 tf.IndexedSlices(tf.ones((1, 2)), tf.constant([0]), tf.constant([3, 2]))]
+        optimizer.apply_gradients(zip(grads, (kernel, table)))
+        results.append((kernel.numpy(), table.numpy()))
+    for (xla_kernel, xla_table), (plain_kernel, plain_table) in [results]:
+        assert np.isnan(xla_kernel).all() and np.isnan(plain_kernel).all()
+        np.testing.assert_array_equal(np.isnan(xla_table), np.isnan(plain_table))
+        assert np.isnan(xla_table[0]).all()
 
 
 def test_optimizer_config_round_trip():
