@@ -9,8 +9,8 @@ clipping 1.0), dev batches of 64, float32, every CPU.
 
 - bertkit: ``python recipes/sentiment/train.py --train-file SLICE --dev-file DEV --output-dir ...``, exactly as a
   user types it: the wall time is the whole process (imports, reading and tokenizing, building, tracing the train
-  step and compiling the AdamW update kernels, the epoch, the dev evaluation that picks the kept epoch, the report:
-  a second pass over dev, plots);
+  step, the epoch, the dev evaluation that picks the kept epoch, the report: a second pass over dev, plots). Its 63
+  steps keep Keras's plain-op AdamW updates (``bertkit.optim.XLA_UPDATES_MIN_STEPS``): no kernel compiles;
 - the peer: ``peer_torch.py --short-run`` in the peer venv (``requirements-bench.txt``): fast tokenizer, one
   shuffled pass padded per batch, then dev accuracy; its wall time is also the whole process.
 

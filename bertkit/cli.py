@@ -125,11 +125,11 @@ def build_parser(task: str, *, train_file, dev_file, test_file, epochs: int, bat
     run.add_argument("--mixed-precision", action="store_true", help="compute in float16 (keeps float32 weights)")
     run.add_argument("--train-step", choices=TRAIN_STEPS, default="auto",
                      help="graph: the Keras train step as a TensorFlow graph on oneDNN's kernels, each weight's "
-                          "AdamW update one small XLA kernel; xla: the whole step XLA-compiled, once per padded "
-                          "batch length (faster on some CPUs, slower on others; not with --deterministic, whose "
-                          "seeded dropout XLA ignores, nor with tensorflow-addons' CRF); auto: the faster of the two "
-                          "for this run on this machine, measured once by a short probe and cached "
-                          "(bertkit.train_step); graph for short runs and wherever xla is refused")
+                          "AdamW update one small XLA kernel (plain ops on runs under 300 steps); xla: the whole step "
+                          "XLA-compiled, once per padded batch length (faster on some CPUs, slower on others; not "
+                          "with --deterministic, whose seeded dropout XLA ignores, nor with tensorflow-addons' CRF); "
+                          "auto: the faster of the two for this run on this machine, measured once by a short probe "
+                          "and cached (bertkit.train_step); graph for short runs and wherever xla is refused")
     run.add_argument("--per-char", action="store_true",
                      help="one token per character (Chinese): every character keeps its own token")
     run.add_argument("--eval-batch-size", type=int, default=64, help="inputs per prediction batch (dev and test)")

@@ -22,7 +22,7 @@ NO_DECAY_PATTERNS = (
 )
 
 # The Trainer keeps Keras's plain-op updates (``build_optimizer(jit_compile=False)``) for a run of fewer steps than
-# this. The XLA kernels are compiled at the first step, about 2.6 s for MiniLM-L6 on a 2-core Zen 4 (the first
+# this. The XLA kernels are compiled at the first step, about 2.5 s for MiniLM-L6 on a 2-core Zen 4 (the first
 # step at 16 x 32: 9.0-9.2 s with them against 6.6 s with plain ops; 1.5 s for the 103 update kernels, 1.1 s more
 # since the clipping and decay joined them), and save 0.01-0.1 s per step (16 x 32 to 32 x 128): they repay their
 # compilation after roughly 26-260 steps. The 63-step short run of benchmarks/bench_short_run.py trained 1-3 s
@@ -120,7 +120,8 @@ def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, be
     of compilation at the first step (one kernel per weight), so bertkit sets it back on. Where Keras refuses XLA
     outright (Apple silicon) the plain updates stay. ``jit_compile=False`` gives the plain ops. With the XLA updates
     the global-norm clipping (one XLA kernel over the dense gradients) and the weight decay (inside each weight's
-    update kernel) leave Keras's plain ops too: see :class:`AdamW`.
+    update kernel) leave Keras's plain ops too: see :class:`AdamW`. The Trainer asks for the plain ops on a run
+    shorter than :data:`XLA_UPDATES_MIN_STEPS`, which would not repay the kernels' compilation.
     ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several replicas)."""
     if weight_decay is None or weight_decay < 0:
         raise ConfigError(f"weight decay must be zero or positive, got {weight_decay!r}")

@@ -686,12 +686,12 @@ class Trainer:
 
     def _xla_train_step(self, model, *, steps: int, example_lengths=None) -> bool:
         """``--train-step``: ``graph`` runs Keras's train step as a TensorFlow graph, its matmuls on oneDNN (each
-        weight's AdamW update one small XLA kernel: see ``bertkit.optim.build_optimizer``); ``xla`` compiles the
-        whole step with XLA, once per padded batch length; ``auto`` (the default) takes the faster of the two for
-        this run on this machine (``bertkit.train_step``: a probe measured once per machine and workload, cached;
-        graph for short runs and wherever xla is refused). Which is faster depends on the CPU (benchmarks/README.md:
-        on a Zen 4 box the graph step trains MiniLM-L6 at 13.6 seq/s against 10-11 with XLA; on a Zen 5 box XLA gave
-        27 against 16).
+        weight's AdamW update one small XLA kernel on runs of ``XLA_UPDATES_MIN_STEPS`` steps or more: see
+        ``bertkit.optim``); ``xla`` compiles the whole step with XLA, once per padded batch length; ``auto`` (the
+        default) takes the faster of the two for this run on this machine (``bertkit.train_step``: a probe measured
+        once per machine and workload, cached; graph for short runs and wherever xla is refused). Which is faster
+        depends on the CPU (benchmarks/README.md: on a Zen 4 box the graph step trains MiniLM-L6 at 13.6 seq/s
+        against 10-11 with XLA; on a Zen 5 box XLA gave 27 against 16).
         ``xla`` is refused where XLA would change what the run means: with ``--deterministic`` (XLA ignores the
         seeds of the dropout masks; refused in ``__init__``, before the run directory is touched) and with a layer
         that gives an ``xla_refusal`` (tensorflow-addons' CRF). The decision goes to ``run_config.json``."""
