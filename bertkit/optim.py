@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from bertkit.errors import ConfigError
 from bertkit.schedules import schedule_from_config, schedule_to_config
+from bertkit.train_step import PROBE_MIN_STEPS
 
 # Regexes searched in variable names. keras-bert names its LayerNorm weights '<block>-Norm/gamma:0' and
 # '<block>-Norm/beta:0' and its biases '<layer>_bq:0' ... '_bo:0', '_b1:0', '_b2:0'; Keras layers use 'bias',
@@ -26,8 +27,8 @@ NO_DECAY_PATTERNS = (
 # step at 16 x 32: 9.0-9.2 s with them against 6.6 s with plain ops; 1.5 s for the 103 update kernels, 1.1 s more
 # since the clipping and decay joined them), and save 0.01-0.1 s per step (16 x 32 to 32 x 128): they repay their
 # compilation after roughly 26-260 steps. The 63-step short run of benchmarks/bench_short_run.py trained 1-3 s
-# slower with them (benchmarks/README.md). The same bound as bertkit.train_step.PROBE_MIN_STEPS.
-XLA_UPDATES_MIN_STEPS = 300
+# slower with them (benchmarks/README.md). The bound --train-step auto already uses for the whole XLA step.
+XLA_UPDATES_MIN_STEPS = PROBE_MIN_STEPS
 
 _DEFAULTS = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-6, "global_clipnorm": 1.0, "clipnorm": None,
              "dense_gradients": False}

@@ -663,19 +663,20 @@ class Trainer:
         self.schedule = lr_schedule if lr_schedule is not None else self.make_schedule(steps_per_epoch)
         steps = int(self.args.epochs) * self.steps_per_epoch
         # AdamW's updates as XLA kernels repay their compilation only over a run of some length (see the constant)
-        xla_updates = steps >= XLA_UPDATES_MIN_STEPS
-        self.extra["optimizer_updates"] = {
-            "xla": xla_updates,
-            "reason": (f"{steps} steps >= {XLA_UPDATES_MIN_STEPS}" if xla_updates else
-                       f"a short run ({steps} steps < {XLA_UPDATES_MIN_STEPS}): XLA kernels would not repay their "
-                       f"compilation")}
-        if not xla_updates:
-            say(f"optimizer: AdamW updates as plain graph ops ({self.extra['optimizer_updates']['reason']})")
+        long_run = steps >= XLA_UPDATES_MIN_STEPS
         with self.strategy.scope():
             model = build_model()
             optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)),
-                                        dense_gradients=self.strategy.num_replicas_in_sync > 1,
-                                        jit_compile=xla_updates)
+                                        dense_gradients=self.strategy.num_replicas_in_sync > 1, jit_compile=long_run)
+            if not long_run:
+                reason = (f"a short run ({steps} steps < {XLA_UPDATES_MIN_STEPS}): XLA kernels would not repay "
+                          f"their compilation")
+            else:
+                reason = (f"{steps} steps >= {XLA_UPDATES_MIN_STEPS}" if optimizer.jit_compile
+                          else "XLA is unavailable on this platform")
+            self.extra["optimizer_updates"] = {"xla": bool(optimizer.jit_compile), "reason": reason}
+            if not optimizer.jit_compile:
+                say(f"optimizer: AdamW updates as plain graph ops ({reason})")
             xla = self._xla_train_step(model, steps=steps, example_lengths=example_lengths)
             model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=xla, **compile_kwargs)
             # The optimizer's slots now, not inside the first train step: a tf.function whose first call creates

@@ -161,10 +161,10 @@ def test_xla_clipping_turns_a_non_finite_norm_into_nan_like_keras(bad):
                  tf.IndexedSlices(tf.ones((1, 2)), tf.constant([0]), tf.constant([3, 2]))]
         optimizer.apply_gradients(zip(grads, (kernel, table)))
         results.append((kernel.numpy(), table.numpy()))
-    for (xla_kernel, xla_table), (plain_kernel, plain_table) in [results]:
-        assert np.isnan(xla_kernel).all() and np.isnan(plain_kernel).all()
-        np.testing.assert_array_equal(np.isnan(xla_table), np.isnan(plain_table))
-        assert np.isnan(xla_table[0]).all()
+    (xla_kernel, xla_table), (plain_kernel, plain_table) = results
+    assert np.isnan(xla_kernel).all() and np.isnan(plain_kernel).all()
+    np.testing.assert_array_equal(np.isnan(xla_table), np.isnan(plain_table))
+    assert np.isnan(xla_table[0]).all()  # the embedding row with a gradient
 
 
 def test_optimizer_config_round_trip():
