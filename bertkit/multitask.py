@@ -297,7 +297,7 @@ class JointRun:
         import tensorflow as tf
 
         from bertkit.encoder import load_encoder
-        from bertkit.optim import build_optimizer
+        from bertkit.optim import build_optimizer, xla_updates_choice
         from bertkit.schedules import WarmupLinearDecay
         from bertkit.training import build_loss_metrics
 
@@ -307,7 +307,10 @@ class JointRun:
                                        encoder=encoder) for t in self.tasks]
         warmup = int(round(float(self.joint.warmup_ratio) * self.total_steps))
         self.schedule = WarmupLinearDecay(float(self.joint.lr), self.total_steps, min(warmup, self.total_steps))
-        optimizer = build_optimizer(self.schedule, float(self.joint.weight_decay))
+        updates = xla_updates_choice(self.total_steps)
+        if not updates["xla"]:
+            say(f"optimizer: AdamW updates as plain graph ops ({updates['reason']})")
+        optimizer = build_optimizer(self.schedule, float(self.joint.weight_decay), jit_compile=updates["xla"])
         for task, model in zip(self.tasks, models):
             model.compile(optimizer=optimizer, loss=task.recipe.loss(task.head))
             build_loss_metrics(model)  # else a span or relation task's step is traced twice
@@ -583,8 +586,11 @@ class JointRun:
     def _write_run_configs(self) -> None:
         from bertkit.fileio import atomic_write_json
 
+        from bertkit.optim import xla_updates_choice
+
         atomic_write_json(self.out / "run_config.json", {"task": TASK_KEY, "settings": self.settings(),
-                                                         "tasks": [t.name for t in self.tasks]})
+                                                         "tasks": [t.name for t in self.tasks],
+                                                         "optimizer_updates": xla_updates_choice(self.total_steps)})
         for task in self.tasks:
             atomic_write_json(self.out / task.name / "run_config.json", self._task_run_config(task))
 

@@ -121,8 +121,9 @@ def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, be
     of compilation at the first step (one kernel per weight), so bertkit sets it back on. Where Keras refuses XLA
     outright (Apple silicon) the plain updates stay. ``jit_compile=False`` gives the plain ops. With the XLA updates
     the global-norm clipping (one XLA kernel over the dense gradients) and the weight decay (inside each weight's
-    update kernel) leave Keras's plain ops too: see :class:`AdamW`. The Trainer asks for the plain ops on a run
-    shorter than :data:`XLA_UPDATES_MIN_STEPS`, which would not repay the kernels' compilation.
+    update kernel) leave Keras's plain ops too: see :class:`AdamW`. The trainers ask for the plain ops on a run
+    shorter than :data:`XLA_UPDATES_MIN_STEPS`, which would not repay the kernels' compilation
+    (:func:`xla_updates_choice`).
     ``dense_gradients``: see :class:`AdamW` (the Trainer sets it for several replicas)."""
     if weight_decay is None or weight_decay < 0:
         raise ConfigError(f"weight decay must be zero or positive, got {weight_decay!r}")
@@ -134,6 +135,20 @@ def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, be
     if jit_compile and not optimizer.jit_compile and _xla_updates_supported():
         optimizer.jit_compile = True  # undo Keras's no-GPU switch-off (see the docstring)
     return optimizer
+
+
+def xla_updates_choice(steps: int) -> dict:
+    """Whether a training run of ``steps`` optimizer steps gets AdamW's XLA updates (``build_optimizer``'s
+    ``jit_compile``), and why, as run_config.json records it: ``{"xla": bool, "reason": str}``. Plain ops for a run
+    shorter than :data:`XLA_UPDATES_MIN_STEPS` (the kernels would not repay their compilation) and where XLA is
+    unavailable. The Trainer and the multi-task trainer both ask here."""
+    steps = int(steps)
+    if steps < XLA_UPDATES_MIN_STEPS:
+        return {"xla": False, "reason": f"a short run ({steps} steps < {XLA_UPDATES_MIN_STEPS}): XLA kernels would "
+                                        f"not repay their compilation"}
+    if not _xla_updates_supported():
+        return {"xla": False, "reason": "XLA is unavailable on this platform"}
+    return {"xla": True, "reason": f"{steps} steps >= {XLA_UPDATES_MIN_STEPS}"}
 
 
 def _xla_updates_supported() -> bool:

@@ -655,28 +655,23 @@ class Trainer:
         ``example_lengths``: the training examples' lengths (``TrainingData.example_lengths``), from which
         ``--train-step auto`` takes the padded lengths XLA compiles for and the length it probes at; without them
         auto keeps the graph step."""
-        from bertkit.optim import XLA_UPDATES_MIN_STEPS, build_optimizer
+        from bertkit.optim import build_optimizer, xla_updates_choice
 
         if steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
         self.steps_per_epoch = int(steps_per_epoch)
         self.schedule = lr_schedule if lr_schedule is not None else self.make_schedule(steps_per_epoch)
         steps = int(self.args.epochs) * self.steps_per_epoch
-        # AdamW's updates as XLA kernels repay their compilation only over a run of some length (see the constant)
-        long_run = steps >= XLA_UPDATES_MIN_STEPS
+        # AdamW's updates as XLA kernels repay their compilation only over a run of some length
+        updates = xla_updates_choice(steps)
         with self.strategy.scope():
             model = build_model()
             optimizer = build_optimizer(self.schedule, float(getattr(self.args, "weight_decay", 0.0)),
-                                        dense_gradients=self.strategy.num_replicas_in_sync > 1, jit_compile=long_run)
-            if not long_run:
-                reason = (f"a short run ({steps} steps < {XLA_UPDATES_MIN_STEPS}): XLA kernels would not repay "
-                          f"their compilation")
-            else:
-                reason = (f"{steps} steps >= {XLA_UPDATES_MIN_STEPS}" if optimizer.jit_compile
-                          else "XLA is unavailable on this platform")
-            self.extra["optimizer_updates"] = {"xla": bool(optimizer.jit_compile), "reason": reason}
-            if not optimizer.jit_compile:
-                say(f"optimizer: AdamW updates as plain graph ops ({reason})")
+                                        dense_gradients=self.strategy.num_replicas_in_sync > 1,
+                                        jit_compile=updates["xla"])
+            self.extra["optimizer_updates"] = updates
+            if not updates["xla"] and not getattr(self.args, "eval_only", False):
+                say(f"optimizer: AdamW updates as plain graph ops ({updates['reason']})")
             xla = self._xla_train_step(model, steps=steps, example_lengths=example_lengths)
             model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=xla, **compile_kwargs)
             # The optimizer's slots now, not inside the first train step: a tf.function whose first call creates

@@ -19,6 +19,7 @@ import pytest
 from bertkit import datasets
 from bertkit.errors import ConfigError
 from bertkit.multitask import epoch_order, epoch_quotas, main, run, sampling_probabilities
+from bertkit.optim import XLA_UPDATES_MIN_STEPS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,6 +126,12 @@ def test_joint_training_of_two_heads_lowers_each_tasks_loss(joint_run):
     assert "highest mean over the tasks of the normalised dev headline" in text and "joint − alone" in text
     best = max(rows, key=lambda r: r["mean_dev"])
     assert report["joint"]["best_epoch"] == best["epoch"]
+    # the Trainer's rule for AdamW's XLA updates: this run is short, so plain ops, and run_config.json says why
+    steps = json.loads((out / "result.json").read_text())["steps"]
+    updates = json.loads((out / "run_config.json").read_text())["optimizer_updates"]
+    assert steps < XLA_UPDATES_MIN_STEPS and updates["xla"] is False
+    assert updates["reason"] == f"a short run ({steps} steps < {XLA_UPDATES_MIN_STEPS}): XLA kernels would not " \
+                                "repay their compilation"
     # the same per-task budget: the run alone trained as many batches of its task as the joint run did
     for task in ("sentiment", "sequence_labeling"):
         joint_result = json.loads((out / "result.json").read_text())

@@ -10,7 +10,7 @@ import tensorflow as tf
 from bertkit import train_step
 from bertkit.cli import build_parser, parse_args
 from bertkit.errors import BertkitError, ConfigError
-from bertkit.optim import _xla_updates_supported
+from bertkit.optim import XLA_UPDATES_MIN_STEPS, _xla_updates_supported, xla_updates_choice
 from bertkit.train_step import PROBE_MIN_STEPS, choose, decide, fit_step, probe, probe_length
 from bertkit.training import Trainer, read_run_config
 
@@ -113,7 +113,7 @@ def _args(tmp_path, *extra):
     return parse_args(parser, ["--output-dir", str(tmp_path / "run"), *extra])
 
 
-def test_trainer_applies_and_records_the_auto_decision(tmp_path, tiny_bert_dir, cache_in, monkeypatch):
+def test_trainer_applies_and_records_the_auto_decision(tmp_path, tiny_bert_dir, cache_in, monkeypatch, capsys):
     """The Trainer's default is auto: a short run keeps the graph step; a run long enough, where the probe says XLA
     wins, is compiled with XLA; run_config.json records the decision and its reason either way."""
     from bertkit.encoder import load_encoder
@@ -150,4 +150,17 @@ def test_trainer_applies_and_records_the_auto_decision(tmp_path, tiny_bert_dir, 
     monkeypatch.setattr(train_step, "probe", lambda *args, **kwargs: pytest.fail("probed for --eval-only"))
     assert not trainer.compile(build, steps_per_epoch=10 * PROBE_MIN_STEPS, loss=loss, example_lengths=[8]).jit_compile
     assert trainer.extra["train_step"]["reason"] == "--eval-only: no training"
+    # nor a line about the optimizer of a run it does not train, however short that run
+    capsys.readouterr()
+    trainer.compile(build, steps_per_epoch=1, loss=loss, example_lengths=[8])
+    assert "plain graph ops" not in capsys.readouterr().err
     trainer.close()
+
+
+def test_xla_updates_choice_follows_the_run_length():
+    """The one rule both trainers (Trainer.compile, the multi-task JointRun) build their AdamW by."""
+    short, long = xla_updates_choice(XLA_UPDATES_MIN_STEPS - 1), xla_updates_choice(XLA_UPDATES_MIN_STEPS)
+    assert short["xla"] is False and short["reason"].startswith(f"a short run ({XLA_UPDATES_MIN_STEPS - 1} steps")
+    assert long["xla"] is _xla_updates_supported()
+    assert long["reason"] == (f"{XLA_UPDATES_MIN_STEPS} steps >= {XLA_UPDATES_MIN_STEPS}" if long["xla"]
+                              else "XLA is unavailable on this platform")
