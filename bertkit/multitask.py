@@ -274,11 +274,14 @@ class JointRun:
 
     def __init__(self, tasks: list[TaskData], quotas: list[int], joint, out_dir: Path, *, sampler: str,
                  tokenizer, title: str, resume_dir: Path):
+        from bertkit.optim import xla_updates_choice  # imports TensorFlow: not at the module's import
+
         self.tasks, self.quotas, self.joint, self.out = tasks, [int(q) for q in quotas], joint, Path(out_dir)
         self.sampler, self.tokenizer, self.title = sampler, tokenizer, title
         self.resume_dir = Path(resume_dir)  # what --resume --output-dir names (the joint run's directory)
         self.steps_per_epoch = sum(self.quotas)
         self.total_steps = int(joint.epochs) * self.steps_per_epoch
+        self.optimizer_updates = xla_updates_choice(self.total_steps)  # AdamW's XLA updates or not, and why
         self._partial = None  # the current epoch's per-task loss sums and counts (saved with a mid-epoch backup)
         self._best = None  # the best epoch so far (saved with an interrupt's backup)
 
@@ -297,7 +300,7 @@ class JointRun:
         import tensorflow as tf
 
         from bertkit.encoder import load_encoder
-        from bertkit.optim import build_optimizer, xla_updates_choice
+        from bertkit.optim import build_optimizer
         from bertkit.schedules import WarmupLinearDecay
         from bertkit.training import build_loss_metrics
 
@@ -307,10 +310,10 @@ class JointRun:
                                        encoder=encoder) for t in self.tasks]
         warmup = int(round(float(self.joint.warmup_ratio) * self.total_steps))
         self.schedule = WarmupLinearDecay(float(self.joint.lr), self.total_steps, min(warmup, self.total_steps))
-        updates = xla_updates_choice(self.total_steps)
-        if not updates["xla"]:
-            say(f"optimizer: AdamW updates as plain graph ops ({updates['reason']})")
-        optimizer = build_optimizer(self.schedule, float(self.joint.weight_decay), jit_compile=updates["xla"])
+        if not self.optimizer_updates["xla"]:
+            say(f"optimizer: AdamW updates as plain graph ops ({self.optimizer_updates['reason']})")
+        optimizer = build_optimizer(self.schedule, float(self.joint.weight_decay),
+                                    jit_compile=self.optimizer_updates["xla"])
         for task, model in zip(self.tasks, models):
             model.compile(optimizer=optimizer, loss=task.recipe.loss(task.head))
             build_loss_metrics(model)  # else a span or relation task's step is traced twice
@@ -586,11 +589,9 @@ class JointRun:
     def _write_run_configs(self) -> None:
         from bertkit.fileio import atomic_write_json
 
-        from bertkit.optim import xla_updates_choice
-
         atomic_write_json(self.out / "run_config.json", {"task": TASK_KEY, "settings": self.settings(),
                                                          "tasks": [t.name for t in self.tasks],
-                                                         "optimizer_updates": xla_updates_choice(self.total_steps)})
+                                                         "optimizer_updates": self.optimizer_updates})
         for task in self.tasks:
             atomic_write_json(self.out / task.name / "run_config.json", self._task_run_config(task))
 
