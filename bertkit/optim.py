@@ -22,12 +22,13 @@ NO_DECAY_PATTERNS = (
     r"LayerNorm", r"layer_norm", r"-Norm/", r"/gamma:", r"/beta:", r"bias", r"_b[qkvo12]?:\d+$",
 )
 
-# The Trainer keeps Keras's plain-op updates (``build_optimizer(jit_compile=False)``) for a run of fewer steps than
-# this. The XLA kernels are compiled at the first step, about 2.5 s for MiniLM-L6 on a 2-core Zen 4 (the first
-# step at 16 x 32: 9.0-9.2 s with them against 6.6 s with plain ops; 1.5 s for the 103 update kernels, 1.1 s more
-# since the clipping and decay joined them), and save 0.01-0.1 s per step (16 x 32 to 32 x 128): they repay their
-# compilation after roughly 26-260 steps. The 63-step short run of benchmarks/bench_short_run.py trained 1-3 s
-# slower with them (benchmarks/README.md). The bound --train-step auto already uses for the whole XLA step.
+# Both trainers (the Trainer, the multi-task JointRun) keep Keras's plain-op updates
+# (``build_optimizer(jit_compile=False)``) for a run of fewer steps than this: see xla_updates_choice. The XLA
+# kernels are compiled at the first step, about 2.5 s for MiniLM-L6 on a 2-core Zen 4 (the first step at 16 x 32:
+# 9.0-9.2 s with them against 6.6 s with plain ops; 1.5 s for the 103 update kernels, 1.1 s more since the clipping
+# and decay joined them), and save 0.01-0.1 s per step (16 x 32 to 32 x 128): they repay their compilation after
+# roughly 26-260 steps. The 63-step short run of benchmarks/bench_short_run.py trained 1-3 s slower with them
+# (benchmarks/README.md). The bound --train-step auto already uses for the whole XLA step.
 XLA_UPDATES_MIN_STEPS = PROBE_MIN_STEPS
 
 _DEFAULTS = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-6, "global_clipnorm": 1.0, "clipnorm": None,
