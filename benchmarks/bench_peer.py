@@ -9,9 +9,12 @@ under the same head ([CLS] -> Dense(2), as in ``bench_speed.py``), in float32, w
 - the same random token ids (fixed seed) on both sides, so no tokenization is timed; warm-up calls are not timed.
 
 bertkit's side is bench_speed.py's model (``load_encoder``, ``build_optimizer``, a plain ``tf.function`` for
-inference), trained twice per round: with the Keras train step the recipes run (``Trainer.compile``: a plain
-TensorFlow graph on oneDNN's kernels, each weight's AdamW update one XLA kernel; ``bench_speed.py --jit none``)
-and with the whole train step XLA-compiled (``model.compile(jit_compile=True)``; ``bench_speed.py --jit train``).
+inference), three times per round: as the sentiment recipe builds and trains it (the encoder's last block run for
+[CLS] alone, ``bertkit.encoder.first_token_encoder``: the same logits for 14% fewer matrix products; the Keras train
+step the recipes run, ``Trainer.compile``: a plain TensorFlow graph on oneDNN's kernels, each weight's AdamW update
+one XLA kernel; ``bench_speed.py --jit none``), the same with the last block run for every position as the whole
+encoder and the peer's ``BertModel`` do (``bench_speed.py --full-last-block``: the like-for-like work), and as the
+first with the whole train step XLA-compiled (``model.compile(jit_compile=True)``; ``bench_speed.py --jit train``).
 The peer (``peer_torch.py``) runs in its own virtualenv, never installed by the runtime or CI:
 
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
@@ -55,10 +58,13 @@ TOKEN_SEED = 0
 # The measured sides, in the order they alternate within a round.
 SIDES = {
     "bertkit": "bertkit (TF graph, as recipes)",
+    "bertkit_full": "bertkit (graph, full last block)",
     "bertkit_xla": "bertkit (TF, XLA train step)",
     "peer": "HF+torch",
 }
-BERTKIT_SIDES = ("bertkit", "bertkit_xla")
+BERTKIT_SIDES = ("bertkit", "bertkit_full", "bertkit_xla")
+# Sides whose encoder runs its last block for every position (the others: for [CLS] alone, as the sentiment recipe)
+FULL_LAST_BLOCK_SIDES = ("bertkit_full", "peer")
 PEER_SIDES = ("peer",)
 
 # --max-isa avx2: every library's kernels capped at AVX2 + FMA (what an AVX2-only CPU such as AMD Zen 3 runs) on a
@@ -212,10 +218,11 @@ def set_tf_threads(threads: int):
     return tf
 
 
-def bertkit_side(args, xla_train_step: bool) -> dict:
-    """Inference then training of bench_speed.py's classifier in float32: plain-graph inference; the Keras train
-    step as a plain graph (what the recipes run) or, with ``xla_train_step``, XLA-compiled whole. Sequences/s of
-    each and the process's peak RSS."""
+def bertkit_side(args, side: str) -> dict:
+    """Inference then training of bench_speed.py's classifier in float32 for ``side`` (one of
+    :data:`BERTKIT_SIDES`): plain-graph inference; the Keras train step as a plain graph (what the recipes run) or,
+    for ``bertkit_xla``, XLA-compiled whole; the last block for [CLS] alone, or for every position in
+    ``bertkit_full``. Sequences/s of each and the process's peak RSS."""
     tf = set_tf_threads(args.threads)
     from bench_speed import build_classifier
 
@@ -227,15 +234,16 @@ def bertkit_side(args, xla_train_step: bool) -> dict:
 
     note("loading the encoder")
     try:
-        model, _ = build_classifier(default_bert_dir(), NUM_LABELS)
+        model, _ = build_classifier(default_bert_dir(), NUM_LABELS, full_last_block=side in FULL_LAST_BLOCK_SIDES)
     except BertkitError as exc:
         raise BenchError(str(exc)) from None
-    figures = {"side": "bertkit_xla" if xla_train_step else "bertkit", "bertkit": bertkit.__version__,
+    xla_train_step = side == "bertkit_xla"
+    figures = {"side": side, "bertkit": bertkit.__version__,
                "tensorflow": tf.__version__,
                "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
                            tf.config.threading.get_inter_op_parallelism_threads()],
                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "train_jit": xla_train_step,
-               "infer_jit": False}
+               "infer_jit": False, "full_last_block": side in FULL_LAST_BLOCK_SIDES}
     predict = tf.function(lambda ids, seg: model([ids, seg], training=False))
 
     def infer(ids):
@@ -292,30 +300,35 @@ def cpu_facts() -> dict:
             "amx_flags": sorted(f for f in flags if f.startswith("amx"))}
 
 
-def forward_flops_per_sequence(config: dict, seq_len: int) -> float:
+def forward_flops_per_sequence(config: dict, seq_len: int, *, full_last_block: bool = True) -> float:
     """Forward FLOPs of one sequence through the encoder's matrix products, 2 per multiply-add: per layer the Q, K,
     V and output projections (4 L H^2), the feed-forward (2 L H I) and the attention scores and weighted sum
-    (2 L^2 H). Embedding lookups, layer norms, softmax, GELU and the 2-way head are left out (a few %)."""
+    (2 L^2 H). Embedding lookups, layer norms, softmax, GELU and the 2-way head are left out (a few %). Without
+    ``full_last_block`` the last layer runs for [CLS] alone: K and V for every position (2 L H^2), the rest for
+    one (2 H^2 + 2 H I + 2 L H)."""
     hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     macs_per_layer = seq_len * (4 * hidden * hidden + 2 * hidden * inner) + 2 * seq_len * seq_len * hidden
-    return 2.0 * layers * macs_per_layer
+    if full_last_block:
+        return 2.0 * layers * macs_per_layer
+    last = 2 * seq_len * hidden * hidden + 2 * hidden * hidden + 2 * hidden * inner + 2 * seq_len * hidden
+    return 2.0 * ((layers - 1) * macs_per_layer + last)
 
 
 def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
-def summarize(runs: list[dict], peak_gflops: float, forward_flops: float) -> dict:
-    """Per side: median and min-max of train and inference seq/s, their GFLOP/s (training ~3x forward) and share
-    of the GEMM peak, the largest peak RSS; then the ratios bertkit / each peer (medians, and the range of the
-    per-round ratios)."""
+def summarize(runs: list[dict], peak_gflops: float, forward_flops: dict) -> dict:
+    """Per side: median and min-max of train and inference seq/s, their GFLOP/s (the side's own forward FLOPs per
+    sequence, ``forward_flops[side]``; training ~3x forward) and share of the GEMM peak, the largest peak RSS; then
+    the ratios bertkit / each peer (medians, and the range of the per-round ratios)."""
     summary = {}
     for side in SIDES:
         mine = [r for r in runs if r["side"] == side]
         if not mine:
             continue
         entry = {"peak_rss_mb": max(r["peak_rss_mb"] for r in mine)}
-        for task, flops in (("train", 3 * forward_flops), ("infer", forward_flops)):
+        for task, flops in (("train", 3 * forward_flops[side]), ("infer", forward_flops[side])):
             figures = spread([r[f"{task}_seq_per_s"] for r in mine])
             figures["gflops"] = figures["median"] * flops / 1e9
             figures["share_of_peak"] = figures["gflops"] / peak_gflops if peak_gflops else None
@@ -359,8 +372,9 @@ def format_report(result: dict) -> str:
         + ", ".join(f"{name} {gemm[name]:.1f}" for name in ("numpy", "tensorflow", "torch"))
         + f" GFLOP/s -> peak {result['gemm_peak_gflops']:.1f} GFLOP/s",
         f"model: {model['layers']} layers, hidden {model['hidden']}, {model['heads']} heads, FFN {model['ffn']}; "
-        f"per {settings['seq_len']}-token sequence: forward {model['forward_gflop_per_seq']:.2f} GFLOP, "
-        f"training ~{3 * model['forward_gflop_per_seq']:.2f} GFLOP (3x forward)",
+        f"per {settings['seq_len']}-token sequence: forward {model['forward_gflop_per_seq']:.2f} GFLOP "
+        f"({model['forward_gflop_per_seq_by_side']['bertkit']:.2f} with the last block for [CLS] alone), "
+        f"training ~3x forward; %peak counts each side's own FLOPs",
         "",
         f"{'':<34}{'train seq/s (' + shape(settings, 'train') + ')':>28}"
         f"{'infer seq/s (' + shape(settings, 'infer') + ')':>28}{'peak RSS':>10}",
@@ -483,8 +497,7 @@ def drive(args) -> dict:
     peak = max(gemm_gflops.values())
     progress("GEMM GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in gemm_gflops.items()))
 
-    commands = {"bertkit": me + ["--worker", "bertkit"], "bertkit_xla": me + ["--worker", "bertkit_xla"],
-                "peer": peer}
+    commands = {**{side: me + ["--worker", side] for side in BERTKIT_SIDES}, "peer": peer}
     runs = []
     for round_index in range(1, args.rounds + 1):
         for side, label in SIDES.items():
@@ -497,6 +510,8 @@ def drive(args) -> dict:
                      f"infer {figures['infer_seq_per_s']:.2f} seq/s ({time.perf_counter() - start:.0f} s)")
 
     forward = forward_flops_per_sequence(config, args.seq_len)
+    per_side = {side: forward_flops_per_sequence(config, args.seq_len, full_last_block=side in FULL_LAST_BLOCK_SIDES)
+                for side in SIDES}
     first = {side: next(r for r in runs if r["side"] == side) for side in ("bertkit", "peer")}
     return {
         "date": date,
@@ -513,9 +528,10 @@ def drive(args) -> dict:
         "gemm_peak_gflops": peak,
         "model": {"folder": str(folder), "layers": config["num_hidden_layers"], "hidden": config["hidden_size"],
                   "heads": config["num_attention_heads"], "ffn": config["intermediate_size"],
-                  "forward_gflop_per_seq": forward / 1e9},
+                  "forward_gflop_per_seq": forward / 1e9,
+                  "forward_gflop_per_seq_by_side": {side: flops / 1e9 for side, flops in per_side.items()}},
         "runs": runs,
-        "summary": summarize(runs, peak, forward),
+        "summary": summarize(runs, peak, per_side),
     }
 
 
@@ -524,8 +540,7 @@ def main(argv=None) -> int:
     if args.worker:  # one side's process: its JSON line, or one error line
         try:
             check_workload(args)
-            emit(bertkit_gemm(args) if args.worker == "gemm" else
-                 bertkit_side(args, xla_train_step=args.worker == "bertkit_xla"))
+            emit(bertkit_gemm(args) if args.worker == "gemm" else bertkit_side(args, args.worker))
         except BenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -1,4 +1,5 @@
-"""Training and inference speed of the default encoder (a classifier head on ``load_encoder(default_bert_dir())``).
+"""Training and inference speed of the default encoder (a [CLS] classifier head on ``load_encoder(default_bert_dir())``,
+its last block run for [CLS] alone as in the sentiment recipe; ``--full-last-block``: for every position).
 
 Prints sequences/s and tokens/s at fixed shapes (train: batch 32 x 128 tokens with bertkit's AdamW; inference:
 batch 64 x 128) and on real SST-2 sentences with dynamic padding (each batch padded to its own longest sentence)
@@ -47,6 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--pad-multiple", type=int, default=None,
                         help="round dynamic batch lengths up to a multiple of this (fewer XLA recompilations; "
                              "default 16 with --jit, else 1)")
+    parser.add_argument("--full-last-block", action="store_true",
+                        help="run the encoder's last block for every position (the whole encoder, as the peer's "
+                             "BertModel), not for [CLS] alone as the sentiment recipe's [CLS] classifier does")
     parser.add_argument("--intra-threads", type=int, default=0, help="TF intra-op threads (0: TF default)")
     parser.add_argument("--inter-threads", type=int, default=0, help="TF inter-op threads (0: TF default)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -65,23 +69,25 @@ def read_sentences(path: Path) -> list[str]:
     return [require(row, "sentence", path, line) for line, row in read_table(path, ["sentence"])]
 
 
-def build_classifier(bert_dir, num_labels: int = 2):
+def build_classifier(bert_dir, num_labels: int = 2, *, full_last_block: bool = False):
     """``(classifier, hidden)``: [CLS] -> Dense logits on the encoder, and a model giving the encoder's hidden states
-    (same layers), used to check optimised variants."""
+    (same layers), used to check optimised variants. As the sentiment recipe builds it, the encoder's last block
+    runs for [CLS] alone (``bertkit.encoder.first_token_encoder``); ``full_last_block``: for every position, as
+    the whole encoder does (and the peer's ``BertModel``)."""
     import tensorflow as tf
 
-    from bertkit.encoder import load_encoder
+    from bertkit.encoder import first_token_encoder, load_encoder
     from bertkit.layers import Pooler
 
     encoder = load_encoder(bert_dir)
     token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
     segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
-    hidden = encoder([token_ids, segment_ids])
+    hidden = (encoder if full_last_block else first_token_encoder(encoder))([token_ids, segment_ids])
     pooled = Pooler("cls")([hidden, token_ids])
     logits = tf.keras.layers.Dense(num_labels, dtype="float32", name="logits",
                                    kernel_initializer=tf.keras.initializers.GlorotUniform(seed=0))(pooled)
     return (tf.keras.Model([token_ids, segment_ids], logits, name="classifier"),
-            tf.keras.Model([token_ids, segment_ids], hidden, name="hidden"))
+            tf.keras.Model([token_ids, segment_ids], encoder([token_ids, segment_ids]), name="hidden"))
 
 
 def time_calls(call, batches, warmup: int, steps: int) -> float:
@@ -154,7 +160,8 @@ def main(argv=None) -> int:
     jit_infer = args.jit in ("infer", "both")
     jit_train = args.jit in ("train", "both")
     multiple = args.pad_multiple or (16 if args.jit != "none" else 1)
-    print(f"encoder {bert_dir} | precision {args.precision} | jit {args.jit} | TF {tf.__version__} | "
+    print(f"encoder {bert_dir} | last block {'every position' if args.full_last_block else '[CLS] only'} | "
+          f"precision {args.precision} | jit {args.jit} | TF {tf.__version__} | "
           f"intra/inter threads {tf.config.threading.get_intra_op_parallelism_threads()}/"
           f"{tf.config.threading.get_inter_op_parallelism_threads()} | cpus {os.cpu_count()} | "
           f"oneDNN {os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}", flush=True)
@@ -184,11 +191,11 @@ def main(argv=None) -> int:
     reference = None
     policy = set_mixed_precision("mixed_bfloat16" if args.precision == "bfloat16" else False)
     try:
-        model, model_hidden = build_classifier(bert_dir)
+        model, model_hidden = build_classifier(bert_dir, full_last_block=args.full_last_block)
     finally:
         set_mixed_precision(False)
     if args.precision != "float32" or jit_infer:
-        reference, reference_hidden = build_classifier(bert_dir)
+        reference, reference_hidden = build_classifier(bert_dir, full_last_block=args.full_last_block)
         reference.set_weights(model.get_weights())
 
     if args.only in ("all", "infer"):

@@ -53,6 +53,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="profiled calls")
     parser.add_argument("--train-step", choices=("graph", "xla"), default="graph",
                         help="graph: the recipes' default path on this box kind; xla: the whole step compiled")
+    parser.add_argument("--full-last-block", action="store_true",
+                        help="the encoder's last block for every position (as bench_speed.py --full-last-block), "
+                             "not for [CLS] alone as the sentiment recipe's classifier")
     parser.add_argument("--top", type=int, default=12, help="op types listed")
     parser.add_argument("--max-isa", choices=sorted(ISA_CAPS), default="native",
                         help="avx2: kernels capped at AVX2 + FMA as bench_peer.py caps them (for TensorFlow: "
@@ -189,9 +192,10 @@ def main(argv=None) -> int:
     from bertkit.train_step import fit_step
 
     print(f"bertkit {bertkit.__version__}, TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, "
-          f"max ISA {args.max_isa}, train step {args.train_step}", flush=True)
+          f"max ISA {args.max_isa}, train step {args.train_step}, last block "
+          f"{'every position' if args.full_last_block else '[CLS] only'}", flush=True)
     bert_dir = default_bert_dir()
-    model, _ = build_classifier(bert_dir)
+    model, _ = build_classifier(bert_dir, full_last_block=args.full_last_block)
 
     def token_ids(batch):
         ids = tf.constant(random_batches(bert_dir / "vocab.txt", batch, args.seq_len, count=1)[0])

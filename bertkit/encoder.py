@@ -33,6 +33,7 @@ __all__ = [
     "chinese_bert_dir",
     "validate_bert_dir",
     "load_encoder",
+    "first_token_encoder",
 ]
 
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2"
@@ -485,3 +486,51 @@ def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: floa
             elif index is not None:
                 layer.trainable = index >= first_trainable
     return model
+
+
+def first_token_encoder(encoder, *, name: str | None = None):
+    """A view of ``encoder`` (:func:`load_encoder`'s model) that gives the last hidden state of the first position
+    (``[CLS]``) only, ``(batch, 1, hidden)``: the same layers and weights, the same values as
+    ``encoder(inputs)[:, :1]`` up to float rounding, for less work.
+
+    Its last block attends from ``[CLS]`` alone (the keys and values still come from every position) and runs its
+    feed-forward on that one position, so a head that reads only the ``[CLS]`` vector skips the rest of the last
+    block: 14% of MiniLM-L6's matrix products at 128 tokens. Training through it gives the same gradients, since
+    nothing else of the last block reaches such a head. The view is named ``name`` (default: the encoder's name)
+    and holds the encoder's layers in the same order, so weights saved from a model built on either load into the
+    other.
+
+    An encoder that is not built of keras-bert's ``Encoder-<n>-...`` blocks (a view already, or the int8 encoder of
+    ``bertkit.quantize``, which computes what its export holds) is returned as it is: the caller reads position 0
+    of whatever it gives.
+    """
+    import tensorflow as tf
+
+    from bertkit.layers import FirstPosition
+
+    layers = getattr(encoder, "layers", [])
+    blocks = [index for index in (encoder_layer_index(layer.name) for layer in layers) if index]
+    if not blocks or any(isinstance(layer, FirstPosition) for layer in layers):
+        return encoder
+    last = max(blocks)
+    block = [layer for layer in layers if encoder_layer_index(layer.name) == last]  # in graph order
+    attention = block[0]
+    if not attention.name.endswith("-MultiHeadSelfAttention"):
+        raise ConfigError(f"{encoder.name}: the last block starts with {attention.name}, not its self-attention")
+    hidden = attention.get_input_at(0)  # the previous block's output, every position
+    query = FirstPosition(name=f"Encoder-{last}-FirstPosition")(hidden)
+    replayed = {}  # id(an output of the original block) -> the same layer's output on the first position only
+
+    def mapped(tensor):
+        if tensor is hidden:  # the residual connection around the attention: the first position's input
+            return query
+        return replayed[id(tensor)]
+
+    for layer in block:
+        if layer is attention:
+            output = attention([query, hidden, hidden])
+        else:
+            inputs = layer.get_input_at(0)
+            output = layer([mapped(t) for t in inputs] if isinstance(inputs, list) else mapped(inputs))
+        replayed[id(layer.get_output_at(0))] = output
+    return tf.keras.Model(encoder.inputs, replayed[id(encoder.outputs[0])], name=name or encoder.name)

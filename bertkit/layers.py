@@ -15,6 +15,7 @@ __all__ = [
     "masked_logits",
     "MaskedLogits",
     "Pooler",
+    "FirstPosition",
     "DtypeSafeMultiHeadAttention",
     "custom_objects",
 ]
@@ -108,6 +109,19 @@ class Pooler(tf.keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+class FirstPosition(tf.keras.layers.Layer):
+    """``(batch, seq, hidden)`` -> ``(batch, 1, hidden)``: the first position (``[CLS]``) alone, its mask with it.
+
+    The query of :func:`bertkit.encoder.first_token_encoder`'s last block: that block then attends from ``[CLS]`` only,
+    over every position's keys and values."""
+
+    def call(self, inputs):
+        return tf.expand_dims(inputs[:, 0], 1)  # not inputs[:, :1], whose length 0 or 1 is unknown until run time
+
+    def compute_mask(self, inputs, mask=None):
+        return None if mask is None else tf.expand_dims(mask[:, 0], 1)
+
+
 def _multi_head_base():
     from keras_multi_head import MultiHeadAttention
 
@@ -151,6 +165,7 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
         else:
             q = k = v = inputs
         key_mask = mask[1] if isinstance(mask, list) else mask
+        query_length = q.shape[1]  # static where known: 1 for first_token_encoder's [CLS]-only query
         q = self._project(q, self.Wq, self.bq)
         k = self._project(k, self.Wk, self.bk)
         v = self._project(v, self.Wv, self.bv)
@@ -174,7 +189,7 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
         weights = tf.nn.softmax(scores, axis=-1)
         if self._probability_dropout is not None:
             weights = self._probability_dropout(weights, training=training)
-        y = self._merge_heads(tf.matmul(weights, v))
+        y = self._merge_heads(tf.matmul(weights, v), query_length)
         return self._project(y, self.Wo, self.bo)
 
     def get_config(self):
@@ -196,11 +211,11 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
         x = tf.reshape(x, [shape[0], shape[1], self.head_num, shape[2] // self.head_num])
         return tf.transpose(x, [0, 2, 1, 3])
 
-    def _merge_heads(self, x):
+    def _merge_heads(self, x, length=None):
         x = tf.transpose(x, [0, 2, 1, 3])
         shape = tf.shape(x)
         y = tf.reshape(x, [shape[0], shape[1], shape[2] * shape[3]])
-        return tf.ensure_shape(y, [None, None, self.Wo.shape[0]])
+        return tf.ensure_shape(y, [None, length, self.Wo.shape[0]])
 
 
 def custom_objects() -> dict:
@@ -219,6 +234,7 @@ def custom_objects() -> dict:
             "DtypeSafeMultiHeadAttention": DtypeSafeMultiHeadAttention,
             "MaskedLogits": MaskedLogits,
             "Pooler": Pooler,
+            "FirstPosition": FirstPosition,
         }
     )
     return objects

@@ -26,7 +26,8 @@ checksums of the other two).
 
 Interface: the ``.tflite`` takes token ids (``token_ids``, ``segment_ids``: int32, shape ``(batch, seq)``, any batch
 and length up to the encoder's ``max_position_embeddings``, padded with 0) and returns ``hidden`` (float32,
-``(batch, seq, hidden)``). It does not take raw strings: the in-graph tokenizer of the SavedModel export
+``(batch, seq, hidden)``; ``(batch, 1, hidden)``, the ``[CLS]`` position alone, where the run's model holds
+``bertkit.encoder.first_token_encoder``'s view, as the sentiment recipe's does with ``[CLS]`` pooling). It does not take raw strings: the in-graph tokenizer of the SavedModel export
 (``bertkit.export.InGraphTokenizer``) is built on tensorflow-text ops, which are not TensorFlow Lite builtins.
 Tokenization stays in Python (``bertkit.tokenization.Tokenizer``, the same ids and offsets), which is what
 :func:`load_int8_run`'s ``Predictor`` does.
@@ -458,21 +459,23 @@ def _int8_encoder_class():
 
     class Int8Encoder(tf.keras.layers.Layer):
         """``[token_ids, segment_ids]`` -> hidden states ``(batch, seq, hidden)`` from a :class:`TFLiteModel` (a
-        ``tf.numpy_function``, so it runs inside Keras ``predict_on_batch`` and ``tf.function`` s too); the output
-        mask is ``token_ids != 0``, as the Keras encoder's. A batch goes to the interpreter in calls of at most
-        ``tokens_per_invoke`` tokens (at least one row; :data:`TOKENS_PER_INVOKE`). No weights, nothing to train,
-        not serialisable."""
+        ``tf.numpy_function``, so it runs inside Keras ``predict_on_batch`` and ``tf.function`` s too), or of the
+        first position alone ``(batch, 1, hidden)`` where the export holds a ``first_token_encoder`` view; the
+        output mask is ``token_ids != 0`` of those positions, as the Keras encoder's. A batch goes to the
+        interpreter in calls of at most ``tokens_per_invoke`` tokens (at least one row; :data:`TOKENS_PER_INVOKE`).
+        No weights, nothing to train, not serialisable."""
 
         def __init__(self, model: TFLiteModel, hidden_size: int, name: str = ENCODER_LAYER,
-                     tokens_per_invoke: int = TOKENS_PER_INVOKE):
+                     tokens_per_invoke: int = TOKENS_PER_INVOKE, first_position_only: bool = False):
             super().__init__(name=name, trainable=False)
             self.model, self.hidden_size, self.tokens_per_invoke = model, int(hidden_size), int(tokens_per_invoke)
+            self.first_position_only = bool(first_position_only)
 
         def call(self, inputs, training=None):
             token_ids, segment_ids = (tf.cast(x, tf.int32) for x in inputs)
             hidden = tf.numpy_function(self.hidden_states, [token_ids, segment_ids], tf.float32,
                                        name="int8_encoder")
-            hidden.set_shape([None, None, self.hidden_size])
+            hidden.set_shape([None, 1 if self.first_position_only else None, self.hidden_size])
             return hidden
 
         def hidden_states(self, token_ids, segment_ids):
@@ -484,7 +487,8 @@ def _int8_encoder_class():
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
         def compute_mask(self, inputs, mask=None):
-            return tf.not_equal(tf.cast(inputs[0], tf.int32), 0)
+            token_ids = inputs[0][:, :1] if self.first_position_only else inputs[0]
+            return tf.not_equal(tf.cast(token_ids, tf.int32), 0)
 
         def get_config(self):
             raise NotImplementedError("the int8 encoder wraps a TensorFlow Lite interpreter; it is not serialisable")
@@ -503,8 +507,9 @@ def int8_encoder(tflite_path, *, num_threads: int | None = None, tokens_per_invo
         raise CheckpointError(tflite_path, f"not an encoder export (inputs {model.input_names}, outputs "
                                            f"{model.output_names}; expected {list(ENCODER_INPUTS)} -> "
                                            f"[{ENCODER_OUTPUT!r}])")
-    return _int8_encoder_class()(model, model.metadata["outputs"][0]["shape"][-1],
-                                 tokens_per_invoke=tokens_per_invoke)
+    shape = model.metadata["outputs"][0]["shape"]  # (batch, seq, hidden); seq 1: the [CLS] position alone
+    return _int8_encoder_class()(model, shape[-1], tokens_per_invoke=tokens_per_invoke,
+                                 first_position_only=shape[1] == 1)
 
 
 # --------------------------------------------------------------------------------------------------------- a run

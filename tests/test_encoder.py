@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertkit.encoder import BertConfig, default_bert_dir, load_encoder, validate_bert_dir
+from bertkit.encoder import BertConfig, default_bert_dir, first_token_encoder, load_encoder, validate_bert_dir
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.testing import numpy_bert_forward, write_random_checkpoint
 
@@ -192,6 +192,77 @@ def test_attention_dropout_follows_config_and_options(tiny_bert_dir, tmp_path):
         load_encoder(bert_dir)
     edit_config(bert_dir, attention_probs_dropout_prob=None)  # absent: BERT's 0.1
     assert attention_dropout_rates(load_encoder(bert_dir)) == {0.1}
+
+
+# ---------------------------------------------------------------------------------------- the [CLS]-only view
+def cls_classifier(encoder, name="classifier"):
+    """[CLS] -> Dense(2) logits on ``encoder`` (named ``encoder`` inside), as the sentiment recipe's model."""
+    token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
+    segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
+    hidden = encoder([token_ids, segment_ids])
+    logits = tf.keras.layers.Dense(2, name="logits", kernel_initializer=tf.keras.initializers.GlorotUniform(seed=1))(
+        hidden[:, 0])
+    return tf.keras.Model([token_ids, segment_ids], logits, name=name)
+
+
+def test_first_token_encoder_gives_the_cls_state_of_the_same_weights(tiny_bert_dir):
+    encoder = load_encoder(tiny_bert_dir)
+    view = first_token_encoder(encoder)
+    assert view.name == "encoder" and view.output_shape == (None, 1, 32)
+    assert len(view.weights) == len(encoder.weights)
+    assert all(a is b for a, b in zip(view.weights, encoder.weights))  # the same variables, in the same order
+    inputs = [np.pad(TOKEN_IDS, [(0, 0), (0, 3)]), np.pad(SEGMENT_IDS, [(0, 0), (0, 3)])]  # padded rows
+    full = encoder(inputs).numpy()
+    first = view(inputs).numpy()
+    assert first.shape == (2, 1, 32)
+    np.testing.assert_allclose(first, full[:, :1], atol=1e-6)
+    assert np.abs(full[:, 1:] - full[:, :1]).max() > 1e-2  # the other positions differ: position 0 was compared
+    # idempotent, and anything that is not keras-bert's blocks (an int8 encoder) is left as it is
+    assert first_token_encoder(view) is view
+    other = tf.keras.layers.Dense(3, name="encoder")
+    assert first_token_encoder(other) is other
+
+
+def test_first_token_encoder_trains_with_the_same_gradients(tiny_bert_dir):
+    """Nothing of the last block but [CLS] reaches a [CLS] head: the gradients of every weight are the same
+    (dropout off, so both see the same function)."""
+    encoder = load_encoder(tiny_bert_dir, dropout=0.0)
+    models = {"full": cls_classifier(encoder), "first": cls_classifier(first_token_encoder(encoder))}
+    models["first"].get_layer("logits").set_weights(models["full"].get_layer("logits").get_weights())
+    labels = tf.constant([0, 1])
+    gradients = {}
+    for name, model in models.items():
+        with tf.GradientTape() as tape:
+            logits = model([TOKEN_IDS, SEGMENT_IDS], training=True)
+            loss = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        gradients[name] = tape.gradient(loss, model.trainable_weights)
+    assert [w.name for w in models["full"].trainable_weights] == [w.name for w in models["first"].trainable_weights]
+    for full, first, weight in zip(gradients["full"], gradients["first"], models["full"].trainable_weights):
+        full, first = tf.convert_to_tensor(full).numpy(), tf.convert_to_tensor(first).numpy()
+        np.testing.assert_allclose(first, full, rtol=1e-5, atol=1e-6, err_msg=weight.name)  # float rounding
+    query_kernel = next(g for g, w in zip(gradients["first"], models["first"].trainable_weights)
+                        if w.name.startswith("Encoder-2-MultiHeadSelfAttention/") and "Wq" in w.name)
+    assert np.abs(query_kernel.numpy()).max() > 0  # the last block is trained through the view
+
+
+def test_weights_saved_on_the_full_encoder_load_into_the_view(tiny_bert_dir, tmp_path):
+    """A run saved before the view (the model held the whole encoder) loads into a model built on the view, and
+    the other way round: the same weights by layer, in the same order."""
+    from bertkit.training import load_weights, save_weights
+
+    full = cls_classifier(load_encoder(tiny_bert_dir))
+    full.get_layer("logits").set_weights([np.full((32, 2), 0.3, np.float32), np.array([0.1, -0.1], np.float32)])
+    for layer in full.get_layer("encoder").layers:  # weights unlike the checkpoint's, so loading has to work
+        layer.set_weights([w * 1.5 for w in layer.get_weights()])
+    save_weights(full, tmp_path / "full")
+    view = cls_classifier(first_token_encoder(load_encoder(tiny_bert_dir)))
+    load_weights(view, tmp_path / "full")
+    inputs = [TOKEN_IDS, SEGMENT_IDS]
+    np.testing.assert_allclose(view(inputs).numpy(), full(inputs).numpy(), atol=1e-5)
+    save_weights(view, tmp_path / "view")
+    again = cls_classifier(load_encoder(tiny_bert_dir))
+    load_weights(again, tmp_path / "view")
+    np.testing.assert_allclose(again(inputs).numpy(), full(inputs).numpy(), atol=1e-5)
 
 
 @pytest.fixture

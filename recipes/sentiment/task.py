@@ -5,7 +5,8 @@ The whole story, in the steps of the recipe contract (``bertkit.recipe``):
    with a header; the label set comes from the training data (``build_head``) and a dev/test label never seen in
    training is an error (``check_examples``);
 2. ``encode``: each text, or pair packed as one input ``[CLS] a [SEP] b [SEP]``, becomes token and segment ids;
-3. ``build_model``: the [CLS] vector (or the mean over real tokens) -> dropout -> Dense softmax;
+3. ``build_model``: the [CLS] vector (the last block computed for [CLS] alone) or the mean over real tokens ->
+   dropout -> Dense softmax;
 4. ``predict`` in batches of similar length, ``score`` it (accuracy, macro-F1, per class, confusion) and describe it
    for report.md (``report_sections``: per-class table, confusion matrix, the most confident mistakes);
 5. ``serving``: signatures that classify raw strings (tokenization in the graph), which ``export`` writes as a
@@ -191,15 +192,19 @@ def training_data(features, head, *, batch_size, seed):
 def build_model(bert_dir, head, *, trainable_layers=None, encoder=None):
     """Encoder -> pooled vector -> dropout -> Dense softmax (float32, also under mixed precision).
 
-    ``encoder``: an encoder already loaded (``bertkit.encoder.load_encoder``), used as it is instead of loading
-    ``bert_dir``'s, so several task models can share one; its ``trainable_layers`` are then the caller's business."""
+    With [CLS] pooling the encoder's last block runs for [CLS] alone (``bertkit.encoder.first_token_encoder``: the
+    same weights and probabilities, 14% fewer matrix products at 128 tokens). ``encoder``: an encoder already loaded
+    (``bertkit.encoder.load_encoder``), used instead of loading ``bert_dir``'s, so several task models can share
+    one; its ``trainable_layers`` are then the caller's business."""
     import tensorflow as tf
 
-    from bertkit.encoder import load_encoder
+    from bertkit.encoder import first_token_encoder, load_encoder
     from bertkit.layers import Pooler
 
     if encoder is None:
         encoder = load_encoder(bert_dir, trainable_layers=trainable_layers)
+    if head["pooling"] == "cls":
+        encoder = first_token_encoder(encoder)
     token_ids = tf.keras.Input(shape=(None,), dtype="int32", name="token_ids")
     segment_ids = tf.keras.Input(shape=(None,), dtype="int32", name="segment_ids")
     hidden = encoder([token_ids, segment_ids])
