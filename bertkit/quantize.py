@@ -27,8 +27,9 @@ checksums of the other two).
 Interface: the ``.tflite`` takes token ids (``token_ids``, ``segment_ids``: int32, shape ``(batch, seq)``, any batch
 and length up to the encoder's ``max_position_embeddings``, padded with 0) and returns ``hidden`` (float32,
 ``(batch, seq, hidden)``; ``(batch, 1, hidden)``, the ``[CLS]`` position alone, where the run's model holds
-``bertkit.encoder.first_token_encoder``'s view, as the sentiment recipe's does with ``[CLS]`` pooling). It does not take raw strings: the in-graph tokenizer of the SavedModel export
-(``bertkit.export.InGraphTokenizer``) is built on tensorflow-text ops, which are not TensorFlow Lite builtins.
+``bertkit.encoder.first_token_encoder``'s view, as the sentiment recipe's does with ``[CLS]`` pooling). It does not
+take raw strings: the in-graph tokenizer of the SavedModel export (``bertkit.export.InGraphTokenizer``) is built on
+tensorflow-text ops, which are not TensorFlow Lite builtins.
 Tokenization stays in Python (``bertkit.tokenization.Tokenizer``, the same ids and offsets), which is what
 :func:`load_int8_run`'s ``Predictor`` does.
 

@@ -217,6 +217,8 @@ def test_first_token_encoder_gives_the_cls_state_of_the_same_weights(tiny_bert_d
     assert first.shape == (2, 1, 32)
     np.testing.assert_allclose(first, full[:, :1], atol=1e-6)
     assert np.abs(full[:, 1:] - full[:, :1]).max() > 1e-2  # the other positions differ: position 0 was compared
+    # a second view of the same encoder (two [CLS] tasks on one shared encoder) computes the same
+    np.testing.assert_allclose(first_token_encoder(encoder, name="second")(inputs).numpy(), first, atol=1e-6)
     # idempotent, and anything that is not keras-bert's blocks (an int8 encoder) is left as it is
     assert first_token_encoder(view) is view
     other = tf.keras.layers.Dense(3, name="encoder")
