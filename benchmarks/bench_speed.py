@@ -82,12 +82,13 @@ def build_classifier(bert_dir, num_labels: int = 2, *, full_last_block: bool = F
     encoder = load_encoder(bert_dir)
     token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
     segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
-    hidden = (encoder if full_last_block else first_token_encoder(encoder))([token_ids, segment_ids])
-    pooled = Pooler("cls")([hidden, token_ids])
+    hidden = encoder([token_ids, segment_ids])  # every position: what optimised variants are checked on
+    first = hidden if full_last_block else first_token_encoder(encoder)([token_ids, segment_ids])
+    pooled = Pooler("cls")([first, token_ids])
     logits = tf.keras.layers.Dense(num_labels, dtype="float32", name="logits",
                                    kernel_initializer=tf.keras.initializers.GlorotUniform(seed=0))(pooled)
     return (tf.keras.Model([token_ids, segment_ids], logits, name="classifier"),
-            tf.keras.Model([token_ids, segment_ids], encoder([token_ids, segment_ids]), name="hidden"))
+            tf.keras.Model([token_ids, segment_ids], hidden, name="hidden"))
 
 
 def time_calls(call, batches, warmup: int, steps: int) -> float:
