@@ -232,18 +232,18 @@ def bertkit_side(args, side: str) -> dict:
     from bertkit.optim import build_optimizer
     from bertkit.train_step import fit_step
 
+    full_last_block, xla_train_step = side in FULL_LAST_BLOCK_SIDES, side == "bertkit_xla"
     note("loading the encoder")
     try:
-        model, _ = build_classifier(default_bert_dir(), NUM_LABELS, full_last_block=side in FULL_LAST_BLOCK_SIDES)
+        model, _ = build_classifier(default_bert_dir(), NUM_LABELS, full_last_block=full_last_block)
     except BertkitError as exc:
         raise BenchError(str(exc)) from None
-    xla_train_step = side == "bertkit_xla"
     figures = {"side": side, "bertkit": bertkit.__version__,
                "tensorflow": tf.__version__,
                "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
                            tf.config.threading.get_inter_op_parallelism_threads()],
                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "train_jit": xla_train_step,
-               "infer_jit": False, "full_last_block": side in FULL_LAST_BLOCK_SIDES}
+               "infer_jit": False, "full_last_block": full_last_block}
     predict = tf.function(lambda ids, seg: model([ids, seg], training=False))
 
     def infer(ids):
