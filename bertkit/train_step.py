@@ -15,16 +15,18 @@ sequences/s with the XLA step on a 2-core Zen 5, at 10-11 against 13.6 on a 2-co
    (``$BERTKIT_CACHE/train_step_probes.json``, default ``~/.cache/bertkit``), or, the first time, from the probe:
    ``python -m bertkit.train_step`` in a child process (so the run's own model, optimizer and random state are
    untouched) trains the run's encoder under a two-class head on random token ids at the run's batch size and its
-   median example length (rounded up to 16), with each step: ``graph`` and ``xla`` step times (median of
-   :data:`TIMED_STEPS` after warm-up) and the XLA step's first call less one step (tracing plus compilation, paid
-   once per padded length).
+   median example length (rounded up to 16), the encoder's last block for ``[CLS]`` alone where the run's model
+   holds ``bertkit.encoder.first_token_encoder``'s view (as the sentiment recipe's ``[CLS]`` classifier does), with
+   each step: ``graph`` and ``xla`` step times (median of :data:`TIMED_STEPS` after warm-up) and the XLA step's first
+   call less one step (tracing plus compilation, paid once per padded length).
 3. The estimate over the whole run: ``steps x graph_step`` against ``steps x xla_step + lengths x xla_compile``
    (``lengths``: the distinct example lengths, each a padded batch length XLA compiles for); ``xla`` only when its
    estimate is below :data:`XLA_MARGIN` of the graph's.
 
 The cache key is the machine (CPU model and its vector extensions, usable CPUs, TensorFlow's version, oneDNN and XLA
-settings) and the workload (encoder shape, batch size, padded length rounded up to 16, precision); delete the file to
-measure again. The decision, the reason and the figures go to ``run_config.json`` (``train_step``) and the log.
+settings) and the workload (encoder shape, batch size, padded length rounded up to 16, precision, and ``last_block``:
+``"first_token"`` for the view); delete the file to measure again. The decision, the reason and the figures go to
+``run_config.json`` (``train_step``) and the log.
 """
 
 from __future__ import annotations
@@ -173,23 +175,26 @@ def fit_step(model, batches):
     return lambda: float(train_function(iterator)["loss"])
 
 
-def measure(bert_dir, batch_size: int, length: int, *, mixed_precision: bool = False,
+def measure(bert_dir, batch_size: int, length: int, *, mixed_precision: bool = False, first_token_only: bool = False,
             warmup: int = WARMUP_STEPS, steps: int = TIMED_STEPS) -> dict:
     """Train the encoder in ``bert_dir`` under a two-class head on random token ids (``batch_size`` x ``length``),
     first with the graph step, then with the XLA step; the step times (median of ``steps`` after ``warmup`` calls)
-    and the XLA step's first call less one step (its tracing and compilation). Runs in this process: the probe's
-    child (:func:`probe`) calls it."""
+    and the XLA step's first call less one step (its tracing and compilation). ``first_token_only``: the head reads
+    ``bertkit.encoder.first_token_encoder``'s view (the last block for ``[CLS]`` alone), as a ``[CLS]`` classifier
+    built on it trains. Runs in this process: the probe's child (:func:`probe`) calls it."""
     import numpy as np
     import tensorflow as tf
 
     from bertkit.distribute import set_mixed_precision
-    from bertkit.encoder import load_encoder, validate_bert_dir
+    from bertkit.encoder import first_token_encoder, load_encoder, validate_bert_dir
     from bertkit.optim import build_optimizer
 
     set_mixed_precision(mixed_precision)
     tf.keras.utils.set_random_seed(0)
     vocab = validate_bert_dir(bert_dir).vocab_size
     encoder = load_encoder(bert_dir)
+    if first_token_only:
+        encoder = first_token_encoder(encoder)  # hidden states (batch, 1, hidden): position 0 alone
     token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
     segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
     hidden = encoder([token_ids, segment_ids])
@@ -219,13 +224,16 @@ def measure(bert_dir, batch_size: int, length: int, *, mixed_precision: bool = F
     return figures
 
 
-def probe(bert_dir, batch_size: int, length: int, *, mixed_precision: bool = False) -> dict:
+def probe(bert_dir, batch_size: int, length: int, *, mixed_precision: bool = False,
+          first_token_only: bool = False) -> dict:
     """:func:`measure` in a child process (``python -m bertkit.train_step``): the caller's TensorFlow state, model and
     random generators are untouched. A failed probe is a ``BertkitError`` quoting the child's last output lines."""
     command = [sys.executable, "-m", "bertkit.train_step", "--bert-dir", str(bert_dir),
                "--batch-size", str(batch_size), "--length", str(length)]
     if mixed_precision:
         command.append("--mixed-precision")
+    if first_token_only:
+        command.append("--first-token-only")
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -252,8 +260,11 @@ def decide(figures: dict, steps: int, lengths: int) -> tuple[str, dict]:
 
 def choose(*, bert_dir, batch_size: int, steps: int, example_lengths: Sequence[int] | None,
            mixed_precision: bool = False, refusals: Sequence[str] = (), deterministic: bool = False,
-           replicas: int = 1, encoder: dict | None = None, eval_only: bool = False) -> Decision:
-    """The ``auto`` decision for one run (see the module's docstring); probes and caches where it must."""
+           replicas: int = 1, encoder: dict | None = None, eval_only: bool = False,
+           first_token_only: bool = False) -> Decision:
+    """The ``auto`` decision for one run (see the module's docstring); probes and caches where it must.
+    ``first_token_only``: the run's model holds ``bertkit.encoder.first_token_encoder``'s view, and the probe
+    times that (a workload of its own in the cache)."""
     from bertkit.cli import say
     from bertkit.fileio import atomic_write_json
 
@@ -281,6 +292,8 @@ def choose(*, bert_dir, batch_size: int, steps: int, example_lengths: Sequence[i
     length = probe_length(example_lengths)
     workload = {"encoder": encoder or {"bert_dir": str(bert_dir)}, "batch_size": int(batch_size), "length": length,
                 "precision": "mixed" if mixed_precision else "float32", "probe": PROBE_METHOD}
+    if first_token_only:  # only then: the whole encoder's entries keep the keys they were cached under
+        workload["last_block"] = "first_token"
     machine_info = machine()
     key, path = _key(machine_info, workload), cache_path()
     cache = _read_cache(path)
@@ -291,7 +304,8 @@ def choose(*, bert_dir, batch_size: int, steps: int, example_lengths: Sequence[i
         say(f"train step: measuring the graph and XLA steps at {batch_size} x {length} on this machine (once: "
             f"cached in {path})")
         start = time.perf_counter()
-        figures = probe(bert_dir, batch_size, length, mixed_precision=mixed_precision)
+        figures = probe(bert_dir, batch_size, length, mixed_precision=mixed_precision,
+                        first_token_only=first_token_only)
         figures = {**figures, "probe_s": round(time.perf_counter() - start, 1),
                    "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info, "workload": workload}
         try:
@@ -319,6 +333,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--length", type=int, default=128, help="padded sequence length")
     parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--first-token-only", action="store_true",
+                        help="the encoder's last block for [CLS] alone (bertkit.encoder.first_token_encoder)")
     parser.add_argument("--warmup", type=int, default=WARMUP_STEPS)
     parser.add_argument("--steps", type=int, default=TIMED_STEPS)
     args = parser.parse_args(argv)
@@ -328,7 +344,8 @@ def main(argv=None) -> int:
 
     try:
         figures = measure(resolve_bert_dir(args.bert_dir), args.batch_size, args.length,
-                          mixed_precision=args.mixed_precision, warmup=args.warmup, steps=args.steps)
+                          mixed_precision=args.mixed_precision, first_token_only=args.first_token_only,
+                          warmup=args.warmup, steps=args.steps)
     except (BertkitError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -697,15 +697,20 @@ class Trainer:
         refusing = sorted({f"{layer.name} ({type(layer).__name__}: {layer.xla_refusal})"
                            for layer in model.submodules if getattr(layer, "xla_refusal", None)})
         if choice == "auto":
+            from bertkit.layers import FirstPosition
             from bertkit.train_step import choose
 
+            # a model on bertkit.encoder.first_token_encoder's view runs its last block for [CLS] alone: the probe
+            # times that, not the whole encoder
+            first_token_only = any(isinstance(layer, FirstPosition) for layer in model.submodules)
             decision = choose(bert_dir=getattr(self.args, "bert_dir", None),
                               batch_size=int(getattr(self.args, "batch_size", 1) or 1), steps=steps,
                               example_lengths=example_lengths,
                               mixed_precision=bool(getattr(self.args, "mixed_precision", False)),
                               refusals=refusing, deterministic=bool(getattr(self.args, "deterministic", False)),
                               replicas=self.strategy.num_replicas_in_sync, encoder=self._encoder_shape(),
-                              eval_only=bool(getattr(self.args, "eval_only", False)))
+                              eval_only=bool(getattr(self.args, "eval_only", False)),
+                              first_token_only=first_token_only)
             self.extra["train_step"] = dict(decision)
             say(f"train step: {decision['chosen']} (--train-step auto: {decision['reason']})")
             return decision.xla

@@ -157,6 +157,43 @@ def test_trainer_applies_and_records_the_auto_decision(tmp_path, tiny_bert_dir, 
     trainer.close()
 
 
+def test_auto_probes_the_first_token_view_where_the_model_holds_it(tmp_path, tiny_bert_dir, cache_in, monkeypatch):
+    """A [CLS] classifier on bertkit.encoder.first_token_encoder's view (as the sentiment recipe builds it): the probe
+    (the real child process, tiny BERT) trains the view, a workload cached apart from the whole encoder's; a model on
+    the whole encoder probes the whole encoder, under the key it always had (no ``last_block``)."""
+    from bertkit.encoder import first_token_encoder, load_encoder
+
+    probed = []
+    real_probe = train_step.probe
+
+    def recording_probe(*args, **kwargs):
+        probed.append(kwargs.get("first_token_only", False))
+        return real_probe(*args, **kwargs) if probed[-1] else dict(XLA_WINS)
+
+    monkeypatch.setattr(train_step, "probe", recording_probe)
+
+    def builder(view: bool):
+        def build():
+            token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
+            segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
+            encoder = load_encoder(tiny_bert_dir)
+            hidden = (first_token_encoder(encoder) if view else encoder)([token_ids, segment_ids])
+            return tf.keras.Model([token_ids, segment_ids], tf.keras.layers.Dense(2)(hidden[:, 0]))
+        return build
+
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for view in (True, False):
+        trainer = Trainer(_args(tmp_path / str(view), "--bert-dir", str(tiny_bert_dir)), "toy", verbose=0)
+        trainer.compile(builder(view), steps_per_epoch=PROBE_MIN_STEPS, loss=loss, example_lengths=[8, 8, 12])
+        assert "measured now" in trainer.extra["train_step"]["reason"]
+        trainer.close()
+    assert probed == [True, False]
+    entries = json.loads(cache_in.read_text(encoding="utf-8")).values()
+    assert sorted(entry["workload"].get("last_block", "-") for entry in entries) == ["-", "first_token"]
+    [view_entry] = [entry for entry in entries if "last_block" in entry["workload"]]
+    assert view_entry["graph_step_s"] > 0 and view_entry["xla_compile_s"] > view_entry["xla_step_s"]
+
+
 def test_xla_updates_choice_follows_the_run_length():
     """The one rule both trainers (Trainer.compile, the multi-task JointRun) build their AdamW by."""
     short, long = xla_updates_choice(XLA_UPDATES_MIN_STEPS - 1), xla_updates_choice(XLA_UPDATES_MIN_STEPS)
