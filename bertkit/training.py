@@ -694,15 +694,16 @@ class Trainer:
         choice = getattr(self.args, "train_step", "graph") or "graph"
         if choice not in TRAIN_STEPS:
             raise ConfigError(f"--train-step {choice}: expected one of {', '.join(TRAIN_STEPS)}")
+        layers = model.submodules  # every layer, nested ones included (a walk of the model: taken once)
         refusing = sorted({f"{layer.name} ({type(layer).__name__}: {layer.xla_refusal})"
-                           for layer in model.submodules if getattr(layer, "xla_refusal", None)})
+                           for layer in layers if getattr(layer, "xla_refusal", None)})
         if choice == "auto":
             from bertkit.layers import FirstPosition
             from bertkit.train_step import choose
 
             # a model on bertkit.encoder.first_token_encoder's view runs its last block for [CLS] alone: the probe
             # times that, not the whole encoder
-            first_token_only = any(isinstance(layer, FirstPosition) for layer in model.submodules)
+            first_token_only = any(isinstance(layer, FirstPosition) for layer in layers)
             decision = choose(bert_dir=getattr(self.args, "bert_dir", None),
                               batch_size=int(getattr(self.args, "batch_size", 1) or 1), steps=steps,
                               example_lengths=example_lengths,
