@@ -9,12 +9,16 @@ under the same head ([CLS] -> Dense(2), as in ``bench_speed.py``), in float32, w
 - the same random token ids (fixed seed) on both sides, so no tokenization is timed; warm-up calls are not timed.
 
 bertkit's side is bench_speed.py's model (``load_encoder``, ``build_optimizer``, a plain ``tf.function`` for
-inference), three times per round: as the sentiment recipe builds and trains it (the encoder's last block run for
-[CLS] alone, ``bertkit.encoder.first_token_encoder``: the same logits for 14% fewer matrix products; the Keras train
-step the recipes run, ``Trainer.compile``: a plain TensorFlow graph on oneDNN's kernels, each weight's AdamW update
-one XLA kernel; ``bench_speed.py --jit none``), the same with the last block run for every position as the whole
-encoder and the peer's ``BertModel`` do (``bench_speed.py --full-last-block``: the like-for-like work), and as the
-first with the whole train step XLA-compiled (``model.compile(jit_compile=True)``; ``bench_speed.py --jit train``).
+inference), three times per round (then a fourth, below): as the sentiment recipe builds and trains it (the
+encoder's last block run for [CLS] alone, ``bertkit.encoder.first_token_encoder``: the same logits for 14% fewer
+matrix products; the Keras train step the recipes run, ``Trainer.compile``: a plain TensorFlow graph on oneDNN's
+kernels, each weight's AdamW update one XLA kernel; ``bench_speed.py --jit none``), the same with the last block run
+for every position as the whole encoder and the peer's ``BertModel`` do (``bench_speed.py --full-last-block``: the
+like-for-like work), and as the first with the whole train step XLA-compiled (``model.compile(jit_compile=True)``;
+``bench_speed.py --jit train``); a fourth bertkit side times inference alone through the float32 TensorFlow Lite
+serving path, the whole encoder as ``python -m bertkit.quantize RUN_DIR --precision float32`` writes it and
+``load_tflite_run`` runs it (``bertkit.quantize.tflite_encoder`` on LiteRT's interpreter, the [CLS] head in Keras;
+exported once, untimed, by a process of its own before the rounds, and checked against the Keras encoder).
 The peer (``peer_torch.py``) runs in its own virtualenv, never installed by the runtime or CI:
 
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
@@ -38,6 +42,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,18 +65,21 @@ SIDES = {
     "bertkit": "bertkit (TF graph, as recipes)",
     "bertkit_full": "bertkit (graph, full last block)",
     "bertkit_xla": "bertkit (TF, XLA train step)",
+    "bertkit_litert": "bertkit (float32 LiteRT, full)",
     "peer": "HF+torch",
 }
-BERTKIT_SIDES = ("bertkit", "bertkit_full", "bertkit_xla")
+BERTKIT_SIDES = ("bertkit", "bertkit_full", "bertkit_xla", "bertkit_litert")
 # Sides whose encoder runs its last block for every position (the others: for [CLS] alone, as the sentiment recipe)
-FULL_LAST_BLOCK_SIDES = ("bertkit_full", "peer")
+FULL_LAST_BLOCK_SIDES = ("bertkit_full", "bertkit_litert", "peer")
+INFERENCE_ONLY_SIDES = ("bertkit_litert",)  # a serving path: nothing to train
 PEER_SIDES = ("peer",)
 
 # --max-isa avx2: every library's kernels capped at AVX2 + FMA (what an AVX2-only CPU such as AMD Zen 3 runs) on a
 # CPU that has more, through each library's own switch: oneDNN (TensorFlow's matmuls and torch's mkldnn ops),
 # MKL (torch's float32 GEMM), ATen (torch's vectorized element-wise kernels), OpenBLAS (numpy's GEMM). Not capped:
 # TensorFlow's Eigen kernels (compiled for AVX at build time, the same on every x86 CPU) and XLA's code (in the
-# recipes' graph step only the AdamW updates). Memory, caches and clocks stay this CPU's: an
+# recipes' graph step only the AdamW updates). XNNPack (the float32 LiteRT side) has no such switch: it picks its
+# kernels by the CPU's flags, so that side is left out under a cap. Memory, caches and clocks stay this CPU's: an
 # emulation of the instruction set only, labelled as such in the report.
 ISA_CAPS = {
     "native": {},
@@ -185,15 +193,19 @@ def emit(figures: dict) -> None:
 
 def measure(args, vocab_file: Path, infer, prepare_training) -> dict:
     """The measurement both sides run, in this order: ``infer(ids)`` on inference batches, then the training step
-    that ``prepare_training()`` returns, ``train(ids)``; each ``--warmup`` untimed calls then the timed ones
-    (bench_speed.py's ``time_calls``). Returns sequences/s of each and the process's peak RSS."""
+    that ``prepare_training()`` returns, ``train(ids)`` (none where ``prepare_training`` is None); each ``--warmup``
+    untimed calls then the timed ones (bench_speed.py's ``time_calls``). Returns sequences/s of each (training None
+    where not trained) and the process's peak RSS."""
     from bench_speed import peak_rss_mb, time_calls
 
     note(f"inference {args.infer_batch}x{args.seq_len}: {args.warmup} warm-up + {args.infer_steps} timed calls")
     seconds = time_calls(infer, random_batches(vocab_file, args.infer_batch, args.seq_len), args.warmup,
                          args.infer_steps)
-    figures = {"infer_seq_per_s": args.infer_batch / seconds}
+    figures = {"infer_seq_per_s": args.infer_batch / seconds, "train_seq_per_s": None}
     note(f"inference: {figures['infer_seq_per_s']:.2f} seq/s")
+    if prepare_training is None:
+        figures["peak_rss_mb"] = peak_rss_mb()
+        return figures
     train = prepare_training()
     note(f"training {args.train_batch}x{args.seq_len}: {args.warmup} warm-up + {args.train_steps} timed steps")
     seconds = time_calls(train, random_batches(vocab_file, args.train_batch, args.seq_len), args.warmup,
@@ -235,7 +247,13 @@ def bertkit_side(args, side: str) -> dict:
     full_last_block, xla_train_step = side in FULL_LAST_BLOCK_SIDES, side == "bertkit_xla"
     note("loading the encoder")
     try:
-        model, _ = build_classifier(default_bert_dir(), NUM_LABELS, full_last_block=full_last_block)
+        encoder = None
+        if side in INFERENCE_ONLY_SIDES:  # the float32 TensorFlow Lite encoder the driver exported
+            from bertkit.quantize import tflite_encoder
+
+            encoder = tflite_encoder(litert_export_path(args), num_threads=args.threads)
+        model, _ = build_classifier(default_bert_dir(), NUM_LABELS, full_last_block=full_last_block,
+                                    encoder=encoder)
     except BertkitError as exc:
         raise BenchError(str(exc)) from None
     figures = {"side": side, "bertkit": bertkit.__version__,
@@ -243,7 +261,8 @@ def bertkit_side(args, side: str) -> dict:
                "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
                            tf.config.threading.get_inter_op_parallelism_threads()],
                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "train_jit": xla_train_step,
-               "infer_jit": False, "full_last_block": full_last_block}
+               "infer_jit": False, "full_last_block": full_last_block,
+               "tokens_per_invoke": encoder.tokens_per_invoke if encoder is not None else None}
     predict = tf.function(lambda ids, seg: model([ids, seg], training=False))
 
     def infer(ids):
@@ -262,7 +281,42 @@ def bertkit_side(args, side: str) -> dict:
                                                           args.seq_len)])
         return lambda ids: step()
 
-    return {**figures, **measure(args, model_folder() / "vocab.txt", infer, prepare_training)}
+    return {**figures, **measure(args, model_folder() / "vocab.txt", infer,
+                                 None if side in INFERENCE_ONLY_SIDES else prepare_training)}
+
+
+def litert_export_path(args) -> Path:
+    if not args.litert_dir:
+        raise BenchError("--litert-dir: the folder of the float32 TensorFlow Lite export (the driver passes it)")
+    return Path(args.litert_dir) / "encoder.tflite"
+
+
+def export_litert_encoder(args) -> dict:
+    """Write the default encoder's float32 TensorFlow Lite export (``bertkit.quantize.export_tflite``, as
+    ``export_tflite_run`` writes a run's: token-id inputs of any shape, ``hidden`` out) to ``--litert-dir`` and
+    check it against the Keras encoder on one inference batch: the largest difference of the hidden states,
+    relative to their largest magnitude."""
+    tf = set_tf_threads(args.threads)
+    import numpy as np
+
+    from bertkit.encoder import default_bert_dir, load_encoder
+    from bertkit.errors import BertkitError
+    from bertkit.quantize import ENCODER_INPUTS, ENCODER_OUTPUT, export_tflite, tflite_encoder
+
+    try:
+        encoder = load_encoder(default_bert_dir())
+        started = time.perf_counter()
+        path = export_tflite(litert_export_path(args), encoder, precision="float32",
+                             input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in ENCODER_INPUTS],
+                             output_names=[ENCODER_OUTPUT])
+        seconds = time.perf_counter() - started
+        ids = random_batches(model_folder() / "vocab.txt", args.infer_batch, args.seq_len, count=1)[0]
+        want = encoder.predict_on_batch([ids, np.zeros_like(ids)])
+        got = tflite_encoder(path, num_threads=args.threads).hidden_states(ids, np.zeros_like(ids))
+    except BertkitError as exc:
+        raise BenchError(str(exc)) from None
+    return {"export_seconds": seconds, "bytes": path.stat().st_size,
+            "max_relative_difference": float(np.abs(got - want).max() / np.abs(want).max())}
 
 
 def bertkit_gemm(args) -> dict:
@@ -329,6 +383,8 @@ def summarize(runs: list[dict], peak_gflops: float, forward_flops: dict) -> dict
             continue
         entry = {"peak_rss_mb": max(r["peak_rss_mb"] for r in mine)}
         for task, flops in (("train", 3 * forward_flops[side]), ("infer", forward_flops[side])):
+            if any(r[f"{task}_seq_per_s"] is None for r in mine):  # an inference-only side's training
+                continue
             figures = spread([r[f"{task}_seq_per_s"] for r in mine])
             figures["gflops"] = figures["median"] * flops / 1e9
             figures["share_of_peak"] = figures["gflops"] / peak_gflops if peak_gflops else None
@@ -340,6 +396,8 @@ def summarize(runs: list[dict], peak_gflops: float, forward_flops: dict) -> dict
             if mine not in summary or peer not in summary:
                 continue
             for task in ("train", "infer"):
+                if task not in summary[mine]:
+                    continue
                 by_round = {r["round"]: r[f"{task}_seq_per_s"] for r in runs if r["side"] == peer}
                 per_round = [r[f"{task}_seq_per_s"] / by_round[r["round"]] for r in runs
                              if r["side"] == mine and r["round"] in by_round]
@@ -375,6 +433,9 @@ def format_report(result: dict) -> str:
         f"per {settings['seq_len']}-token sequence: forward {model['forward_gflop_per_seq']:.2f} GFLOP "
         f"({model['forward_gflop_per_seq_by_side']['bertkit']:.2f} with the last block for [CLS] alone), "
         f"training ~3x forward; %peak counts each side's own FLOPs",
+        *([f"float32 LiteRT side: the encoder exported in {result['litert_export']['export_seconds']:.0f} s (not "
+           f"timed), hidden states within {result['litert_export']['max_relative_difference']:.1e} of Keras's "
+           f"(relative to their largest magnitude); inference only"] if result.get("litert_export") else []),
         "",
         f"{'':<34}{'train seq/s (' + shape(settings, 'train') + ')':>28}"
         f"{'infer seq/s (' + shape(settings, 'infer') + ')':>28}{'peak RSS':>10}",
@@ -386,7 +447,8 @@ def format_report(result: dict) -> str:
             continue
         cells = "".join(
             f"{entry[t]['median']:>8.1f}{'%.1f-%.1f' % (entry[t]['min'], entry[t]['max']):>13}"
-            f"{100 * (entry[t]['share_of_peak'] or 0):>6.0f}%" for t in ("train", "infer"))
+            f"{100 * (entry[t]['share_of_peak'] or 0):>6.0f}%" if t in entry else f"{'-':>8}{'':>13}{'':>7}"
+            for t in ("train", "infer"))
         lines.append(f"{label:<34}{cells}{entry['peak_rss_mb']:>10.0f}")
     lines.append("")
     for mine in BERTKIT_SIDES:
@@ -468,7 +530,9 @@ def parse_args(argv=None):
                         help="avx2: cap every library's kernels at AVX2 + FMA, to emulate an AVX2-only CPU's "
                              "instruction set on this one (see ISA_CAPS; default: %(default)s)")
     add_workload_args(parser)
-    parser.add_argument("--worker", choices=(*BERTKIT_SIDES, "gemm"), help=argparse.SUPPRESS)  # a side's process
+    parser.add_argument("--worker", choices=(*BERTKIT_SIDES, "gemm", "litert_export"),
+                        help=argparse.SUPPRESS)  # a side's process
+    parser.add_argument("--litert-dir", help=argparse.SUPPRESS)  # where the driver's float32 export lies
     return parser.parse_args(argv)
 
 
@@ -497,17 +561,33 @@ def drive(args) -> dict:
     peak = max(gemm_gflops.values())
     progress("GEMM GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in gemm_gflops.items()))
 
-    commands = {**{side: me + ["--worker", side] for side in BERTKIT_SIDES}, "peer": peer}
-    runs = []
-    for round_index in range(1, args.rounds + 1):
-        for side, label in SIDES.items():
-            progress(f"round {round_index}/{args.rounds}: {label} ...")
-            start = time.perf_counter()
-            figures = run_side(commands[side], f"round {round_index}, {label}", args.threads, caps)
-            figures.update(side=side, round=round_index)
-            runs.append(figures)
-            progress(f"round {round_index}/{args.rounds}: {label}: train {figures['train_seq_per_s']:.2f} seq/s, "
-                     f"infer {figures['infer_seq_per_s']:.2f} seq/s ({time.perf_counter() - start:.0f} s)")
+    runs, litert_export = [], None
+    # XNNPack, which runs the LiteRT side, picks its kernels by the CPU's own flags and has no switch to cap them:
+    # under --max-isa that side would run this CPU's full instruction set, so it is left out
+    sides = {side: label for side, label in SIDES.items() if not (caps and side in INFERENCE_ONLY_SIDES)}
+    with tempfile.TemporaryDirectory(prefix="bench_peer_") as litert_dir:
+        me_litert = me + ["--litert-dir", litert_dir]
+        if "bertkit_litert" in sides:
+            progress("float32 TensorFlow Lite export of the encoder (for the LiteRT side; not timed)")
+            litert_export = run_side(me_litert + ["--worker", "litert_export"], "the float32 TensorFlow Lite export",
+                                     args.threads, caps)
+            progress(f"exported in {litert_export['export_seconds']:.0f} s; hidden states within "
+                     f"{litert_export['max_relative_difference']:.1e} of Keras's (relative to their largest "
+                     f"magnitude)")
+        else:
+            progress("the float32 LiteRT side is left out under --max-isa: XNNPack's kernels cannot be capped")
+        commands = {**{side: me_litert + ["--worker", side] for side in BERTKIT_SIDES}, "peer": peer}
+        for round_index in range(1, args.rounds + 1):
+            for side, label in sides.items():
+                progress(f"round {round_index}/{args.rounds}: {label} ...")
+                start = time.perf_counter()
+                figures = run_side(commands[side], f"round {round_index}, {label}", args.threads, caps)
+                figures.update(side=side, round=round_index)
+                runs.append(figures)
+                train = figures["train_seq_per_s"]
+                progress(f"round {round_index}/{args.rounds}: {label}: train "
+                         f"{'-' if train is None else f'{train:.2f}'} seq/s, infer {figures['infer_seq_per_s']:.2f} "
+                         f"seq/s ({time.perf_counter() - start:.0f} s)")
 
     forward = forward_flops_per_sequence(config, args.seq_len)
     per_side = {side: forward_flops_per_sequence(config, args.seq_len, full_last_block=side in FULL_LAST_BLOCK_SIDES)
@@ -526,6 +606,7 @@ def drive(args) -> dict:
                      "numpy": {"bertkit": gemm["numpy_version"], "peer": torch_gemm["numpy_version"]}},
         "gemm_gflops": gemm_gflops,
         "gemm_peak_gflops": peak,
+        "litert_export": litert_export,
         "model": {"folder": str(folder), "layers": config["num_hidden_layers"], "hidden": config["hidden_size"],
                   "heads": config["num_attention_heads"], "ffn": config["intermediate_size"],
                   "forward_gflop_per_seq": forward / 1e9,
@@ -540,7 +621,8 @@ def main(argv=None) -> int:
     if args.worker:  # one side's process: its JSON line, or one error line
         try:
             check_workload(args)
-            emit(bertkit_gemm(args) if args.worker == "gemm" else bertkit_side(args, args.worker))
+            workers = {"gemm": bertkit_gemm, "litert_export": export_litert_encoder}
+            emit(workers[args.worker](args) if args.worker in workers else bertkit_side(args, args.worker))
         except BenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

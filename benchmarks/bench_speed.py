@@ -69,17 +69,20 @@ def read_sentences(path: Path) -> list[str]:
     return [require(row, "sentence", path, line) for line, row in read_table(path, ["sentence"])]
 
 
-def build_classifier(bert_dir, num_labels: int = 2, *, full_last_block: bool = False):
+def build_classifier(bert_dir, num_labels: int = 2, *, full_last_block: bool = False, encoder=None):
     """``(classifier, hidden)``: [CLS] -> Dense logits on the encoder, and a model giving the encoder's hidden states
     (same layers), used to check optimised variants. As the sentiment recipe builds it, the encoder's last block
     runs for [CLS] alone (``bertkit.encoder.first_token_encoder``); ``full_last_block``: for every position, as
-    the whole encoder does (and the peer's ``BertModel``)."""
+    the whole encoder does (and the peer's ``BertModel``). ``encoder``: a layer to use in place of ``bert_dir``'s
+    Keras encoder (``bertkit.quantize.tflite_encoder``'s; with ``full_last_block`` only)."""
     import tensorflow as tf
 
     from bertkit.encoder import first_token_encoder, load_encoder
     from bertkit.layers import Pooler
 
-    encoder = load_encoder(bert_dir)
+    if encoder is not None and not full_last_block:
+        raise ValueError("build_classifier: a given encoder runs its last block for every position (full_last_block)")
+    encoder = encoder if encoder is not None else load_encoder(bert_dir)
     token_ids = tf.keras.Input((None,), dtype=tf.int32, name="token_ids")
     segment_ids = tf.keras.Input((None,), dtype=tf.int32, name="segment_ids")
     hidden = encoder([token_ids, segment_ids])  # every position: what optimised variants are checked on

@@ -500,9 +500,9 @@ def first_token_encoder(encoder, *, name: str | None = None):
     and holds the encoder's layers in the same order, so weights saved from a model built on either load into the
     other.
 
-    An encoder that is not built of keras-bert's ``Encoder-<n>-...`` blocks (a view already, or the int8 encoder of
-    ``bertkit.quantize``, which computes what its export holds) is returned as it is: the caller reads position 0
-    of whatever it gives.
+    An encoder that is not built of keras-bert's ``Encoder-<n>-...`` blocks (a view already, or a TensorFlow Lite
+    encoder of ``bertkit.quantize``, which computes what its export holds) is returned as it is: the caller reads
+    position 0 of whatever it gives.
     """
     import tensorflow as tf
 

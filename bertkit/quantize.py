@@ -1,12 +1,21 @@
-"""int8 serving: a run's encoder as a dynamic-range int8 TensorFlow Lite model, for CPU serving from Python.
+"""TensorFlow Lite serving: a run's encoder as a dynamic-range int8 (or a float32) TensorFlow Lite model, for CPU
+serving from Python.
 
-    python -m bertkit.quantize RUN_DIR [--out RUN_DIR/export_int8/model.tflite] [--overwrite]
+    python -m bertkit.quantize RUN_DIR [--precision int8|float32] [--out FILE] [--overwrite]
 
 then ``load_int8_run(RUN_DIR).predict(["some text"])`` gives the recipe's usual decoded outputs (character offsets
-into the inputs), computed with the int8 encoder.
+into the inputs), computed with the int8 encoder; ``load_tflite_run(RUN_DIR, precision="float32")`` the same with
+the float32 one (written to ``RUN_DIR/export_float32/model.tflite``).
 
-What is quantized: the ENCODER (``bertkit.encoder.load_encoder``'s model, named ``encoder`` in every recipe's model:
-all the matrix products that matter), converted by ``tf.lite.TFLiteConverter`` with
+Float32 (``--precision float32``): the same conversion without quantization, every weight and activation float32,
+run by the same interpreter, whose XNNPack delegate takes the whole float32 graph. Its outputs are Keras's within
+float rounding (6e-6 on MiniLM-L6's hidden states), its speed above TensorFlow's graph on the same CPU:
+MiniLM-L6 at 64 x 128 on a 2-core Zen 4 (2026-12-05), 62-69 against 58-59 sequences/s (``benchmarks/README.md``).
+For a float32 server that wants neither int8's rounding nor TensorFlow's per-call overhead; int8 is 2-3x faster
+still.
+
+What is quantized (int8): the ENCODER (``bertkit.encoder.load_encoder``'s model, named ``encoder`` in every recipe's
+model: all the matrix products that matter), converted by ``tf.lite.TFLiteConverter`` with
 ``optimizations=[tf.lite.Optimize.DEFAULT]`` and no representative dataset, i.e. dynamic-range quantization: the
 weights of every fully connected layer (and the token embedding table) are stored as int8, the activations stay
 float32 and are quantized on the fly (per row) inside each matrix product. Fully connected weights are int8 per
@@ -14,13 +23,13 @@ output channel (one scale per row of the weight matrix): TensorFlow 2.21's conve
 ONE scale per matrix, which the few large weights of each feed-forward output matrix stretch so far that most
 weights keep one or two significant bits. :func:`per_channel_weights` requantizes such matrices per output channel
 from the model's own float32 weights (found by value: the one variable every element of which lies within half a
-quantization step of the converted matrix). Measured on the English no-flag runs (2026-12-04, MiniLM-L6,
-CoNLL-2003 test F1, float32 0.8745): one scale per matrix 0.8600 (-1.45 points), per output channel 0.8741 (-0.03),
-at the same speed. The embedding table stays one scale per table (its rows are gathered, not multiplied). The
-recipe's head (a few Dense layers, the CRF) stays float32 in Keras: its weights are saved beside the ``.tflite`` and
-the recipe's own ``build_model(bert_dir, head, encoder=...)`` rebuilds the model around an :func:`int8_encoder`
-layer, so every recipe's ``predict`` (``bertkit.batching.batch_predictor(model)``, the tagger's ``decode_batch``,
-the relation cascade's two stages) runs unchanged. The export is three files: ``model.tflite`` (the int8 encoder),
+quantization step of the converted matrix). Measured on the English no-flag runs (2026-12-04, MiniLM-L6, CoNLL-2003
+test F1, float32 0.8745): one scale per matrix 0.8600 (-1.45 points), per output channel 0.8741 (-0.03), at the same
+speed. The embedding table stays one scale per table (its rows are gathered, not multiplied). The recipe's head (a
+few Dense layers, the CRF) stays float32 in Keras: its weights are saved beside the ``.tflite`` and the recipe's own
+``build_model(bert_dir, head, encoder=...)`` rebuilds the model around a :func:`tflite_encoder` layer, so every
+recipe's ``predict`` (``bertkit.batching.batch_predictor(model)``, the tagger's ``decode_batch``, the relation
+cascade's two stages) runs unchanged. The export (either precision) is three files: ``model.tflite`` (the encoder),
 ``model.head.npz`` (the head's float32 weights by layer name) and ``model.json`` (inputs, outputs, the ops it needs,
 checksums of the other two).
 
@@ -71,22 +80,28 @@ import numpy as np
 from bertkit.errors import BertkitError, CheckpointError, ConfigError
 from bertkit.recipe import Predictor, read_run
 
-__all__ = ["DEFAULT_EXPORT", "ENCODER_INPUTS", "Int8Predictor", "TFLiteModel", "export_int8", "export_int8_run",
-           "int8_encoder", "load_int8_run", "main", "metadata_path", "read_metadata"]
+__all__ = ["DEFAULT_EXPORT", "DEFAULT_EXPORTS", "ENCODER_INPUTS", "PRECISIONS", "TFLiteModel", "TFLitePredictor",
+           "export_int8", "export_int8_run", "export_tflite", "export_tflite_run", "load_int8_run", "load_tflite_run",
+           "main", "metadata_path", "read_metadata", "tflite_encoder"]
 
-FORMAT = "bertkit-int8/1"
-DEFAULT_EXPORT = Path("export_int8") / "model.tflite"  # relative to the run directory
+FORMAT = "bertkit-tflite/1"
+FORMATS_READ = (FORMAT, "bertkit-int8/1")  # the latter: int8 exports written before float32 was offered
+PRECISIONS = ("int8", "float32")
+DEFAULT_EXPORTS = {precision: Path(f"export_{precision}") / "model.tflite" for precision in PRECISIONS}  # in the run
+DEFAULT_EXPORT = DEFAULT_EXPORTS["int8"]
 ENCODER_INPUTS = ("token_ids", "segment_ids")
 ENCODER_OUTPUT = "hidden"
 ENCODER_LAYER = "encoder"  # the name load_encoder gives the encoder, the layer every recipe model holds it as
 QUANTIZATION = ("dynamic-range int8 (tf.lite.Optimize.DEFAULT, no representative dataset): int8 weights (fully "
                 "connected layers: one scale per output channel), float32 activations quantized on the fly inside "
                 "each matrix product")
+NO_QUANTIZATION = "none: float32 weights and activations"
 # Rows of a batch per interpreter call (at most this many tokens, at least one row): LiteRT runs the int8 encoder
 # faster on small calls, whose attention scores stay in cache. MiniLM-L6 int8, 64 sequences in calls of R rows,
 # 2-core Zen 4 (2026-12-04): at 128 tokens 114 seq/s for R = 64 or 32, 129 for 16, 138-144 for 1-8; at 384 tokens
 # 24.7 (R = 64), 24.4 (32), 26.7 (16), 26.6 (8), 28.2-29.1 (1-4). Float32 Keras gains nothing from it (13.8 seq/s
-# at 8 x 384, 15.3 at 64 x 384), so only the int8 encoder splits its batches.
+# at 8 x 384, 15.3 at 64 x 384), so only the TensorFlow Lite encoder splits its batches; float32 on LiteRT gains
+# a little (2026-12-05, 64 x 128: 62-64 seq/s in one call, 62-69 in calls of 16 or 8 rows).
 TOKENS_PER_INVOKE = 1024
 
 
@@ -121,7 +136,7 @@ def _input_specs(keras_model):
     try:
         inputs = tf.nest.flatten(keras_model.input)
     except (AttributeError, ValueError):
-        raise ConfigError(f"export_int8: model {keras_model.name!r} has no known inputs (a subclassed model that "
+        raise ConfigError(f"export_tflite: model {keras_model.name!r} has no known inputs (a subclassed model that "
                           f"was never called?); pass input_signature=") from None
     return [tf.TensorSpec(t.shape, t.dtype, name=re.sub(r"\W", "_", t.name.split(":")[0]))
             for t in inputs]
@@ -138,14 +153,14 @@ def _named_outputs(outputs) -> tuple[str, dict]:
 
 
 def litert():
-    """The TensorFlow Lite interpreter module every int8 model runs on: LiteRT's (the ``ai-edge-litert`` package,
+    """The TensorFlow Lite interpreter module every exported model runs on: LiteRT's (the ``ai-edge-litert`` package,
     ``ai_edge_litert.interpreter``), the interpreter TensorFlow now points to. TensorFlow's own ``tf.lite.Interpreter``
     is deprecated on 2.21, and on 2.15 it runs the dynamic-range products on reference-grade kernels: 2,609 against
     321 ms for MiniLM-L6 at 32 x 128 on a 2-core Zen 4 (2026-12-04), where float32 Keras takes 640 ms."""
     try:
         from ai_edge_litert import interpreter
     except ImportError:
-        raise ConfigError("int8 serving needs the LiteRT interpreter: pip install ai-edge-litert (pinned in "
+        raise ConfigError("TensorFlow Lite serving needs the LiteRT interpreter: pip install ai-edge-litert (pinned in "
                           "requirements.txt)") from None
     return interpreter
 
@@ -159,15 +174,16 @@ def _converted_ops(blob: bytes) -> tuple[Counter, int]:
     return ops, sum(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())
 
 
-def _convert(concrete, weights) -> bytes:
-    """Dynamic-range int8 TensorFlow Lite of one concrete function: builtin ops only where the converter manages
+def _convert(concrete, weights, *, quantize: bool) -> bytes:
+    """TensorFlow Lite of one concrete function, dynamic-range int8 where ``quantize`` (else float32): builtin ops
+    only where the converter manages
     (such a model runs on every TensorFlow Lite interpreter), else builtins plus SELECT_TF_OPS ("flex" kernels, which
     only some interpreters link: TensorFlow 2.15's Python one does, 2.21's does not apply them by itself)."""
     import tensorflow as tf
 
     def convert(ops_sets):
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], weights)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.optimizations = [tf.lite.Optimize.DEFAULT] if quantize else []
         converter.target_spec.supported_ops = ops_sets
         # No folding of a preceding multiplication (a layer norm's gain) into fully connected weights: each weight
         # matrix stays one of the model's variables, which per_channel_weights requantizes from its float32 values
@@ -255,9 +271,22 @@ def per_channel_weights(blob: bytes, variables) -> tuple[bytes, dict]:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), counts
 
 
-def export_int8(path, keras_model, *, input_signature=None, output_names=None, extra: dict | None = None) -> Path:
-    """Convert ``keras_model`` to a dynamic-range int8 TensorFlow Lite model at ``path`` (``.tflite``), with
-    ``model.json`` beside it naming its inputs and outputs; both written atomically. Returns ``path``.
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
+
+
+def export_int8(path, keras_model, **options) -> Path:
+    """:func:`export_tflite` with ``precision="int8"``."""
+    return export_tflite(path, keras_model, precision="int8", **options)
+
+
+def export_tflite(path, keras_model, *, precision: str = "int8", input_signature=None, output_names=None,
+                  extra: dict | None = None) -> Path:
+    """Convert ``keras_model`` to a TensorFlow Lite model at ``path`` (``.tflite``), dynamic-range int8 or float32
+    (``precision``), with ``model.json`` beside it naming its inputs and outputs; both written atomically. Returns
+    ``path``.
 
     ``input_signature``: the ``tf.TensorSpec`` of each input, in the order the model takes them (default: the
     model's own inputs, each with its dtype and shape, ``None`` dimensions staying variable); the spec names become
@@ -271,6 +300,7 @@ def export_int8(path, keras_model, *, input_signature=None, output_names=None, e
 
     from bertkit.fileio import atomic_write_bytes, atomic_write_json
 
+    quantize = _check_precision(precision) == "int8"
     specs = list(input_signature) if input_signature is not None else _input_specs(keras_model)
     reference = keras_model.input if input_signature is None else None
     traced = {}
@@ -288,11 +318,12 @@ def export_int8(path, keras_model, *, input_signature=None, output_names=None, e
     # or two, the Keras model itself (every layer's call traced again) takes several times longer, same result.
     weights = tf.Module(name="weights")
     weights.variables_ = list(keras_model.variables)
-    blob, fully_connected = per_channel_weights(_convert(concrete, weights),
-                                                [v.numpy() for v in keras_model.variables])
+    blob = _convert(concrete, weights, quantize=quantize)
+    if quantize:
+        blob, fully_connected = per_channel_weights(blob, [v.numpy() for v in keras_model.variables])
     ops, int8 = _converted_ops(blob)
-    if not int8:
-        raise ConfigError(f"export_int8: the converter quantized no weight of {keras_model.name!r} (no int8 "
+    if quantize and not int8:
+        raise ConfigError(f"export_tflite: the converter quantized no weight of {keras_model.name!r} (no int8 "
                           f"tensor in the converted model)")
     path = Path(path)
     atomic_write_bytes(path, blob)
@@ -305,7 +336,8 @@ def export_int8(path, keras_model, *, input_signature=None, output_names=None, e
         "tflite": path.name,
         "sha256": _sha256(blob),
         "bytes": len(blob),
-        "quantization": QUANTIZATION,
+        "precision": precision,
+        "quantization": QUANTIZATION if quantize else NO_QUANTIZATION,
         "inputs": [described(spec.name, spec) for spec in specs],
         # a dict of inputs is flattened in sorted key order, the order of ``inputs``
         "input_keys": sorted(keras_model.input) if isinstance(reference, dict) else None,
@@ -314,8 +346,8 @@ def export_int8(path, keras_model, *, input_signature=None, output_names=None, e
         "select_tf_ops": sorted(op[len("Flex"):] for op in ops if op.startswith("Flex")),
         "int8_tensors": int8,
         # fully connected weight matrices with one scale per output channel / one scale in all; requantized: by
-        # per_channel_weights, the converter having written one scale
-        "fully_connected_weights": fully_connected,
+        # per_channel_weights, the converter having written one scale (int8 only)
+        "fully_connected_weights": fully_connected if quantize else None,
         "ops": dict(sorted(ops.items())),
         "tensorflow": tf.__version__,
         **(extra or {}),
@@ -326,12 +358,14 @@ def export_int8(path, keras_model, *, input_signature=None, output_names=None, e
 
 # -------------------------------------------------------------------------------------------------------- running
 def read_metadata(tflite_path) -> dict:
-    """``model.json`` of an export, checked against the ``.tflite`` beside it (format and checksum)."""
+    """``model.json`` of an export, checked against the ``.tflite`` beside it (format and checksum); ``precision``
+    is ``int8`` in the descriptions written before float32 exports existed, which have none."""
     from bertkit.fileio import read_json
 
     tflite_path = Path(tflite_path)
     if not tflite_path.is_file():
-        raise CheckpointError(tflite_path, "no such int8 model (write one with: python -m bertkit.quantize RUN_DIR)")
+        raise CheckpointError(tflite_path, "no such TensorFlow Lite model (write one with: python -m bertkit.quantize "
+                                           "RUN_DIR [--precision float32])")
     meta_path = metadata_path(tflite_path)
     if not meta_path.is_file():
         raise CheckpointError(meta_path, f"missing: {tflite_path.name} was not written by bertkit.quantize "
@@ -340,17 +374,18 @@ def read_metadata(tflite_path) -> dict:
         metadata = read_json(meta_path)
     except BertkitError as error:  # not UTF-8, malformed JSON: a broken export
         raise CheckpointError(meta_path, f"unreadable: {error}") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+    if not isinstance(metadata, dict) or metadata.get("format") not in FORMATS_READ:
         raise CheckpointError(meta_path, f"not a {FORMAT} description (format "
                                          f"{metadata.get('format') if isinstance(metadata, dict) else None!r})")
     if _sha256(tflite_path.read_bytes()) != metadata["sha256"]:
         raise CheckpointError(tflite_path, f"does not match {meta_path.name} (checksum differs: an interrupted or "
                                            f"mixed export); export again with --overwrite")
+    metadata.setdefault("precision", "int8")
     return metadata
 
 
 class TFLiteModel:
-    """A model written by :func:`export_int8`, run by LiteRT's interpreter (:func:`litert`) with the Keras model's
+    """A model written by :func:`export_tflite`, run by LiteRT's interpreter (:func:`litert`) with the Keras model's
     ``predict_on_batch`` interface.
 
     ``predict_on_batch(inputs)`` takes what the Keras model took: a list or tuple of arrays in input order, a dict
@@ -427,8 +462,8 @@ class TFLiteModel:
                 raise ConfigError(
                     f"{self.path}: this model needs TensorFlow's flex kernels for {', '.join(flex)} (it was "
                     f"exported by TensorFlow {self.metadata.get('tensorflow')}), and LiteRT's interpreter finds none "
-                    f"here: int8 serving takes models of builtin ops only (every bertkit encoder converts to "
-                    f"builtin ops)") from None
+                    f"here: TensorFlow Lite serving takes models of builtin ops only (every bertkit encoder "
+                    f"converts to builtin ops)") from None
             raise
 
     def delegate_nodes(self) -> dict[str, int]:
@@ -453,12 +488,12 @@ class TFLiteModel:
         return {"xnnpack": total - flex, "flex": flex}
 
 
-# ----------------------------------------------------------------------------------------------- the int8 encoder
+# ----------------------------------------------------------------------------------------- the TensorFlow Lite encoder
 @functools.lru_cache(maxsize=1)
-def _int8_encoder_class():
+def _tflite_encoder_class():
     import tensorflow as tf
 
-    class Int8Encoder(tf.keras.layers.Layer):
+    class TFLiteEncoder(tf.keras.layers.Layer):
         """``[token_ids, segment_ids]`` -> hidden states ``(batch, seq, hidden)`` from a :class:`TFLiteModel` (a
         ``tf.numpy_function``, so it runs inside Keras ``predict_on_batch`` and ``tf.function`` s too), or of the
         first position alone ``(batch, 1, hidden)`` where the export holds a ``first_token_encoder`` view; the
@@ -475,7 +510,7 @@ def _int8_encoder_class():
         def call(self, inputs, training=None):
             token_ids, segment_ids = (tf.cast(x, tf.int32) for x in inputs)
             hidden = tf.numpy_function(self.hidden_states, [token_ids, segment_ids], tf.float32,
-                                       name="int8_encoder")
+                                       name="tflite_encoder")
             hidden.set_shape([None, 1 if self.first_position_only else None, self.hidden_size])
             return hidden
 
@@ -492,24 +527,24 @@ def _int8_encoder_class():
             return tf.not_equal(tf.cast(token_ids, tf.int32), 0)
 
         def get_config(self):
-            raise NotImplementedError("the int8 encoder wraps a TensorFlow Lite interpreter; it is not serialisable")
+            raise NotImplementedError("the TensorFlow Lite encoder wraps an interpreter; it is not serialisable")
 
-    return Int8Encoder
+    return TFLiteEncoder
 
 
-def int8_encoder(tflite_path, *, num_threads: int | None = None, tokens_per_invoke: int = TOKENS_PER_INVOKE):
-    """A Keras layer named ``encoder`` computing the encoder's hidden states with the int8 model at
-    ``tflite_path`` (written by :func:`export_int8_run`): what a recipe's ``build_model(..., encoder=...)`` takes.
+def tflite_encoder(tflite_path, *, num_threads: int | None = None, tokens_per_invoke: int = TOKENS_PER_INVOKE):
+    """A Keras layer named ``encoder`` computing the encoder's hidden states with the int8 or float32 model at
+    ``tflite_path`` (written by :func:`export_tflite_run`): what a recipe's ``build_model(..., encoder=...)`` takes.
     Each batch goes to the interpreter in calls of at most ``tokens_per_invoke`` tokens (at least one row)."""
     if tokens_per_invoke < 1:
-        raise ConfigError(f"int8_encoder: tokens_per_invoke must be at least 1, not {tokens_per_invoke}")
+        raise ConfigError(f"tflite_encoder: tokens_per_invoke must be at least 1, not {tokens_per_invoke}")
     model = TFLiteModel(tflite_path, num_threads=num_threads)
     if model.input_names != list(ENCODER_INPUTS) or model.output_names != [ENCODER_OUTPUT]:
         raise CheckpointError(tflite_path, f"not an encoder export (inputs {model.input_names}, outputs "
                                            f"{model.output_names}; expected {list(ENCODER_INPUTS)} -> "
                                            f"[{ENCODER_OUTPUT!r}])")
     shape = model.metadata["outputs"][0]["shape"]  # (batch, seq, hidden); seq 1: the [CLS] position alone
-    return _int8_encoder_class()(model, shape[-1], tokens_per_invoke=tokens_per_invoke,
+    return _tflite_encoder_class()(model, shape[-1], tokens_per_invoke=tokens_per_invoke,
                                  first_position_only=shape[1] == 1)
 
 
@@ -527,8 +562,14 @@ def _pack_head_weights(layers) -> tuple[bytes, dict]:
 
 
 def export_int8_run(run_dir, out=None, *, overwrite: bool = False) -> Path:
-    """Write the int8 export of a finished run (``load_run``'s model, with the run's kept weights) to ``out``
-    (default ``RUN_DIR/export_int8/model.tflite``), with ``model.head.npz`` and ``model.json`` beside it. An existing
+    """:func:`export_tflite_run` with ``precision="int8"``."""
+    return export_tflite_run(run_dir, out, precision="int8", overwrite=overwrite)
+
+
+def export_tflite_run(run_dir, out=None, *, precision: str = "int8", overwrite: bool = False) -> Path:
+    """Write the TensorFlow Lite export (``precision``: dynamic-range ``int8`` or ``float32``) of a finished run
+    (``load_run``'s model, with the run's kept weights) to ``out`` (default ``RUN_DIR/export_int8/model.tflite``
+    or ``RUN_DIR/export_float32/model.tflite``), with ``model.head.npz`` and ``model.json`` beside it. An existing
     ``out`` is a ``ConfigError`` unless ``overwrite``; a directory that is not a run, a ``CheckpointError``."""
     import tensorflow as tf
 
@@ -536,7 +577,7 @@ def export_int8_run(run_dir, out=None, *, overwrite: bool = False) -> Path:
     from bertkit.recipe import load_run
 
     run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / DEFAULT_EXPORT
+    out = Path(out) if out is not None else run_dir / DEFAULT_EXPORTS[_check_precision(precision)]
     if out.is_dir():
         raise ConfigError(f"{out}: is a directory; --out names the .tflite file to write")
     if out.exists() and not overwrite:
@@ -554,7 +595,8 @@ def export_int8_run(run_dir, out=None, *, overwrite: bool = False) -> Path:
     specs = [tf.TensorSpec([None, None], tf.int32, name=name) for name in ENCODER_INPUTS]
     extra = {"run": {"task": predictor.recipe.name, "run_dir": str(run_dir.resolve())},
              "head_weights": {"file": head_path.name, "sha256": _sha256(head_bytes), "layers": head_layers}}
-    return export_int8(out, encoder, input_signature=specs, output_names=[ENCODER_OUTPUT], extra=extra)
+    return export_tflite(out, encoder, precision=precision, input_signature=specs, output_names=[ENCODER_OUTPUT],
+                         extra=extra)
 
 
 def _load_head_weights(model, encoder, tflite_path, metadata: dict) -> None:
@@ -581,56 +623,80 @@ def _load_head_weights(model, encoder, tflite_path, metadata: dict) -> None:
         layer.set_weights([weights[f"{layer.name}::{i}"] for i in range(len(layer.weights))])
 
 
-class Int8Predictor(Predictor):
-    """A run's ``Predictor`` whose model holds the int8 encoder (:func:`load_int8_run`)."""
+class TFLitePredictor(Predictor):
+    """A run's ``Predictor`` whose model holds a TensorFlow Lite encoder (:func:`load_tflite_run`); ``precision``
+    says which (``int8`` or ``float32``)."""
+
+    def __init__(self, *args, precision: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precision = precision
 
     def export(self, path):
-        raise ConfigError(f"{self.run_dir}: an int8 predictor cannot write a SavedModel (its encoder is a TensorFlow "
-                          f"Lite model); export the float32 run: load_run(run_dir).export(path)")
+        raise ConfigError(f"{self.run_dir}: a TensorFlow Lite predictor cannot write a SavedModel (its encoder is a "
+                          f"TensorFlow Lite model); export the run's Keras model: load_run(run_dir).export(path)")
 
 
-def load_int8_run(run_dir, tflite=None, *, num_threads: int | None = None, batch_size: int = 64,
-                  tokens_per_invoke: int = TOKENS_PER_INVOKE):
-    """A ``bertkit.recipe.Predictor`` for a run whose encoder is the int8 export at ``tflite`` (default
-    ``RUN_DIR/export_int8/model.tflite``): ``predict(records)`` gives the recipe's decoded outputs as
-    ``load_run(run_dir).predict`` does, tokenized in Python by the run's tokenizer. Its ``export`` (a raw-string
-    SavedModel) is not available: export the float32 run (``load_run``) for that. ``tokens_per_invoke``: see
-    :func:`int8_encoder`."""
+def load_int8_run(run_dir, tflite=None, **options):
+    """:func:`load_tflite_run` of the run's int8 export."""
+    return load_tflite_run(run_dir, tflite, precision="int8", **options)
+
+
+def load_tflite_run(run_dir, tflite=None, *, precision: str | None = None, recipe=None, num_threads: int | None = None,
+                    batch_size: int = 64, tokens_per_invoke: int = TOKENS_PER_INVOKE):
+    """A ``bertkit.recipe.Predictor`` for a run whose encoder is the TensorFlow Lite export at ``tflite``:
+    ``predict(records)`` gives the recipe's decoded outputs as ``load_run(run_dir).predict`` does, tokenized in
+    Python by the run's tokenizer. ``tflite`` defaults to the run's export of ``precision``
+    (``RUN_DIR/export_int8/model.tflite``, or ``RUN_DIR/export_float32/model.tflite``); a given ``tflite`` is
+    served at its own precision, which must be ``precision`` where that is given too. ``recipe``: as
+    ``load_run``'s (default: the recipe folder recorded in the run). Its ``export`` (a raw-string SavedModel) is not
+    available: export the run's Keras model (``load_run``) for that. ``tokens_per_invoke``: see
+    :func:`tflite_encoder`."""
     run_dir = Path(run_dir)
-    recipe, config, args, tokenizer = read_run(run_dir)
-    tflite = Path(tflite) if tflite is not None else run_dir / DEFAULT_EXPORT
-    encoder = int8_encoder(tflite, num_threads=num_threads, tokens_per_invoke=tokens_per_invoke)
+    if precision is not None:
+        _check_precision(precision)
+    recipe, config, args, tokenizer = read_run(run_dir, recipe)
+    tflite = Path(tflite) if tflite is not None else run_dir / DEFAULT_EXPORTS[precision or "int8"]
+    encoder = tflite_encoder(tflite, num_threads=num_threads, tokens_per_invoke=tokens_per_invoke)
     metadata = encoder.model.metadata
+    precision = precision or metadata["precision"]
+    if metadata["precision"] != precision:
+        raise CheckpointError(tflite, f"an export of precision {metadata['precision']}, not {precision} (load it "
+                                      f"with precision={metadata['precision']!r})")
     task = metadata.get("run", {}).get("task")
     if task != recipe.name:
         raise CheckpointError(tflite, f"an export of a {task!r} run, not of this {recipe.name!r} run")
     model = recipe.build_model(args.bert_dir, config["head"], encoder=encoder)
     _load_head_weights(model, encoder, tflite, metadata)
-    return Int8Predictor(recipe, model, tokenizer, config["head"], args, run_dir, batch_size)
+    return TFLitePredictor(recipe, model, tokenizer, config["head"], args, run_dir, batch_size, precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
-    """``python -m bertkit.quantize RUN_DIR [--out FILE] [--overwrite]``: one ``error:`` line and status 2 for a
-    user fault (not a run, an existing file)."""
+    """``python -m bertkit.quantize RUN_DIR [--precision int8|float32] [--out FILE] [--overwrite]``: one ``error:``
+    line and status 2 for a user fault (not a run, an existing file)."""
     from bertkit.cli import run_main, say
 
     parser = argparse.ArgumentParser(
         prog="python -m bertkit.quantize",
-        description="Write a dynamic-range int8 TensorFlow Lite copy of a finished run's encoder (token-id "
-                    "interface) with its float32 head weights, for CPU serving with bertkit.quantize.load_int8_run.")
+        description="Write a TensorFlow Lite copy (dynamic-range int8, or float32) of a finished run's encoder "
+                    "(token-id interface) with its float32 head weights, for CPU serving with "
+                    "bertkit.quantize.load_int8_run / load_tflite_run.")
     parser.add_argument("run_dir", type=Path, help="a finished run directory (run_config.json, best/)")
-    parser.add_argument("--out", type=Path, help=f"the .tflite file to write (default: RUN_DIR/{DEFAULT_EXPORT})")
+    parser.add_argument("--precision", choices=PRECISIONS, default="int8",
+                        help="int8: dynamic-range int8 weights (default); float32: no quantization")
+    parser.add_argument("--out", type=Path, help=f"the .tflite file to write (default: RUN_DIR/"
+                                                 f"{DEFAULT_EXPORTS['int8']} or RUN_DIR/{DEFAULT_EXPORTS['float32']})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
 
     def body(args):
-        path = export_int8_run(args.run_dir, args.out, overwrite=args.overwrite)
+        path = export_tflite_run(args.run_dir, args.out, precision=args.precision, overwrite=args.overwrite)
         metadata = read_metadata(path)
         flex = ", ".join(metadata["select_tf_ops"]) or "none"
         fully_connected = metadata["fully_connected_weights"]
-        say(f"wrote {path} ({metadata['bytes'] / 2**20:.1f} MiB, {metadata['int8_tensors']} int8 weight tensors, "
-            f"{fully_connected['per_channel']} fully connected ones with a scale per output channel; TF select ops: "
-            f"{flex}), {head_weights_path(path).name} and {metadata_path(path).name}")
+        weights = (f"{metadata['int8_tensors']} int8 weight tensors, {fully_connected['per_channel']} fully "
+                   f"connected ones with a scale per output channel" if fully_connected else "float32 weights")
+        say(f"wrote {path} ({metadata['bytes'] / 2**20:.1f} MiB, {weights}; TF select ops: {flex}), "
+            f"{head_weights_path(path).name} and {metadata_path(path).name}")
         print(path)
 
     return run_main(lambda: body(parser.parse_args(argv)))

@@ -441,18 +441,29 @@ def predict_main(folder, argv=None) -> int:
     parser.add_argument("--format", choices=("auto", "jsonl", "text"), default="auto",
                         help="input format (auto: JSONL for .jsonl files or lines starting with '{')")
     parser.add_argument("--export", type=Path, help="write a raw-string SavedModel of the run here and exit")
+    parser.add_argument("--tflite", type=Path,
+                        help="serve the run through this TensorFlow Lite export of its encoder (int8 or float32, as "
+                             "written by: python -m bertkit.quantize RUN_DIR [--precision float32]) instead of its "
+                             "Keras model")
 
     def body(args):
         from bertkit.fileio import check_destination, read_input, write_jsonl_output
 
         check_options(args, "batch_size")
+        if args.tflite and (args.export or args.checkpoint):
+            raise ConfigError("--tflite: serves the export's own weights; it does not go with --export or "
+                              "--checkpoint")
         if args.export:  # where the results go is checked before any work
             check_destination(args.export, directory=True)
         elif str(args.output) != "-":
             check_destination(args.output)
-        # lazy: the input is read and checked before the model is built and its weights loaded (seconds)
-        predictor = load_run(args.run_dir, recipe, checkpoint=args.checkpoint, batch_size=args.batch_size,
-                             lazy=True)
+        if args.tflite:  # the encoder is the export's (no weights to load); the head is built in a second
+            from bertkit.quantize import load_tflite_run
+
+            predictor = load_tflite_run(args.run_dir, args.tflite, recipe=recipe, batch_size=args.batch_size)
+        else:  # lazy: the input is read and checked before the model is built and its weights loaded (seconds)
+            predictor = load_run(args.run_dir, recipe, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                                 lazy=True)
         if args.export:
             say(f"exported {predictor.export(args.export)}")
             return

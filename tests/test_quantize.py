@@ -1,4 +1,5 @@
-"""bertkit.quantize: the int8 TensorFlow Lite export of a run's encoder, on a tiny random run of each recipe.
+"""bertkit.quantize: the int8 (and the float32) TensorFlow Lite export of a run's encoder, on a tiny random run of
+each recipe.
 
 How close int8 should be (the tolerance used below): dynamic-range quantization rounds every weight to one of 255
 steps of its output channel's range and every activation row, inside each matrix product, to one of 256 steps of
@@ -7,6 +8,11 @@ blocks (six products each; the layer norms rescale) the hidden states stay withi
 magnitude (measured on such runs: 0.4-0.5 %). The tests allow 5 %, ten times that: a weight tensor left out or
 mis-scaled, a head layer left at its initial values, or ids and segments swapped, are off by far more (or fail),
 and the error must also be non-zero (else the float32 model, not the int8 one, was compared).
+
+The float32 export is the same graph in float32 on another runtime: only the order of float additions differs, so
+its hidden states must match Keras's within FLOAT32_TOLERANCE (1e-5 of the largest magnitude; measured 1e-7-1e-6 on
+the tiny runs and 6e-6 on MiniLM-L6), 5,000 times tighter than int8's bound, and its decoded predictions must be
+Keras's exactly.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ import pytest
 from bertkit import quantize
 from bertkit.batching import predict_in_length_order
 from bertkit.errors import CheckpointError, ConfigError
-from bertkit.quantize import DEFAULT_EXPORT, TFLiteModel, export_int8, load_int8_run, read_metadata
+from bertkit.quantize import (DEFAULT_EXPORT, DEFAULT_EXPORTS, TFLiteModel, export_int8, export_tflite, load_int8_run,
+                              load_tflite_run, read_metadata)
 from bertkit.recipe import load_run
 
 RELATIVE_TOLERANCE = 0.05  # of the float32 output's largest magnitude; see the module docstring
+FLOAT32_TOLERANCE = 1e-5  # the float32 export's, likewise
 RECIPES = ("relation_extract", "sentiment", "sequence_labeling", "span_extract")
 # Positions the encoder gives: every one, or (the sentiment recipe's [CLS] pooling, bertkit.encoder's
 # first_token_encoder) the first alone
@@ -201,8 +209,8 @@ def test_per_channel_weights_requantizes_a_one_scale_matrix_from_its_float_sourc
 
 def test_int8_encoder_calls_the_interpreter_per_tokens_per_invoke_with_the_same_numbers(export_of):
     tflite = export_of("sentiment").tflite
-    whole = quantize.int8_encoder(tflite, tokens_per_invoke=10_000)
-    split = quantize.int8_encoder(tflite, tokens_per_invoke=40)  # 17 tokens a row: 2 rows a call
+    whole = quantize.tflite_encoder(tflite, tokens_per_invoke=10_000)
+    split = quantize.tflite_encoder(tflite, tokens_per_invoke=40)  # 17 tokens a row: 2 rows a call
     calls = []
     predict_on_batch = split.model.predict_on_batch
     split.model.predict_on_batch = lambda inputs: calls.append(len(inputs["token_ids"])) or predict_on_batch(inputs)
@@ -210,7 +218,7 @@ def test_int8_encoder_calls_the_interpreter_per_tokens_per_invoke_with_the_same_
     np.testing.assert_allclose(split(inputs).numpy(), whole(inputs).numpy(), rtol=0, atol=1e-5)
     assert calls == [2, 2, 1]
     with pytest.raises(ConfigError, match="tokens_per_invoke must be at least 1"):
-        quantize.int8_encoder(tflite, tokens_per_invoke=0)
+        quantize.tflite_encoder(tflite, tokens_per_invoke=0)
 
 
 # ------------------------------------------------------------------------------------- predictions through the recipe
@@ -302,6 +310,117 @@ def test_int8_run_predicts_through_the_recipe_with_offsets(exported):
     assert fp32_run.recipe.HEADLINE in fp32_run.recipe.score(examples, int8, int8_run.head)
 
 
+# ------------------------------------------------------------------------------------------------ the float32 export
+@pytest.fixture(scope="module")
+def float32_export_of(export_of):
+    """``float32_export_of(recipe)``: the float32 export, by the command line, of the run ``export_of`` made."""
+    made = {}
+
+    def make(name: str) -> Exported:
+        if name not in made:
+            exported = export_of(name)
+            assert quantize.main([str(exported.run_dir), "--precision", "float32"]) == 0
+            exported.float32 = exported.run_dir / DEFAULT_EXPORTS["float32"]
+            made[name] = exported
+        return made[name]
+
+    return make
+
+
+def same_predictions(got, want, path="") -> None:
+    """Equal decoded outputs: every string, label, offset and list length the same; floats (probabilities, scores)
+    within 1e-4."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), path
+        for key in want:
+            same_predictions(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            same_predictions(g, w, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=1e-4), path
+    else:
+        assert got == want, path
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_float32_export_is_the_keras_model_within_float_rounding(float32_export_of, name):
+    exported = float32_export_of(name)
+    metadata = read_metadata(exported.float32)
+    assert exported.float32.parent.name == "export_float32"
+    assert (metadata["precision"], metadata["int8_tensors"], metadata["fully_connected_weights"]) == (
+        "float32", 0, None)
+    assert metadata["quantization"].startswith("none") and metadata["select_tf_ops"] == []
+    assert read_metadata(exported.tflite)["precision"] == "int8"  # the int8 export beside it is untouched
+    fp32_run = load_run(exported.run_dir)
+    lite_run = load_tflite_run(exported.run_dir, precision="float32")
+    assert lite_run.precision == "float32"
+    encoder, fp32_encoder = lite_run.model.get_layer("encoder"), fp32_run.model.get_layer("encoder")
+    positions = 1 if name in FIRST_POSITION_ONLY else None
+    for lengths in ([9, 6, 2], [17, 11]):
+        batch = padded_batch(lengths, np.random.default_rng(len(lengths)))
+        real = batch[0][:, :positions] != 0
+        error = relative_error(encoder(batch).numpy()[real], fp32_encoder(batch).numpy()[real])
+        assert error <= FLOAT32_TOLERANCE
+    examples = fp32_run.recipe.read_examples(exported.data, fp32_run.args)
+    same_predictions(lite_run.predict_examples(examples, batch_size=4),
+                     fp32_run.predict_examples(examples, batch_size=4))
+
+
+def test_an_export_is_loaded_as_its_own_precision(float32_export_of, tmp_path):
+    exported = float32_export_of("sentiment")
+    with pytest.raises(CheckpointError,
+                       match=r"an export of precision float32, not int8 \(load it with precision='float32'\)"):
+        load_int8_run(exported.run_dir, exported.float32)
+    with pytest.raises(CheckpointError, match="an export of precision int8, not float32"):
+        load_tflite_run(exported.run_dir, exported.tflite, precision="float32")
+    with pytest.raises(ConfigError, match="precision must be one of int8, float32, not 'float16'"):
+        load_tflite_run(exported.run_dir, precision="float16")
+    with pytest.raises(ConfigError, match="precision must be one of int8, float32, not 'float16'"):
+        quantize.export_tflite_run(exported.run_dir, tmp_path / "x.tflite", precision="float16")
+    assert not (tmp_path / "x.tflite").exists()
+    # an int8 export described before float32 exports existed (its own format name, no precision) reads as int8
+    copy = tmp_path / "old"
+    shutil.copytree(exported.tflite.parent, copy)
+    description = json.loads(metadata_text(copy / "model.tflite"))
+    description["format"] = "bertkit-int8/1"
+    del description["precision"]
+    quantize.metadata_path(copy / "model.tflite").write_text(json.dumps(description), encoding="utf-8")
+    assert read_metadata(copy / "model.tflite")["precision"] == "int8"
+    assert load_int8_run(exported.run_dir, copy / "model.tflite").predict(["a fine film"])[0]["label"]
+
+
+def test_predict_py_serves_a_tflite_export_of_either_precision(float32_export_of, tmp_path, capsys):
+    """``predict.py --tflite FILE``: the recipe's predictions through the export (the float32 one: Keras's own; the
+    int8 one: labels from the same set), one clear error where it is combined with --export or --checkpoint."""
+    from bertkit.fileio import iter_jsonl
+    from bertkit.recipe import predict_main
+
+    exported = float32_export_of("sentiment")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a gorgeous , witty , seductive movie .\nthe plot is a mess\nfine\n", encoding="utf-8")
+    folder = Path(__file__).resolve().parents[1] / "recipes" / "sentiment"
+
+    def predict(*flags) -> list[dict]:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}.jsonl"
+        assert predict_main(folder, ["--run-dir", str(exported.run_dir), "--input", str(texts), "--output", str(out),
+                                     *flags]) == 0
+        return [record for _, record in iter_jsonl(out)]
+
+    keras = predict()
+    same_predictions(predict("--tflite", str(exported.float32)), keras)
+    int8 = predict("--tflite", str(exported.tflite))
+    assert len(int8) == 3 and {p["label"] for p in int8} <= set(load_run(exported.run_dir).head["labels"])
+    capsys.readouterr()
+    for extra in (["--export", str(tmp_path / "saved")], ["--checkpoint", str(exported.run_dir / "best")]):
+        assert predict_main(folder, ["--run-dir", str(exported.run_dir), "--input", str(texts),
+                                     "--tflite", str(exported.float32), *extra]) == 2
+        assert capsys.readouterr().err.strip() == ("error: --tflite: serves the export's own weights; it does not go "
+                                                   "with --export or --checkpoint")
+    assert not (tmp_path / "saved").exists()
+
+
 # -------------------------------------------------------------------------------------------------- files and errors
 def test_export_refuses_to_overwrite_without_the_flag(exported, capsys):
     before = {path.name: sha256(path) for path in exported.tflite.parent.iterdir()}
@@ -330,7 +449,7 @@ def test_a_directory_that_is_not_a_run_is_one_clear_error(tmp_path, capsys):
 
 def test_missing_or_mixed_exports_are_clear_errors(export_of, tmp_path):
     exported = export_of("sentiment")
-    with pytest.raises(CheckpointError, match=r"missing.tflite: no such int8 model \(write one with"):
+    with pytest.raises(CheckpointError, match=r"missing.tflite: no such TensorFlow Lite model \(write one with"):
         load_int8_run(exported.run_dir, tmp_path / "missing.tflite")
     copy = tmp_path / "copy"
     shutil.copytree(exported.tflite.parent, copy)
@@ -381,6 +500,10 @@ def test_tflite_model_takes_and_returns_what_keras_predict_on_batch_does(tmp_pat
     with pytest.raises(ConfigError, match="1 inputs given, the model takes 2"):
         int8.predict_on_batch(inputs["features"])
     assert json.loads(metadata_text(path))["tflite"] == "toy.tflite"
+    float32 = TFLiteModel(export_tflite(tmp_path / "toy32.tflite", model, precision="float32"), num_threads=1)
+    assert read_metadata(float32.path)["int8_tensors"] == 0
+    got, want = float32.predict_on_batch(inputs), model.predict_on_batch({k: inputs[k] for k in ("features", "mask")})
+    assert all(relative_error(got[key], want[key]) <= FLOAT32_TOLERANCE for key in want)
 
 
 def metadata_text(path: Path) -> str:
