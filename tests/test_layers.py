@@ -94,6 +94,39 @@ def test_dtype_safe_attention_matches_keras_multi_head_attention():
     assert expected.shape == (2, 5, 8)
 
 
+def test_attention_projects_all_rows_at_once_in_training_with_the_same_values_and_gradients():
+    """Training runs the Q/K/V/output projections as 2-D products of all (batch x seq) rows (one kernel gradient
+    product each, not one per sequence summed); inference keeps the broadcast matmul a TensorFlow Lite export reads
+    as one fully connected op. Same outputs and gradients within float rounding."""
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(3, 7, 8)).astype(np.float32))
+    mask = tf.constant([[True] * 7, [True] * 4 + [False] * 3, [True] * 6 + [False]])
+    attention = layers.DtypeSafeMultiHeadAttention(head_num=2)  # no dropout: training changes nothing else
+    attention(x, mask=mask)
+    attention.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in attention.get_weights()])
+
+    def outputs_and_gradients(training):
+        with tf.GradientTape() as tape:
+            y = attention(x, mask=mask, training=training)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        return y.numpy(), [g.numpy() for g in tape.gradient(loss, attention.trainable_weights)]
+
+    (y_train, g_train), (y_infer, g_infer) = outputs_and_gradients(True), outputs_and_gradients(False)
+    np.testing.assert_allclose(y_train, y_infer, rtol=0, atol=1e-5)
+    for got, want in zip(g_train, g_infer):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    def products(training) -> dict:
+        graph = tf.function(lambda t: attention(t, mask=mask, training=training)).get_concrete_function(
+            tf.TensorSpec([None, None, 8], tf.float32)).graph
+        ops = [op.type for op in graph.get_operations()]
+        return {"MatMul": ops.count("MatMul"), "BatchMatMulV2": ops.count("BatchMatMulV2")}
+
+    # Q, K, V and output: 2-D in training, broadcast in inference; the two attention products batched in both
+    assert products(True) == {"MatMul": 4, "BatchMatMulV2": 2}
+    assert products(False) == {"MatMul": 0, "BatchMatMulV2": 6}
+
+
 def test_attention_dropout_drops_attention_probabilities_in_training_only():
     rng = np.random.default_rng(2)
     x = tf.constant(rng.normal(size=(8, 16, 8)).astype(np.float32))
