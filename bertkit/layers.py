@@ -201,7 +201,8 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
         # the TensorFlow Lite encoder's XNNPack partitions (26 delegate nodes for MiniLM-L6 against 50).
         # Training: one 2-D product of all (batch x seq) rows, whose kernel gradient is one (in, rows) @ (rows, out)
         # product; the broadcast matmul's gradient computes a kernel gradient per sequence, then sums the batch of
-        # them. Same values within float rounding; MiniLM-L6's 32 x 128 train step 5% faster (benchmarks/README.md).
+        # them. Same values within float rounding; MiniLM-L6's 32 x 128 train step +5% in an A/B, the English no-flag
+        # runs' training 2-15% shorter, most at SST-2's short batches (benchmarks/README.md).
         if training is True:  # a Python True (Keras passes one in fit); anything else: the inference form
             rows = tf.matmul(tf.reshape(x, [-1, kernel.shape[0]]), tf.cast(kernel, x.dtype))
             y = tf.reshape(rows, tf.concat([tf.shape(x)[:-1], [kernel.shape[1]]], axis=0))

@@ -9,10 +9,11 @@ the float32 one (written to ``RUN_DIR/export_float32/model.tflite``).
 
 Float32 (``--precision float32``): the same conversion without quantization, every weight and activation float32,
 run by the same interpreter, whose XNNPack delegate takes the whole float32 graph. Its outputs are Keras's within
-float rounding (6e-6 on MiniLM-L6's hidden states), its speed above TensorFlow's graph on the same CPU:
-MiniLM-L6 at 64 x 128 on a 2-core Zen 4 (2026-12-05), 62-69 against 58-59 sequences/s (``benchmarks/README.md``).
-For a float32 server that wants neither int8's rounding nor TensorFlow's per-call overhead; int8 is 2-3x faster
-still.
+float rounding (9e-7 of the largest magnitude on MiniLM-L6's hidden states), its speed at or above TensorFlow's graph
+on the same CPU: MiniLM-L6's whole encoder at 64 x 128 on a 2-core Zen 4 (2026-12-05, ``benchmarks/bench_peer.py``),
+medians of 65.3 and 60.5 sequences/s in two runs against 56.1 and 59.9; in whole ``predict`` passes over the English
+runs' test sets 1.01-1.68x, the encoder alone 1.15-1.38x, the same metrics (``benchmarks/README.md``). For a float32
+server that wants none of int8's rounding; int8 is 2-3x faster still.
 
 What is quantized (int8): the ENCODER (``bertkit.encoder.load_encoder``'s model, named ``encoder`` in every recipe's
 model: all the matrix products that matter), converted by ``tf.lite.TFLiteConverter`` with
