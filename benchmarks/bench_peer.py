@@ -292,23 +292,21 @@ def litert_export_path(args) -> Path:
 
 
 def export_litert_encoder(args) -> dict:
-    """Write the default encoder's float32 TensorFlow Lite export (``bertkit.quantize.export_tflite``, as
+    """Write the default encoder's float32 TensorFlow Lite export (``bertkit.quantize.export_encoder``, as
     ``export_tflite_run`` writes a run's: token-id inputs of any shape, ``hidden`` out) to ``--litert-dir`` and
     check it against the Keras encoder on one inference batch: the largest difference of the hidden states,
     relative to their largest magnitude."""
-    tf = set_tf_threads(args.threads)
+    set_tf_threads(args.threads)
     import numpy as np
 
     from bertkit.encoder import default_bert_dir, load_encoder
     from bertkit.errors import BertkitError
-    from bertkit.quantize import ENCODER_INPUTS, ENCODER_OUTPUT, export_tflite, tflite_encoder
+    from bertkit.quantize import export_encoder, tflite_encoder
 
     try:
         encoder = load_encoder(default_bert_dir())
         started = time.perf_counter()
-        path = export_tflite(litert_export_path(args), encoder, precision="float32",
-                             input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in ENCODER_INPUTS],
-                             output_names=[ENCODER_OUTPUT])
+        path = export_encoder(litert_export_path(args), encoder, precision="float32")
         seconds = time.perf_counter() - started
         ids = random_batches(model_folder() / "vocab.txt", args.infer_batch, args.seq_len, count=1)[0]
         want = encoder.predict_on_batch([ids, np.zeros_like(ids)])

@@ -82,8 +82,8 @@ from bertkit.errors import BertkitError, CheckpointError, ConfigError
 from bertkit.recipe import Predictor, read_run
 
 __all__ = ["DEFAULT_EXPORT", "DEFAULT_EXPORTS", "ENCODER_INPUTS", "PRECISIONS", "TFLiteModel", "TFLitePredictor",
-           "export_int8", "export_int8_run", "export_tflite", "export_tflite_run", "load_int8_run", "load_tflite_run",
-           "main", "metadata_path", "read_metadata", "tflite_encoder"]
+           "export_encoder", "export_int8", "export_int8_run", "export_tflite", "export_tflite_run", "load_int8_run",
+           "load_tflite_run", "main", "metadata_path", "read_metadata", "tflite_encoder"]
 
 FORMAT = "bertkit-tflite/1"
 FORMATS_READ = (FORMAT, "bertkit-int8/1")  # the latter: int8 exports written before float32 was offered
@@ -572,8 +572,6 @@ def export_tflite_run(run_dir, out=None, *, precision: str = "int8", overwrite: 
     (``load_run``'s model, with the run's kept weights) to ``out`` (default ``RUN_DIR/export_int8/model.tflite``
     or ``RUN_DIR/export_float32/model.tflite``), with ``model.head.npz`` and ``model.json`` beside it. An existing
     ``out`` is a ``ConfigError`` unless ``overwrite``; a directory that is not a run, a ``CheckpointError``."""
-    import tensorflow as tf
-
     from bertkit.fileio import atomic_write_bytes
     from bertkit.recipe import load_run
 
@@ -593,10 +591,19 @@ def export_tflite_run(run_dir, out=None, *, precision: str = "int8", overwrite: 
     head_bytes, head_layers = _pack_head_weights(_head_layers(model, encoder))
     head_path = head_weights_path(out)
     atomic_write_bytes(head_path, head_bytes)
-    specs = [tf.TensorSpec([None, None], tf.int32, name=name) for name in ENCODER_INPUTS]
     extra = {"run": {"task": predictor.recipe.name, "run_dir": str(run_dir.resolve())},
              "head_weights": {"file": head_path.name, "sha256": _sha256(head_bytes), "layers": head_layers}}
-    return export_tflite(out, encoder, precision=precision, input_signature=specs, output_names=[ENCODER_OUTPUT],
+    return export_encoder(out, encoder, precision=precision, extra=extra)
+
+
+def export_encoder(path, encoder, *, precision: str = "int8", extra: dict | None = None) -> Path:
+    """:func:`export_tflite` of an encoder (``bertkit.encoder.load_encoder``'s model, or a view of it) with the
+    interface :func:`tflite_encoder` reads: int32 ``token_ids`` and ``segment_ids`` of any batch and length in,
+    ``hidden`` out."""
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec([None, None], tf.int32, name=name) for name in ENCODER_INPUTS]
+    return export_tflite(path, encoder, precision=precision, input_signature=specs, output_names=[ENCODER_OUTPUT],
                          extra=extra)
 
 
