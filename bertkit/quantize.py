@@ -576,7 +576,8 @@ def export_tflite_run(run_dir, out=None, *, precision: str = "int8", overwrite: 
     from bertkit.recipe import load_run
 
     run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / DEFAULT_EXPORTS[_check_precision(precision)]
+    _check_precision(precision)  # before anything is written (the head weights go first)
+    out = Path(out) if out is not None else run_dir / DEFAULT_EXPORTS[precision]
     if out.is_dir():
         raise ConfigError(f"{out}: is a directory; --out names the .tflite file to write")
     if out.exists() and not overwrite:
@@ -633,11 +634,11 @@ def _load_head_weights(model, encoder, tflite_path, metadata: dict) -> None:
 
 class TFLitePredictor(Predictor):
     """A run's ``Predictor`` whose model holds a TensorFlow Lite encoder (:func:`load_tflite_run`); ``precision``
-    says which (``int8`` or ``float32``)."""
+    says which (``int8`` or ``float32``), read from the export's description."""
 
-    def __init__(self, *args, precision: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.precision = precision
+    @property
+    def precision(self) -> str:
+        return self.model.get_layer(ENCODER_LAYER).model.metadata["precision"]
 
     def export(self, path):
         raise ConfigError(f"{self.run_dir}: a TensorFlow Lite predictor cannot write a SavedModel (its encoder is a "
@@ -675,7 +676,7 @@ def load_tflite_run(run_dir, tflite=None, *, precision: str | None = None, recip
         raise CheckpointError(tflite, f"an export of a {task!r} run, not of this {recipe.name!r} run")
     model = recipe.build_model(args.bert_dir, config["head"], encoder=encoder)
     _load_head_weights(model, encoder, tflite, metadata)
-    return TFLitePredictor(recipe, model, tokenizer, config["head"], args, run_dir, batch_size, precision=precision)
+    return TFLitePredictor(recipe, model, tokenizer, config["head"], args, run_dir, batch_size)
 
 
 # ---------------------------------------------------------------------------------------------------- command line
