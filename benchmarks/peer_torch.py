@@ -34,6 +34,14 @@ def parse_args(argv=None):
     parser.add_argument("--gemm", action="store_true", help="measure torch's float32 GEMM peak instead")
     short = parser.add_argument_group("--short-run (bench_short_run.py): a whole fine-tuning run on text files")
     short.add_argument("--short-run", action="store_true")
+    short.add_argument("--task", choices=("sentiment", "sequence_labeling"), default="sentiment",
+                       help="sentiment: a [CLS] classifier on 'text'/'label' records; sequence_labeling: a softmax "
+                            "tagger on the first piece of each word of 'tokens'/'tags' records")
+    short.add_argument("--dropout", type=float, default=0.1, help="dropout before the tag scores (sequence_labeling)")
+    short.add_argument("--group-by-length", action="store_true",
+                       help="batches of similar length, as transformers' Trainer(group_by_length=True) forms them "
+                            "(shuffled groups of 50 batches, each sorted by length), and the dev set predicted in "
+                            "length order; default: a plain shuffled pass")
     short.add_argument("--train-file")
     short.add_argument("--dev-file")
     short.add_argument("--max-len", type=int, default=64)
@@ -79,6 +87,34 @@ def build_classifier(torch, model_dir: str, attention_dropout: float | None, num
             return self.logits(hidden[:, 0])
 
     return Classifier(), encoder.config  # the loaded config: it records the attention implementation chosen
+
+
+def build_tagger(torch, model_dir: str, num_tags: int, dropout: float):
+    """``tagger(ids, mask, token_types, word_index)`` -> tag scores ``(batch, words, num_tags)``: the hidden state of
+    each word's first piece (``word_index``: its position) -> dropout -> Linear, as the sequence_labeling recipe's
+    softmax head (``--no-crf``)."""
+    import transformers
+    from transformers import BertModel
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    encoder = BertModel.from_pretrained(model_dir, add_pooling_layer=False, dtype=torch.float32)
+
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.dropout = torch.nn.Dropout(dropout)
+            self.scores = torch.nn.Linear(encoder.config.hidden_size, num_tags)
+            torch.nn.init.xavier_uniform_(self.scores.weight, generator=torch.Generator().manual_seed(0))
+            torch.nn.init.zeros_(self.scores.bias)
+
+        def forward(self, ids, mask, token_types, word_index):
+            hidden = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=token_types).last_hidden_state
+            words = torch.gather(hidden, 1, word_index.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
+            return self.scores(self.dropout(words))
+
+    return Tagger()
 
 
 def build_optimizer(torch, model, lr: float = LEARNING_RATE):
@@ -129,71 +165,165 @@ def peer_side(args) -> dict:
     return {**figures, **measure(args, Path(args.model_dir) / "vocab.txt", infer, prepare_training)}
 
 
-def read_labelled(path: str) -> tuple[list[str], list[str]]:
-    """``(texts, labels)`` of a JSONL file with ``text`` and ``label`` (the shipped SST-2 format)."""
+def read_records(path: str, fields: tuple[str, str]) -> list[dict]:
+    """The JSONL records of ``path``, each with both ``fields`` (the shipped SST-2 and CoNLL-2003 formats)."""
     import json
 
-    texts, labels = [], []
+    records = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
                 record = json.loads(line)
-                if "text" not in record or "label" not in record:
-                    raise BenchError(f"{path}:{number}: needs 'text' and 'label'")
-                texts.append(str(record["text"]))
-                labels.append(str(record["label"]))
-    return texts, labels
+                if any(field not in record for field in fields):
+                    raise BenchError(f"{path}:{number}: needs {' and '.join(repr(f) for f in fields)}")
+                records.append(record)
+    return records
+
+
+class SentimentTask:
+    """The sentiment recipe's work: a [CLS] classifier, one label per text; scored by accuracy."""
+
+    def __init__(self, torch, args):
+        self.torch, self.args = torch, args
+        train = read_records(args.train_file, ("text", "label"))
+        self.dev = read_records(args.dev_file, ("text", "label"))
+        self.names = sorted({str(r["label"]) for r in train})
+        unknown = sorted({str(r["label"]) for r in self.dev} - set(self.names))
+        if unknown:
+            raise BenchError(f"{args.dev_file}: labels not in the training file: {unknown}")
+        self.tokenizer = tokenizer(args.model_dir)
+        self.model, _ = build_classifier(torch, args.model_dir, None, num_labels=len(self.names))
+        index = {name: i for i, name in enumerate(self.names)}
+        self.train_rows = [(ids, index[str(r["label"])]) for ids, r in zip(self.encoded(train), train)]
+        self.dev_rows = self.encoded(self.dev)
+
+    def encoded(self, records):
+        return self.tokenizer([str(r["text"]) for r in records], truncation=True,
+                              max_length=self.args.max_len)["input_ids"]
+
+    def loss(self, rows):
+        logits = self.model(*pad(self.torch, [ids for ids, _ in rows]))
+        return self.torch.nn.functional.cross_entropy(logits, self.torch.tensor([label for _, label in rows]))
+
+    def predict(self, rows) -> list:
+        return [self.names[i] for i in self.model(*pad(self.torch, rows)).argmax(-1).tolist()]
+
+    def score(self, predicted) -> dict:
+        gold = [str(r["label"]) for r in self.dev]
+        return {"dev_metric": sum(p == g for p, g in zip(predicted, gold)) / len(gold), "metric": "accuracy"}
+
+
+class TaggingTask:
+    """The sequence_labeling recipe's work with its softmax head (``--no-crf``): a tag per word from its first
+    piece, cross-entropy over real words; the predicted tags are returned for the driver to score (entity F1)."""
+
+    def __init__(self, torch, args):
+        self.torch, self.args = torch, args
+        train = read_records(args.train_file, ("tokens", "tags"))
+        self.dev = read_records(args.dev_file, ("tokens", "tags"))
+        self.names = sorted({tag for r in train for tag in r["tags"]})
+        unknown = sorted({tag for r in self.dev for tag in r["tags"]} - set(self.names))
+        if unknown:
+            raise BenchError(f"{args.dev_file}: tags not in the training file: {unknown}")
+        self.tokenizer = tokenizer(args.model_dir)
+        self.model = build_tagger(torch, args.model_dir, len(self.names), args.dropout)
+        index = {name: i for i, name in enumerate(self.names)}
+        self.train_rows = [(ids, first, [index[tag] for tag in r["tags"][:len(first)]])
+                           for (ids, first), r in zip(self.encoded(train), train)]
+        self.dev_rows = self.encoded(self.dev)
+
+    def encoded(self, records):
+        """Per record ``(piece ids, position of each word's first piece)``, truncated to ``--max-len`` pieces: the
+        words cut off (and any word with no piece) are left out and predicted ``O``."""
+        batch = self.tokenizer([r["tokens"] for r in records], is_split_into_words=True, truncation=True,
+                               max_length=self.args.max_len)
+        rows = []
+        for i, ids in enumerate(batch["input_ids"]):
+            first = {}
+            for position, word in enumerate(batch.word_ids(i)):
+                if word is not None and word not in first:
+                    first[word] = position
+            kept = []
+            for word in range(len(records[i]["tokens"])):  # the leading words that have a piece
+                if word not in first:
+                    break
+                kept.append(first[word])
+            rows.append((ids, kept))
+        return rows
+
+    def word_index(self, rows):
+        width = max(1, max(len(first) for _, first in rows))
+        index = self.torch.zeros((len(rows), width), dtype=self.torch.long)
+        for i, (_, first) in enumerate(rows):
+            index[i, :len(first)] = self.torch.tensor(first, dtype=self.torch.long)
+        return index
+
+    def loss(self, rows):
+        scores = self.model(*pad(self.torch, [ids for ids, _, _ in rows]),
+                            self.word_index([(ids, first) for ids, first, _ in rows]))
+        labels = self.torch.full(scores.shape[:2], -100, dtype=self.torch.long)
+        for i, (_, _, tags) in enumerate(rows):
+            labels[i, :len(tags)] = self.torch.tensor(tags, dtype=self.torch.long)
+        return self.torch.nn.functional.cross_entropy(scores.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+    def predict(self, rows) -> list:
+        best = self.model(*pad(self.torch, [ids for ids, _ in rows]), self.word_index(rows)).argmax(-1).tolist()
+        return [[self.names[t] for t in tags[:len(first)]] for tags, (_, first) in zip(best, rows)]
+
+    def score(self, predicted) -> dict:
+        """The tags per word of every dev record (``O`` for words cut off); the driver computes the F1."""
+        return {"dev_predictions": [tags + ["O"] * (len(r["tokens"]) - len(tags))
+                                    for tags, r in zip(predicted, self.dev)], "metric": "entity F1"}
+
+
+def tokenizer(model_dir: str):
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast.from_pretrained(model_dir)
+
+
+def pad(torch, rows):
+    """``(ids, mask, token types)`` of piece-id lists, padded to the longest."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+    return ids, (ids != 0).long(), torch.zeros_like(ids)
 
 
 def peer_short_run(args) -> dict:
-    """A plain Hugging Face + torch fine-tuning loop doing what ``recipes/sentiment/train.py`` does by default on
-    the same files: tokenize (the folder's fast tokenizer, truncation to ``--max-len``), one shuffled pass in batches
-    of ``--batch-size`` padded to each batch's longest, AdamW with the recipe's defaults (lr, weight decay except
+    """A plain Hugging Face + torch fine-tuning loop doing what the ``--task`` recipe does by default on the same
+    files: tokenize (the folder's fast tokenizer, truncation to ``--max-len``), one shuffled pass in batches of
+    ``--batch-size`` padded to each batch's longest, AdamW with the recipe's defaults (lr, weight decay except
     LayerNorm/bias, epsilon 1e-6, global-norm clipping 1.0) under linear warm-up (``--warmup-ratio``) and linear
-    decay to 0, cross-entropy; then dev accuracy in batches of ``--eval-batch-size``. Times each part."""
+    decay to 0, cross-entropy; then the dev set predicted in batches of ``--eval-batch-size``. Times each part."""
     import time
-
-    from transformers import BertTokenizerFast
 
     started = time.perf_counter()
     torch = import_torch(args.threads)
     torch.manual_seed(args.seed)
-    train_texts, train_labels = read_labelled(args.train_file)
-    dev_texts, dev_labels = read_labelled(args.dev_file)
-    names = sorted(set(train_labels))
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted(set(dev_labels) - set(names))
-    if unknown:
-        raise BenchError(f"{args.dev_file}: labels not in the training file: {unknown}")
-    tokenizer = BertTokenizerFast.from_pretrained(args.model_dir)
-    model, _ = build_classifier(torch, args.model_dir, None, num_labels=len(names))
-
-    def encoded(texts):
-        return tokenizer(texts, truncation=True, max_length=args.max_len)["input_ids"]
-
-    def batch_tensors(rows):
-        width = max(len(r) for r in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row)
-        return ids, (ids != 0).long(), torch.zeros_like(ids)
-
-    train_ids, dev_ids = encoded(train_texts), encoded(dev_texts)
-    y = torch.tensor([index[label] for label in train_labels])
+    task = (SentimentTask if args.task == "sentiment" else TaggingTask)(torch, args)
+    model = task.model
     setup_seconds = time.perf_counter() - started
 
     start = time.perf_counter()
     model.train()
     optimizer = build_optimizer(torch, model, lr=args.lr)
-    steps = -(-len(train_ids) // args.batch_size)
+    steps = -(-len(task.train_rows) // args.batch_size)
     warmup = int(args.warmup_ratio * steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: (step + 1) / warmup if step < warmup else max(0.0, (steps - step) / (steps - warmup)))
-    order = torch.randperm(len(train_ids), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    order = torch.randperm(len(task.train_rows), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    if args.group_by_length:  # transformers' LengthGroupedSampler: groups of 50 batches, each sorted longest first
+        group = 50 * args.batch_size
+        order = [i for first in range(0, len(order), group)
+                 for i in sorted(order[first:first + group], key=lambda i: -len(task.train_rows[i][0]))]
+    batches = [order[first:first + args.batch_size] for first in range(0, len(order), args.batch_size)]
+    padded_tokens = sum(len(rows) * max(len(task.train_rows[i][0]) for i in rows) for rows in batches)
+    real_tokens = sum(len(row[0]) for row in task.train_rows)
     losses = []
-    for first in range(0, len(order), args.batch_size):
-        rows = order[first:first + args.batch_size]
-        loss = torch.nn.functional.cross_entropy(model(*batch_tensors([train_ids[i] for i in rows])), y[rows])
+    for rows in batches:
+        loss = task.loss([task.train_rows[i] for i in rows])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_GLOBAL_NORM)
         optimizer.step()
@@ -204,15 +334,22 @@ def peer_short_run(args) -> dict:
 
     start = time.perf_counter()
     model.eval()
-    predicted = []
+    dev_order = list(range(len(task.dev_rows)))
+    if args.group_by_length:
+        dev_order.sort(key=lambda i: len(task.dev_rows[i][0] if args.task != "sentiment" else task.dev_rows[i]))
+    predicted = [None] * len(dev_order)
     with torch.inference_mode():
-        for first in range(0, len(dev_ids), args.eval_batch_size):
-            predicted += model(*batch_tensors(dev_ids[first:first + args.eval_batch_size])).argmax(-1).tolist()
+        for first in range(0, len(dev_order), args.eval_batch_size):
+            chunk = dev_order[first:first + args.eval_batch_size]
+            for i, prediction in zip(chunk, task.predict([task.dev_rows[i] for i in chunk])):
+                predicted[i] = prediction
     eval_seconds = time.perf_counter() - start
-    accuracy = sum(names[p] == label for p, label in zip(predicted, dev_labels)) / len(dev_labels)
-    return {"side": "peer", "torch": torch.__version__, "train_examples": len(train_ids), "steps": steps,
-            "dev_examples": len(dev_ids), "dev_accuracy": accuracy, "first_loss": losses[0], "last_loss": losses[-1],
-            "setup_seconds": setup_seconds, "train_seconds": train_seconds, "eval_seconds": eval_seconds}
+    return {"side": "peer", "task": args.task, "torch": torch.__version__, "train_examples": len(task.train_rows),
+            "steps": steps, "group_by_length": args.group_by_length, "train_real_tokens": real_tokens,
+            "train_padded_tokens": padded_tokens, "dev_examples": len(task.dev_rows), **task.score(predicted),
+            "first_loss": losses[0],
+            "last_loss": losses[-1], "setup_seconds": setup_seconds, "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds}
 
 
 def torch_gemm(args) -> dict:

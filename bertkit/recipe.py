@@ -275,8 +275,21 @@ def train(recipe, argv=None, *, args=None) -> dict:
     def predict(examples):
         return recipe.predict(model, tokenizer, examples, head, batch_size=args.eval_batch_size)
 
+    latest_dev = {}  # the latest dev evaluation of this process: its predictions and the epoch whose weights made them
+
     def evaluate_dev(_model) -> dict:
-        return recipe.score(dev, predict(dev), head)
+        predictions = predict(dev)
+        latest_dev.update(epoch=trainer.evaluated_epoch, predictions=predictions, head=head)
+        return recipe.score(dev, predictions, head)
+
+    def predict_dev():
+        """Dev predictions of the model as it is now: the latest evaluation's when its epoch is the one whose weights
+        were restored (the same weights, head and batches give the same outputs), so a run reporting on dev does not
+        predict it twice; else predicted again."""
+        if (latest_dev and latest_dev["head"] is head and not args.eval_only
+                and latest_dev["epoch"] == trainer.train_stats.get("best_epoch")):
+            return latest_dev["predictions"]
+        return predict(dev)
 
     if args.eval_only:
         trainer.restore(model, args.checkpoint)
@@ -284,7 +297,7 @@ def train(recipe, argv=None, *, args=None) -> dict:
         selected, higher_is_better = recipe.selection(args)
         trainer.fit(model, data, evaluate=evaluate_dev, headline=selected, higher_is_better=higher_is_better)
     if recipe.needs_tuning(head):
-        tuned = recipe.tune(dev, predict(dev), head)
+        tuned = recipe.tune(dev, predict_dev(), head)
         if tuned != head:
             head = run_config["head"] = tuned
             if not args.eval_only:
@@ -295,7 +308,7 @@ def train(recipe, argv=None, *, args=None) -> dict:
         split_name, examples, split_path = "test", test, args.test_file
     else:
         split_name, examples, split_path = "dev", dev, args.dev_file
-    predictions = predict(examples)
+    predictions = predict_dev() if examples is dev else predict(examples)
     metrics = recipe.score(examples, predictions, head)
     if test is not None and not test_labelled:
         write_jsonl(out / PREDICTIONS_FILE, predict(test))

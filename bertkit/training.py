@@ -226,6 +226,7 @@ def _make_callbacks_module():
             train_seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
             logs["lr"] = _current_lr(self.model.optimizer)
             start = time.perf_counter()
+            self.trainer.evaluated_epoch = epoch + 1
             result = self.evaluate(self.model)
             eval_seconds = time.perf_counter() - start
             if not isinstance(result, dict):
@@ -602,6 +603,9 @@ class Trainer:
         self.history: dict[str, list] = {}
         self.train_stats = {"epochs": 0, "steps": 0, "seconds": 0.0, "examples_per_second": None}
         self.extra: dict = {}
+        # the epoch (from 1) whose weights the dev evaluation running now, or the latest one of this process, saw:
+        # with train_stats["best_epoch"] after fit it tells whether that evaluation's outputs are the restored model's
+        self.evaluated_epoch: int | None = None
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _check_output_dir(self) -> None:
