@@ -201,6 +201,11 @@ class SentimentTask:
         return self.tokenizer([str(r["text"]) for r in records], truncation=True,
                               max_length=self.args.max_len)["input_ids"]
 
+    @staticmethod
+    def pieces(row) -> int:
+        """Pieces of a training row ``(ids, label)`` or a dev row (the ids alone)."""
+        return len(row if isinstance(row[0], int) else row[0])
+
     def loss(self, rows):
         logits = self.model(*pad(self.torch, [ids for ids, _ in rows]))
         return self.torch.nn.functional.cross_entropy(logits, self.torch.tensor([label for _, label in rows]))
@@ -250,6 +255,11 @@ class TaggingTask:
                 kept.append(first[word])
             rows.append((ids, kept))
         return rows
+
+    @staticmethod
+    def pieces(row) -> int:
+        """Pieces of a training row ``(ids, first pieces, tags)`` or a dev row ``(ids, first pieces)``."""
+        return len(row[0])
 
     def word_index(self, rows):
         width = max(1, max(len(first) for _, first in rows))
@@ -317,10 +327,10 @@ def peer_short_run(args) -> dict:
     if args.group_by_length:  # transformers' LengthGroupedSampler: groups of 50 batches, each sorted longest first
         group = 50 * args.batch_size
         order = [i for first in range(0, len(order), group)
-                 for i in sorted(order[first:first + group], key=lambda i: -len(task.train_rows[i][0]))]
+                 for i in sorted(order[first:first + group], key=lambda i: -task.pieces(task.train_rows[i]))]
     batches = [order[first:first + args.batch_size] for first in range(0, len(order), args.batch_size)]
-    padded_tokens = sum(len(rows) * max(len(task.train_rows[i][0]) for i in rows) for rows in batches)
-    real_tokens = sum(len(row[0]) for row in task.train_rows)
+    padded_tokens = sum(len(rows) * max(task.pieces(task.train_rows[i]) for i in rows) for rows in batches)
+    real_tokens = sum(task.pieces(row) for row in task.train_rows)
     losses = []
     for rows in batches:
         loss = task.loss([task.train_rows[i] for i in rows])
@@ -336,7 +346,7 @@ def peer_short_run(args) -> dict:
     model.eval()
     dev_order = list(range(len(task.dev_rows)))
     if args.group_by_length:
-        dev_order.sort(key=lambda i: len(task.dev_rows[i][0] if args.task != "sentiment" else task.dev_rows[i]))
+        dev_order.sort(key=lambda i: task.pieces(task.dev_rows[i]))
     predicted = [None] * len(dev_order)
     with torch.inference_mode():
         for first in range(0, len(dev_order), args.eval_batch_size):
@@ -347,9 +357,8 @@ def peer_short_run(args) -> dict:
     return {"side": "peer", "task": args.task, "torch": torch.__version__, "train_examples": len(task.train_rows),
             "steps": steps, "group_by_length": args.group_by_length, "train_real_tokens": real_tokens,
             "train_padded_tokens": padded_tokens, "dev_examples": len(task.dev_rows), **task.score(predicted),
-            "first_loss": losses[0],
-            "last_loss": losses[-1], "setup_seconds": setup_seconds, "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds}
+            "first_loss": losses[0], "last_loss": losses[-1], "setup_seconds": setup_seconds,
+            "train_seconds": train_seconds, "eval_seconds": eval_seconds}
 
 
 def torch_gemm(args) -> dict:
