@@ -39,16 +39,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import json
-import re
 
 # beside this script (its folder is on sys.path)
 from bench_peer import ISA_CAPS, forward_flops_per_sequence, random_batches, training_labels
