@@ -285,8 +285,8 @@ def train(recipe, argv=None, *, args=None) -> dict:
     def predict_dev():
         """Dev predictions of the model as it is now: the latest evaluation's when its epoch is the one whose weights
         were restored (the same weights, head and batches give the same outputs), so a run reporting on dev does not
-        predict it twice; else predicted again."""
-        if (latest_dev and latest_dev["head"] is head and not args.eval_only
+        predict it twice; else (``--eval-only`` evaluates nothing before) predicted again."""
+        if (latest_dev and latest_dev["head"] is head
                 and latest_dev["epoch"] == trainer.train_stats.get("best_epoch")):
             return latest_dev["predictions"]
         return predict(dev)
