@@ -466,6 +466,7 @@ class JointRun:
                 try:
                     step, rows, best = self._loop(steps, iterators, checkpoint, step, rows, best, interval, guard,
                                                   partial)
+                    guard.raise_pending()
                 except KeyboardInterrupt:
                     guard.acknowledge()
                     # deferred: a second signal meanwhile is the watchdog's, which ends the process, the last
@@ -532,6 +533,7 @@ class JointRun:
             for position in range(position, per_epoch):
                 i = int(order[position])
                 loss = float(steps[i](iterators[i]))
+                interrupts.raise_pending()  # a signal held back while this task's step was traced
                 if not math.isfinite(loss):
                     raise ConfigError(f"task {self.tasks[i].name}: the loss is {loss} at step {step + 1}; lower --lr "
                                       f"or this task's loss weight")
@@ -558,6 +560,7 @@ class JointRun:
             for task, s, c in zip(self.tasks, sums, counts):
                 row[f"{task.name}_loss"] = float(s / c) if c else float("nan")
             row.update(self._evaluate_dev())
+            interrupts.raise_pending()
             with interrupts.deferred():  # the kept weights, the rows and the best epoch change together
                 if best["mean"] is None or row["mean_dev"] > best["mean"]:
                     best = self._best = {"epoch": epoch + 1, "mean": row["mean_dev"]}

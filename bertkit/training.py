@@ -228,6 +228,7 @@ def _make_callbacks_module():
             start = time.perf_counter()
             self.trainer.evaluated_epoch = epoch + 1
             result = self.evaluate(self.model)
+            self.interrupts.raise_pending()  # a signal held back while the prediction step was traced
             eval_seconds = time.perf_counter() - start
             if not isinstance(result, dict):
                 raise ConfigError(f"evaluate(model) must return a dict of metrics, got {type(result).__name__}")
@@ -268,6 +269,7 @@ def _make_callbacks_module():
             self._last_save = time.monotonic()
 
         def on_train_batch_end(self, batch, logs=None):
+            self.interrupts.raise_pending()  # a signal held back while the train step was traced: stop here
             if batch >= self.steps_per_epoch - 1:
                 return  # the epoch-end backup covers the last batch
             due = self.save_every_seconds and time.monotonic() - self._last_save >= self.save_every_seconds
@@ -452,13 +454,23 @@ class RunLock:
         self.held = False
 
 
+def _tracing() -> bool:
+    """Whether this thread is inside TensorFlow's tracing of a function (a train or predict step's first call)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and tf.inside_function()
+
+
 class InterruptGuard:
     """While training: Ctrl-C (SIGINT) and SIGTERM raise ``KeyboardInterrupt`` in the main thread as soon as it
     runs Python again (between two steps, in a callback, in the dev evaluation), where the trainer backs up and
     stops; inside a :meth:`deferred` block (a backup or the best weights being written) the signal waits for the
-    block's end, so no file write is torn half-way. A watchdog thread woken by the signal itself ends the process
-    after ``grace_seconds`` when the main thread is stuck in one long operation (an XLA compilation) and at once on
-    a second signal; the last backup then stands. Does nothing outside the main thread."""
+    block's end, so no file write is torn half-way. While TensorFlow traces a function (a step's first call: its
+    Python runs then) the signal waits too, for :meth:`raise_pending` after the call, which the training loops
+    call after every step and evaluation: a ``KeyboardInterrupt`` raised inside a trace unwinds through
+    TensorFlow's trace contexts, which can then fail in their own way (``AssertionError: Concurrent access?``
+    seen on TF 2.21) and end the run without its backup. A watchdog thread woken by the signal itself ends the
+    process after ``grace_seconds`` when the main thread is stuck in one long operation (an XLA compilation) and
+    at once on a second signal; the last backup then stands. Does nothing outside the main thread."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -482,10 +494,17 @@ class InterruptGuard:
         return self
 
     def _handle(self, signum, frame):
-        if self._deferring:
+        if self._deferring or _tracing():
             self._pending = True
             return
         raise KeyboardInterrupt
+
+    def raise_pending(self) -> None:
+        """Raise the ``KeyboardInterrupt`` of a signal held back (in a trace or a deferred block), once, unless a
+        deferred block is still open or the guard is not active."""
+        if self._pending and not self._deferring and self.active:
+            self._pending = False
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def deferred(self):
@@ -498,9 +517,7 @@ class InterruptGuard:
             yield
         finally:
             self._deferring -= 1
-        if not self._deferring and self._pending and self.active:
-            self._pending = False
-            raise KeyboardInterrupt
+        self.raise_pending()
 
     def _watch(self):
         signals_seen = 0
@@ -844,6 +861,7 @@ class Trainer:
             try:
                 model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
                           verbose=self.verbose)
+                guard.raise_pending()
             except KeyboardInterrupt:
                 guard.acknowledge()
                 steps_done = int(model.optimizer.iterations.numpy())

@@ -527,6 +527,83 @@ def test_a_signal_never_breaks_into_a_deferred_write_and_is_raised_when_it_ends(
         pass
 
 
+def _signal_while_traced(body):
+    """A tf.function whose trace sends this process SIGINT, then goes on tracing ``body`` (Python work in the trace,
+    where the signal handler runs)."""
+    import os
+    import signal
+
+    @tf.function
+    def traced(x):
+        os.kill(os.getpid(), signal.SIGINT)
+        return body(x)
+    return traced
+
+
+def test_a_signal_during_a_trace_is_raised_after_the_traced_call():
+    """A KeyboardInterrupt raised inside TensorFlow's tracing breaks its trace contexts (seen on TF 2.21:
+    ``AssertionError: Concurrent access?``, so the run died without its backup). While a function is traced the
+    guard holds the signal back; ``raise_pending`` raises it once the call is done, and only then."""
+    from bertkit.training import InterruptGuard
+
+    def body(x):
+        for _ in range(200):  # Python work inside the trace: the handler runs here
+            x = x + 1.0
+        return x
+
+    with InterruptGuard(grace_seconds=10.0, message="test") as guard:
+        traced = _signal_while_traced(body)
+        assert float(traced(tf.constant(0.0))) == 200.0  # the trace and the call ran to their end
+        with pytest.raises(KeyboardInterrupt):
+            guard.raise_pending()
+        guard.acknowledge()
+        guard.raise_pending()  # raised once only
+
+
+class _SignalOnFirstTrainTrace(tf.keras.layers.Layer):
+    """Sends SIGINT while the train step is first traced (armed when training begins, so the model's own build
+    does not fire it)."""
+    armed = False
+
+    def call(self, inputs):
+        import os
+        import signal
+
+        if type(self).armed and tf.inside_function():
+            type(self).armed = False
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(10_000))  # more Python inside the trace
+        return inputs
+
+
+class _Arm(tf.keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        _SignalOnFirstTrainTrace.armed = True
+
+
+def test_ctrl_c_during_the_train_steps_first_trace_still_backs_up(tmp_path):
+    """Ctrl-C while the train step is being traced (the first seconds of every run): the step runs to its end,
+    then the trainer backs it up and stops, as at any other step."""
+    from bertkit.errors import Interrupted
+
+    def build():
+        token_ids = tf.keras.Input((None,), dtype="int32", name="token_ids")
+        segment_ids = tf.keras.Input((None,), dtype="int32", name="segment_ids")
+        embedded = _SignalOnFirstTrainTrace()(tf.keras.layers.Embedding(20, 8)(token_ids))
+        embedded = embedded + tf.keras.layers.Embedding(2, 8)(segment_ids)
+        pooled = tf.keras.layers.GlobalAveragePooling1D()(embedded)
+        return tf.keras.Model([token_ids, segment_ids], tf.keras.layers.Dense(2)(pooled))
+
+    args = _args(tmp_path, "--output-dir", str(tmp_path / "run"), "--backup-every-steps", "2",
+                 "--train-step", "graph")
+    trainer = Trainer(args, "toy", verbose=0)
+    model = trainer.compile(build, steps_per_epoch=STEPS, loss=_loss())
+    with pytest.raises(Interrupted, match="backed up after 1 steps"):
+        trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=lambda m: {"acc": 0.0}, headline="acc",
+                    callbacks=[_Arm()])
+    assert resume_position(tmp_path / "run" / "backup", STEPS) == (0, 1)
+
+
 # ------------------------------------------------------------------------------------- SIGKILL, then --resume
 _KILL_SCRIPT = """
 import os, pathlib, signal, sys
