@@ -60,7 +60,7 @@ def parse_args(argv=None):
     parser.add_argument("--train-examples", type=int, default=2000, help="training examples (default: 2000)")
     parser.add_argument("--peer-group-by-length", action="store_true",
                         help="the peer's batches of similar length (as transformers' Trainer(group_by_length=True); "
-                             "bertkit's recipes bucket by length by default); default: a plain shuffled pass")
+                             "bertkit's recipes group by length by default); default: a plain shuffled pass")
     parser.add_argument("--dev-examples", type=int, default=None,
                         help="dev examples scored (default: the whole dev file for sentiment, 872; the first 1,000 "
                              "for sequence_labeling)")

@@ -1,4 +1,4 @@
-"""tf.data pipelines from Python examples: dynamic padding, length bucketing, seeded shuffling.
+"""tf.data pipelines from Python examples: dynamic padding, batches of similar length, seeded shuffling.
 
 Every feature is stacked once into one tensor per key (ragged along the dimensions whose length varies between
 examples), so a 60k-example set costs a few vectorised NumPy copies, not a Python generator per step. Each batch is
@@ -57,25 +57,28 @@ def _stack_key(key: str, values: list):
     return tf.RaggedTensor.from_nested_row_lengths(flat, row_lengths, validate=False), ndim
 
 
-def _auto_bucket_boundaries(lengths: np.ndarray, buckets: int = 8) -> list[int]:
-    """Boundaries at length quantiles, so buckets hold similar numbers of examples."""
-    quantiles = np.quantile(lengths, np.linspace(0, 1, buckets + 1)[1:-1])
-    return sorted({int(q) + 1 for q in quantiles if int(q) + 1 > int(lengths.min())})
+def batches_per_group(examples: int, batch_size: int) -> int:
+    """How many batches one length group of :func:`make_dataset` holds: 50, fewer for a small set (at least four
+    groups per pass, so the batches' order stays random over the epoch), at least 1: the rule of transformers'
+    ``LengthGroupedSampler`` (``Trainer(group_by_length=True)``)."""
+    return max(1, min(50, examples // (4 * batch_size)))
 
 
 def make_dataset(features: Sequence[Mapping], batch_size: int, *,
                  input_keys: Iterable[str] = ("token_ids", "segment_ids"),
                  target_keys: Iterable[str] = ("label",), shuffle: bool = False, seed: int = 0,
                  bucket_by_length: bool = False, pad_values: Mapping[str, float] | None = None,
-                 drop_remainder: bool = False, length_key: str | None = None, bucket_boundaries=None):
+                 drop_remainder: bool = False, length_key: str | None = None):
     """A ``tf.data.Dataset`` of ``(inputs_dict, targets)`` batches padded per batch to their longest example.
 
     ``features`` is a list of dicts of NumPy arrays / lists / scalars. Integer features become int32 and float ones
     float32. ``targets`` is the single tensor for one target key, a dict for several, and absent (elements are the
     inputs dict alone) for ``target_keys=()``. ``pad_values`` maps a key to its padding value (default 0; e.g. -1 for
     ignored tag positions). ``shuffle`` reshuffles every epoch, deterministically given ``seed``.
-    ``bucket_by_length`` groups examples of similar length (length of ``length_key``, default the first input key)
-    into the same batches; ``bucket_boundaries`` overrides the automatic length-quantile boundaries.
+    ``bucket_by_length`` puts examples of similar length (of ``length_key``, default the first input key) in the same
+    batches: the (shuffled) examples are cut into groups of :func:`batches_per_group` batches, each group sorted by
+    length, then batched in that order. One pass still yields ``ceil(n / batch_size)`` batches (only the last one
+    partial) and visits every example once; batches are padded about as little as when the whole set is sorted.
     """
     import tensorflow as tf
 
@@ -97,24 +100,23 @@ def make_dataset(features: Sequence[Mapping], batch_size: int, *,
     tensors, ndims = {}, {}
     for key in keys:
         tensors[key], ndims[key] = _stack_key(key, [example[key] for example in features])
-    dataset = tf.data.Dataset.from_tensor_slices(tensors)
-    if any(isinstance(t, tf.RaggedTensor) for t in tensors.values()):
-        dataset = dataset.map(_densify, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shuffle:
-        # Explicit seed: the same permutation sequence in every process (what --resume relies on).
-        dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-
-    padding = {key: tf.constant(pad_values.get(key, 0), dtype=tensors[key].dtype) for key in keys}
     if bucket_by_length:
         length_key = length_key or input_keys[0]
         if ndims[length_key] < 1:
-            raise ConfigError(f"cannot bucket by length of scalar feature {length_key!r}")
-        boundaries = _bucket_boundaries(features, length_key, bucket_boundaries)
-        dataset = dataset.bucket_by_sequence_length(
-            lambda element: tf.shape(element[length_key])[0], boundaries, [batch_size] * (len(boundaries) + 1),
-            padding_values=padding, drop_remainder=drop_remainder)
+            raise ConfigError(f"cannot group by length of scalar feature {length_key!r}")
+        dataset = _length_grouped_order(_lengths(features, length_key), batch_size, shuffle=shuffle, seed=seed)
+        dataset = dataset.map(lambda i: {key: tensor[i] for key, tensor in tensors.items()},
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        dataset = dataset.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+        dataset = tf.data.Dataset.from_tensor_slices(tensors)
+        if shuffle:
+            # Explicit seed: the same permutation sequence in every process (what --resume relies on).
+            dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    if any(isinstance(t, tf.RaggedTensor) for t in tensors.values()):
+        dataset = dataset.map(_densify, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    padding = {key: tf.constant(pad_values.get(key, 0), dtype=tensors[key].dtype) for key in keys}
+    dataset = dataset.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
 
     def split(batch):
         inputs = {k: batch[k] for k in input_keys}
@@ -127,37 +129,34 @@ def make_dataset(features: Sequence[Mapping], batch_size: int, *,
     return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _bucket_boundaries(features, length_key: str, bucket_boundaries=None) -> list[int]:
-    if bucket_boundaries is not None:
-        return sorted(int(b) for b in bucket_boundaries)
-    return _auto_bucket_boundaries(_lengths(features, length_key))
+def _length_grouped_order(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int):
+    """A dataset of example indices, one pass: shuffled (seeded, reshuffled every pass) when ``shuffle``, cut into
+    groups of :func:`batches_per_group` batches, each group sorted by length (stably) so that consecutive
+    ``batch_size`` indices have similar lengths."""
+    import tensorflow as tf
+
+    n = len(lengths)
+    lengths = tf.constant(lengths, dtype=tf.int32)
+    order = tf.data.Dataset.range(n)
+    if shuffle:
+        order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+
+    def by_length(group):
+        return tf.gather(group, tf.argsort(tf.gather(lengths, group), stable=True))
+
+    return order.batch(batches_per_group(n, batch_size) * batch_size).map(by_length).unbatch()
 
 
 def _lengths(features, length_key: str) -> np.ndarray:
     return np.array([np.shape(example[length_key])[0] for example in features])
 
 
-def batches_per_epoch(features: Sequence[Mapping], batch_size: int, *, bucket_by_length: bool = False,
-                      length_key: str | None = None, input_keys: Iterable[str] = ("token_ids",),
-                      bucket_boundaries=None, drop_remainder: bool = False) -> int:
-    """The exact number of batches :func:`make_dataset` yields in one pass over ``features`` with these options.
-
-    Without bucketing that is ``ceil(n / batch_size)``. With bucketing, each length bucket fills its own batches and
-    the partial batch of every bucket is flushed at the end of the pass, so one pass has
-    ``sum(ceil(n_bucket / batch_size))`` batches whatever the shuffle order; an epoch of fewer steps would skip
-    examples, and the next epoch would start where the last one stopped.
-    """
+def batches_per_epoch(features: Sequence[Mapping], batch_size: int, *, drop_remainder: bool = False) -> int:
+    """The number of batches :func:`make_dataset` yields in one pass over ``features``: ``ceil(n / batch_size)``
+    (``n // batch_size`` with ``drop_remainder``), grouped by length or not (its groups are whole batches: only
+    the pass's last batch is partial). An epoch of fewer steps would skip examples."""
     n = len(features)
-    if not bucket_by_length:
-        return n // batch_size if drop_remainder else -(-n // batch_size)
-    length_key = length_key or tuple(input_keys)[0]
-    boundaries = _bucket_boundaries(features, length_key, bucket_boundaries)
-    # bucket_by_sequence_length puts a length L in bucket i when boundaries[i-1] <= L < boundaries[i].
-    buckets = np.searchsorted(np.asarray(boundaries, dtype=np.int64), _lengths(features, length_key), side="right")
-    counts = np.bincount(buckets, minlength=len(boundaries) + 1)
-    if drop_remainder:
-        return int(sum(c // batch_size for c in counts))
-    return int(sum(-(-int(c) // batch_size) for c in counts))
+    return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
 @dataclass(frozen=True)
@@ -188,16 +187,14 @@ def make_training_data(features: Sequence[Mapping], batch_size: int, *, seed: in
                        input_keys: Iterable[str] = ("token_ids", "segment_ids"),
                        target_keys: Iterable[str] = ("label",), pad_values: Mapping[str, float] | None = None,
                        bucket_by_length: bool = True, length_key: str | None = None,
-                       bucket_boundaries=None, drop_remainder: bool = False) -> TrainingData:
-    """Shuffled (seeded, reshuffled every pass), length-bucketed, dynamically padded training batches with the exact
-    number of steps of one epoch. Every training set in bertkit goes through here."""
+                       drop_remainder: bool = False) -> TrainingData:
+    """Shuffled (seeded, reshuffled every pass), grouped by length, dynamically padded training batches with the
+    exact number of steps of one epoch. Every training set in bertkit goes through here."""
     input_keys, target_keys = tuple(input_keys), tuple(target_keys)
     dataset = make_dataset(features, batch_size, input_keys=input_keys, target_keys=target_keys, shuffle=True,
                            seed=seed, bucket_by_length=bucket_by_length, pad_values=pad_values,
-                           drop_remainder=drop_remainder, length_key=length_key, bucket_boundaries=bucket_boundaries)
-    steps = batches_per_epoch(features, batch_size, bucket_by_length=bucket_by_length, length_key=length_key,
-                              input_keys=input_keys, bucket_boundaries=bucket_boundaries,
-                              drop_remainder=drop_remainder)
+                           drop_remainder=drop_remainder, length_key=length_key)
+    steps = batches_per_epoch(features, batch_size, drop_remainder=drop_remainder)
     if steps < 1:
         raise ConfigError(f"{len(features)} training example(s) make no batch of {batch_size} (drop_remainder)")
     lengths = tuple(int(n) for n in np.sort(_lengths(features, length_key or input_keys[0])))

@@ -49,6 +49,7 @@ output) are given once, on the command line.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import shutil
 import time
@@ -59,6 +60,7 @@ import numpy as np
 
 from bertkit.cli import say
 from bertkit.errors import ConfigError
+from bertkit.recipe import EpochPredictions
 
 SAMPLERS = ("proportional", "temperature", "round_robin")
 TASK_KEY = "multitask"
@@ -322,6 +324,10 @@ class JointRun:
         union = {id(v): v for model in models for v in model.trainable_variables}
         optimizer.build(list(union.values()))
         self.encoder, self.models, self.optimizer = encoder, models, optimizer
+        # Each task's dev predictions, kept with the epoch that made them: the report and the tuning after training
+        # reuse the kept epoch's when it was the last one evaluated.
+        self.dev_predictions = [EpochPredictions(functools.partial(self._predict, task, model))
+                                for task, model in zip(self.tasks, models)]
         return models
 
     def _train_step(self, model, weight: float):
@@ -343,15 +349,17 @@ class JointRun:
         return step
 
     # -- evaluation --------------------------------------------------------------------------------------------
-    def _predict(self, task: TaskData, model, examples):
-        return task.recipe.predict(model, self.tokenizer, examples, task.head, batch_size=self.joint.eval_batch_size)
+    def _predict(self, task: TaskData, model, examples, head):
+        return task.recipe.predict(model, self.tokenizer, examples, head, batch_size=self.joint.eval_batch_size)
 
-    def _evaluate_dev(self) -> dict:
+    def _evaluate_dev(self, epoch: int) -> dict:
+        """Every task's dev metrics after ``epoch``, in one row: each headline (and --select-metric), each
+        normalised, and their mean (what picks the kept epoch)."""
         from bertkit.training import scalar_metrics
 
         row = {}
-        for task, model in zip(self.tasks, self.models):
-            metrics = task.recipe.score(task.dev, self._predict(task, model, task.dev), task.head)
+        for task, dev_predictions in zip(self.tasks, self.dev_predictions):
+            metrics = task.recipe.score(task.dev, dev_predictions.evaluate(task.dev, task.head, epoch), task.head)
             numbers = scalar_metrics(metrics)
             value = numbers.get(task.dev_metric)
             if value is None:
@@ -559,7 +567,7 @@ class JointRun:
                    "lr": float(self.schedule(step - 1))}
             for task, s, c in zip(self.tasks, sums, counts):
                 row[f"{task.name}_loss"] = float(s / c) if c else float("nan")
-            row.update(self._evaluate_dev())
+            row.update(self._evaluate_dev(epoch + 1))
             interrupts.raise_pending()
             with interrupts.deferred():  # the kept weights, the rows and the best epoch change together
                 if best["mean"] is None or row["mean_dev"] > best["mean"]:
@@ -604,10 +612,11 @@ class JointRun:
         from bertkit.recipe import PREDICTIONS_FILE
         from bertkit.reports import write_run_report
 
-        for task, model in zip(self.tasks, self.models):
+        for task, model, dev_predictions in zip(self.tasks, self.models, self.dev_predictions):
             out = self.out / task.name
             if task.recipe.needs_tuning(task.head):
-                tuned = task.recipe.tune(task.dev, self._predict(task, model, task.dev), task.head)
+                tuned = task.recipe.tune(task.dev, dev_predictions.current(task.dev, task.head, result.best_epoch),
+                                         task.head)
                 if tuned != task.head:
                     task.head = tuned
                     atomic_write_json(out / "run_config.json", self._task_run_config(task))
@@ -615,10 +624,13 @@ class JointRun:
                 split, examples, path = "test", task.test, task.args.test_file
             else:
                 split, examples, path = "dev", task.dev, task.args.dev_file
-            predictions = self._predict(task, model, examples)
+            if examples is task.dev:
+                predictions = dev_predictions.current(task.dev, task.head, result.best_epoch)
+            else:
+                predictions = self._predict(task, model, examples, task.head)
             metrics = task.recipe.score(examples, predictions, task.head)
             if task.test is not None and not task.test_labelled:
-                write_jsonl(out / PREDICTIONS_FILE, self._predict(task, model, task.test))
+                write_jsonl(out / PREDICTIONS_FILE, self._predict(task, model, task.test, task.head))
                 metrics["predictions"] = {"file": PREDICTIONS_FILE, "inputs": len(task.test)}
             sections, figures = task.recipe.report_sections(metrics, examples, predictions, task.head, out)
             history = {"epoch": [r["epoch"] for r in result.rows],

@@ -60,6 +60,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from bertkit.cli import say
 from bertkit.errors import CheckpointError, ConfigError, DataError
@@ -230,6 +231,35 @@ def read_split(recipe: Recipe, path, args, *, labelled: bool | None):
     return examples
 
 
+class EpochPredictions:
+    """One split's latest predictions, kept with the epoch whose weights made them and the head that decoded them;
+    what both training loops (``train`` here and :mod:`bertkit.multitask`) use so that dev is not predicted twice.
+
+    After each epoch a loop predicts dev through :meth:`evaluate`; once training restores the kept epoch's weights,
+    :meth:`current` returns that epoch's predictions when it was the latest evaluated (the same weights, head and
+    batches give the same outputs) and predicts again otherwise (an earlier epoch kept, a tuned head, a run
+    resumed after its kept epoch, ``--eval-only``). ``predict(examples, head)`` is the recipe's batched prediction
+    with the model."""
+
+    def __init__(self, predict: Callable):
+        self._predict = predict
+        self._latest = None  # (examples, head, epoch, predictions)
+
+    def evaluate(self, examples, head, epoch: int | None) -> list:
+        """Predict ``examples`` with the model as it is after ``epoch`` and remember the outputs."""
+        predictions = self._predict(examples, head)
+        self._latest = (examples, head, epoch, predictions)
+        return predictions
+
+    def current(self, examples, head, restored_epoch: int | None) -> list:
+        """The predictions of the model holding ``restored_epoch``'s weights: remembered or made now."""
+        if self._latest is not None:
+            seen_examples, seen_head, epoch, predictions = self._latest
+            if seen_examples is examples and seen_head is head and epoch is not None and epoch == restored_epoch:
+                return predictions
+        return self._predict(examples, head)
+
+
 def train(recipe, argv=None, *, args=None) -> dict:
     """Train ``recipe`` as its ``train.py`` does and return the test metrics (or dev metrics when the test file is
     absent or unlabelled; its predictions then go to ``OUTPUT_DIR/predictions.jsonl``)."""
@@ -272,24 +302,13 @@ def train(recipe, argv=None, *, args=None) -> dict:
     if not args.eval_only:  # after compile, which refuses a --train-step the model cannot take
         trainer.write_run_config(run_config)
 
-    def predict(examples):
+    def predict(examples, head):
         return recipe.predict(model, tokenizer, examples, head, batch_size=args.eval_batch_size)
 
-    latest_dev = {}  # the latest dev evaluation of this process: its predictions and the epoch whose weights made them
+    dev_predictions = EpochPredictions(predict)
 
     def evaluate_dev(_model) -> dict:
-        predictions = predict(dev)
-        latest_dev.update(epoch=trainer.evaluated_epoch, predictions=predictions, head=head)
-        return recipe.score(dev, predictions, head)
-
-    def predict_dev():
-        """Dev predictions of the model as it is now: the latest evaluation's when its epoch is the one whose weights
-        were restored (the same weights, head and batches give the same outputs), so a run reporting on dev does not
-        predict it twice; else (``--eval-only`` evaluates nothing before) predicted again."""
-        if (latest_dev and latest_dev["head"] is head
-                and latest_dev["epoch"] == trainer.train_stats.get("best_epoch")):
-            return latest_dev["predictions"]
-        return predict(dev)
+        return recipe.score(dev, dev_predictions.evaluate(dev, head, trainer.evaluated_epoch), head)
 
     if args.eval_only:
         trainer.restore(model, args.checkpoint)
@@ -297,7 +316,7 @@ def train(recipe, argv=None, *, args=None) -> dict:
         selected, higher_is_better = recipe.selection(args)
         trainer.fit(model, data, evaluate=evaluate_dev, headline=selected, higher_is_better=higher_is_better)
     if recipe.needs_tuning(head):
-        tuned = recipe.tune(dev, predict_dev(), head)
+        tuned = recipe.tune(dev, dev_predictions.current(dev, head, trainer.train_stats.get("best_epoch")), head)
         if tuned != head:
             head = run_config["head"] = tuned
             if not args.eval_only:
@@ -308,10 +327,11 @@ def train(recipe, argv=None, *, args=None) -> dict:
         split_name, examples, split_path = "test", test, args.test_file
     else:
         split_name, examples, split_path = "dev", dev, args.dev_file
-    predictions = predict_dev() if examples is dev else predict(examples)
+    restored_epoch = trainer.train_stats.get("best_epoch")
+    predictions = dev_predictions.current(dev, head, restored_epoch) if examples is dev else predict(examples, head)
     metrics = recipe.score(examples, predictions, head)
     if test is not None and not test_labelled:
-        write_jsonl(out / PREDICTIONS_FILE, predict(test))
+        write_jsonl(out / PREDICTIONS_FILE, predict(test, head))
         metrics["predictions"] = {"file": PREDICTIONS_FILE, "inputs": len(test), "source": str(args.test_file)}
         say(f"{len(test):,} unlabelled test inputs: predictions in {out / PREDICTIONS_FILE}")
     sections, figures = recipe.report_sections(metrics, examples, predictions, head, out)

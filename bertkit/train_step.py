@@ -50,7 +50,7 @@ __all__ = ["MIN_STEPS_PER_LENGTH", "PROBE_MIN_STEPS", "XLA_MARGIN", "Decision", 
 
 # A run must have at least this many steps before auto measures anything. XLA's gain is per step, its cost up front:
 # one tracing + compilation per padded batch length (about 5 steps' time for MiniLM-L6 on the Zen 5 box where XLA
-# won; a length-bucketed run feeds 10 or more lengths) and, the first time on a machine, the probe (about 25 steps'
+# won; a run grouped by length feeds 10 or more lengths) and, the first time on a machine, the probe (about 25 steps'
 # time: a child process's start-up, 2 x (WARMUP_STEPS + TIMED_STEPS) steps and one compilation). At the best gain
 # measured (the Zen 5 box: 41% of each step) 300 steps save about 123 steps' time against 75 or more spent: shorter
 # runs keep the graph step, unmeasured.

@@ -1,4 +1,4 @@
-"""make_dataset: dynamic padding, pad values, multi-dim targets, bucketing, seeded reshuffling, sampling;
+"""make_dataset: dynamic padding, pad values, multi-dim targets, grouping by length, seeded reshuffling, sampling;
 batch_predictor: one trace per model for every batch shape."""
 
 import gc
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertkit.batching import (batch_predictor, batches_per_epoch, make_dataset, make_training_data,
+from bertkit.batching import (batch_predictor, batches_per_epoch, batches_per_group, make_dataset, make_training_data,
                               predict_in_length_order, sample_examples)
 from bertkit.errors import ConfigError
 
@@ -76,18 +76,22 @@ def test_shuffle_is_seeded_and_reshuffles_each_epoch():
     assert epochs(2) != first
 
 
-def test_bucketing_groups_similar_lengths():
+def test_grouping_by_length_pads_little_and_leaves_one_partial_batch():
+    """Groups of batches_per_group(200, 16) = 3 batches, each group sorted by length: every batch but the pass's last
+    is full, and the padded tokens come close to the real ones (far below plain shuffled batches')."""
     examples = _examples(200)
-    padded_plain = padded_bucketed = 0
-    seen = []
+    real = sum(len(e["token_ids"]) for e in examples)
+    padded_plain = padded_grouped = 0
+    sizes = []
     for inputs, _ in make_dataset(examples, 16, bucket_by_length=True, shuffle=True, seed=3):
         ids = inputs["token_ids"].numpy()
-        padded_bucketed += ids.size
-        seen.append(ids.shape[0])
+        padded_grouped += ids.size
+        sizes.append(ids.shape[0])
     for inputs, _ in make_dataset(examples, 16, shuffle=True, seed=3):
         padded_plain += inputs["token_ids"].numpy().size
-    assert sum(seen) == 200
-    assert padded_bucketed < 0.8 * padded_plain
+    assert batches_per_group(200, 16) == 3 and batches_per_group(2000, 32) == 15 and batches_per_group(10**6, 8) == 50
+    assert sizes == [16] * 12 + [8]
+    assert padded_grouped < 0.8 * padded_plain and padded_grouped < 1.25 * real, (padded_grouped, padded_plain, real)
 
 
 def test_bad_features():
@@ -134,8 +138,8 @@ def _ids_seen(dataset, steps):
                                             (3, 8, True)])
 def test_every_epoch_sees_every_example_exactly_once(n, batch, bucket):
     """An epoch of ``steps_per_epoch`` steps over the repeated data (what Trainer.fit runs) covers the training set
-    exactly once, epoch after epoch, under length bucketing and dynamic padding (the bug: ceil(n / batch) steps
-    while bucketing yields one partial batch per bucket)."""
+    exactly once, epoch after epoch, grouped by length and dynamically padded (the old bug: ceil(n / batch) steps
+    while length buckets each left a partial batch; the groups are whole batches, so ceil(n / batch) is exact)."""
     rng = np.random.default_rng(n)
     lengths = rng.integers(3, 120, n)
     lengths[min(2, n - 1)] = 400  # one very long text, as in the reported case
@@ -143,8 +147,7 @@ def test_every_epoch_sees_every_example_exactly_once(n, batch, bucket):
                  "label": i} for i, length in enumerate(lengths)]
     data = make_training_data(examples, batch, seed=7, bucket_by_length=bucket)
     assert data.examples == n
-    if bucket and n >= 64:
-        assert data.steps_per_epoch > -(-n // batch)  # the old formula would have cut every epoch short
+    assert data.steps_per_epoch == -(-n // batch)
     repeated = data.dataset.repeat()
     stream = _ids_seen(repeated, 3 * data.steps_per_epoch)
     assert len(stream) == 3 * n
@@ -157,16 +160,15 @@ def test_every_epoch_sees_every_example_exactly_once(n, batch, bucket):
     assert sum(1 for _ in data.dataset) == data.steps_per_epoch
 
 
-def test_batches_per_epoch_matches_iteration_with_drop_remainder_and_boundaries():
+def test_batches_per_epoch_matches_iteration_with_drop_remainder():
     rng = np.random.default_rng(1)
     examples = [{"token_ids": np.ones(int(k), np.int32), "segment_ids": np.zeros(int(k), np.int32), "label": 0}
                 for k in rng.integers(2, 50, 301)]
-    for kwargs in ({"bucket_by_length": True, "drop_remainder": True},
-                   {"bucket_by_length": True, "bucket_boundaries": [10, 20, 30]},
-                   {"bucket_by_length": True, "bucket_boundaries": [10, 20, 30], "drop_remainder": True},
-                   {"bucket_by_length": False, "drop_remainder": True}):
-        dataset = make_dataset(examples, 8, shuffle=True, seed=0, **kwargs)
-        assert sum(1 for _ in dataset) == batches_per_epoch(examples, 8, **kwargs), kwargs
+    for bucket, drop in ((True, True), (True, False), (False, True), (False, False)):
+        for shuffle in (True, False):
+            dataset = make_dataset(examples, 8, shuffle=shuffle, seed=0, bucket_by_length=bucket, drop_remainder=drop)
+            assert sum(1 for _ in dataset) == batches_per_epoch(examples, 8, drop_remainder=drop) == (
+                37 if drop else 38), (bucket, drop, shuffle)
 
 
 class _CountingEmbedding(tf.keras.layers.Embedding):

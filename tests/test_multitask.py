@@ -212,6 +212,47 @@ def test_an_interrupted_joint_run_resumes_to_the_end(tmp_path, tiny_bert_dir, ca
     assert not (out / "backup").exists()
 
 
+@pytest.mark.parametrize("best_epoch", [2, 1])
+def test_a_dev_only_task_reports_the_kept_epochs_evaluation_without_predicting_dev_again(tmp_path, tiny_bert_dir,
+                                                                                       monkeypatch, best_epoch):
+    """A task with no test file reports on dev: when the kept epoch is the last one evaluated, its dev predictions
+    are the report's (dev is predicted once per epoch, no more); when an earlier epoch is kept, dev is predicted
+    again with its weights (bertkit.recipe.EpochPredictions, shared with a recipe's own train)."""
+    from bertkit.recipe import load_recipe
+
+    folder = REPO / "recipes" / "sentiment"
+    module = load_recipe(folder).module
+    calls, real_predict, real_score = [], module.predict, module.score
+
+    def predict(model, tokenizer, examples, head, **kwargs):
+        calls.append(len(examples))
+        return real_predict(model, tokenizer, examples, head, **kwargs)
+
+    def score(examples, predictions, head):  # the epoch to keep is chosen here: 1 or the last
+        metrics = real_score(examples, predictions, head)
+        evaluation = len(calls)
+        return {**metrics, "accuracy": (0.9 if evaluation == best_epoch else 0.1) if evaluation <= 2 else 0.5}
+
+    monkeypatch.setattr(module, "predict", predict)
+    monkeypatch.setattr(module, "score", score)
+    files = {f"{split}_file": _slice(datasets.file("sst2", split), tmp_path / f"{split}.jsonl", n)
+             for split, n in (("train", 16), ("dev", 8))}
+    config = tmp_path / "joint.json"
+    config.write_text(json.dumps({"tasks": [{"folder": str(folder), **files, "args": ["--batch-size", "8"]}]}),
+                      encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["--config", str(config), "--bert-dir", str(tiny_bert_dir), "--output-dir", str(out),
+                 "--epochs", "2", "--baselines", "none"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["best_epoch"] == best_epoch and result["split"]["sentiment"] == "dev"
+    if best_epoch == 2:  # the second evaluation is the report's: 0.9 from the score it got then
+        assert calls == [8, 8]
+        assert result["metrics"]["sentiment"]["accuracy"] == pytest.approx(0.9)
+    else:  # epoch 1's weights restored: dev predicted again for the report
+        assert calls == [8, 8, 8]
+        assert result["metrics"]["sentiment"]["accuracy"] == pytest.approx(0.5)
+
+
 def test_config_errors_name_the_file_and_entry(tmp_path, tiny_bert_dir, capsys):
     from bertkit.multitask import read_task_config
 
@@ -241,7 +282,7 @@ def test_a_tasks_select_metric_replaces_its_headline_in_the_checkpoint_rule():
     import argparse
 
     from bertkit.multitask import JointRun, TaskData
-    from bertkit.recipe import load_recipe
+    from bertkit.recipe import EpochPredictions, load_recipe
 
     sentiment, spans = load_recipe(REPO / "recipes" / "sentiment"), load_recipe(REPO / "recipes" / "span_extract")
 
@@ -258,8 +299,8 @@ def test_a_tasks_select_metric_replaces_its_headline_in_the_checkpoint_rule():
     tasks = [task("pairs", sentiment, "macro_f1", {"accuracy": 0.70, "macro_f1": 0.40}),
              task("qa", spans, None, {"f1": 60.0, "exact_match": 50.0})]
     assert [t.dev_metric for t in tasks] == ["macro_f1", "f1"] and spans.headline_scale == 100
-    run = argparse.Namespace(tasks=tasks, models=[None, None], _predict=lambda task, model, examples: [])
-    row = JointRun._evaluate_dev(run)
+    run = argparse.Namespace(tasks=tasks, dev_predictions=[EpochPredictions(lambda examples, head: [])] * 2)
+    row = JointRun._evaluate_dev(run, 1)
     assert row["pairs_dev_macro_f1"] == 0.40 and row["pairs_dev_accuracy"] == 0.70  # the headline still shown
     assert row["pairs_dev_normalised"] == 0.40 and row["qa_dev_normalised"] == 0.60
     assert row["mean_dev"] == pytest.approx(0.50)
@@ -267,4 +308,4 @@ def test_a_tasks_select_metric_replaces_its_headline_in_the_checkpoint_rule():
     run.tasks = [task("pairs", sentiment, "auc", {"accuracy": 0.70, "macro_f1": 0.40})]
     with pytest.raises(ConfigError, match=r"task pairs: the dev metrics have no number 'auc'.*\['accuracy', "
                                           r"'macro_f1'\]"):
-        JointRun._evaluate_dev(run)
+        JointRun._evaluate_dev(run, 1)

@@ -465,7 +465,7 @@ def test_train_reports_bad_line_and_exits_2(tmp_path, tiny_bert_dir, capsys):
 
 
 def test_every_training_sentence_is_seen_once_per_epoch():
-    """The recipe's training data (length bucketing, dynamic padding, the per-batch subject draw) covers each
+    """The recipe's training data (grouped by length, dynamically padded, the per-batch subject draw) covers each
     training feature exactly once per epoch: the feature's index rides along as its only subject, which the draw
     must pick."""
     examples = task.read_examples(CONLL04 / "train.jsonl", None)[:203]

@@ -319,7 +319,7 @@ def test_unlabelled_test_file_gives_predictions_with_ids(tiny_bert_dir, tmp_path
 
 
 def test_every_training_example_is_seen_once_per_epoch(tmp_path):
-    """The recipe's training data (length bucketing, dynamic padding) covers each example exactly once per epoch."""
+    """The recipe's training data (grouped by length, dynamically padded) covers each example exactly once per epoch."""
     from bertkit.tokenization import Tokenizer
     from bertkit.testing import write_random_checkpoint
 

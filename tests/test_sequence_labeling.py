@@ -264,7 +264,7 @@ def test_windows_cover_every_word_once_and_read_first_pieces(tiny_bert_dir):
 
 
 def test_every_training_window_is_seen_once_per_epoch(tiny_bert_dir):
-    """The recipe's training data (length bucketing, dynamic padding) covers each window exactly once per epoch."""
+    """The recipe's training data (grouped by length, dynamically padded) covers each window exactly once per epoch."""
     from bertkit.tokenization import Tokenizer
 
     examples = task.read_examples(CONLL2003 / "dev.jsonl")[:150]

@@ -464,7 +464,7 @@ def test_unlabelled_test_file_gives_predictions_with_ids(tiny_bert_dir, tmp_path
 
 
 def test_every_training_window_is_seen_once_per_epoch(tokenizer):
-    """The recipe's training data (length bucketing, dynamic padding) covers each training window exactly once per
+    """The recipe's training data (grouped by length, dynamically padded) covers each training window exactly once per
     epoch: the window's index rides along as its start target."""
     examples = task.read_examples(SUBJQA / "dev.jsonl")[:60]
     windows = head(max_len=96, doc_stride=32)

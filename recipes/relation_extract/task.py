@@ -268,7 +268,7 @@ def choose_subject(inputs: dict, targets: dict, num_predicates: int, random_seed
 
 
 def training_data(features, head, *, batch_size, seed):
-    """Length-bucketed, shuffled batches (one pass = one epoch) with a subject drawn per sentence per batch.
+    """Shuffled batches grouped by length (one pass = one epoch) with a subject drawn per sentence per batch.
 
     The draws come from a seeded random stream that rides along with the batches and is re-randomized on every
     pass, so each epoch samples afresh and a run is reproducible given ``seed``.
