@@ -100,12 +100,45 @@ class AdamW(tf.keras.optimizers.AdamW):
             super()._apply_weight_decay(variables)
         # else: done inside each weight's XLA update (update_step), before the Adam step, as Keras orders them
 
+    # Plain-op updates (short runs: see xla_updates_choice): Keras's dense Adam step is about 20 graph ops per
+    # weight (the step's powers of beta and its alpha, then m, v and the weight, each its own pass over memory);
+    # TensorFlow's fused ``ResourceApplyAdam`` kernel does the same arithmetic in Keras's order (alpha =
+    # lr * sqrt(1 - beta_2^t) / (1 - beta_1^t); m += (g - m)(1 - beta_1); v += (g^2 - v)(1 - beta_2);
+    # w -= m alpha / (sqrt(v) + epsilon)) as one op and one pass, with the powers of beta computed once per step.
+    # A short run's first step traces and optimises about 2,000 fewer ops (benchmarks/README.md "What helped").
+
+    def _internal_apply_gradients(self, grads_and_vars):
+        self._step_powers = None  # the powers of beta of this step, made by its first fused update
+        try:
+            return super()._internal_apply_gradients(grads_and_vars)
+        finally:
+            self._step_powers = None
+
+    def _fused_dense_update(self, gradient, variable) -> bool:
+        """``ResourceApplyAdam`` for a dense float32 gradient; False (nothing done) where Keras's ops must run."""
+        if (isinstance(gradient, tf.IndexedSlices) or self.amsgrad or variable.dtype != tf.float32
+                or not hasattr(variable, "handle") or getattr(self, "_step_powers", "absent") == "absent"):
+            return False
+        index = self._index_dict[self._var_key(variable)]
+        if self._step_powers is None:
+            local_step = tf.cast(self.iterations + 1, tf.float32)
+            self._step_powers = (tf.pow(tf.constant(self.beta_1, tf.float32), local_step),
+                                 tf.pow(tf.constant(self.beta_2, tf.float32), local_step))
+        beta_1_power, beta_2_power = self._step_powers
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+            beta1_power=beta_1_power, beta2_power=beta_2_power, lr=tf.cast(self.learning_rate, tf.float32),
+            beta1=tf.constant(self.beta_1, tf.float32), beta2=tf.constant(self.beta_2, tf.float32),
+            epsilon=tf.constant(self.epsilon, tf.float32), grad=gradient)
+        return True
+
     def update_step(self, gradient, variable):
         if self.jit_compile and self.weight_decay and self._use_weight_decay(variable):
             lr = tf.cast(self.learning_rate, variable.dtype)
             wd = tf.cast(self.weight_decay, variable.dtype)
             variable.assign_sub(variable * wd * lr)
-        super().update_step(gradient, variable)
+        if self.jit_compile or not self._fused_dense_update(gradient, variable):
+            super().update_step(gradient, variable)
 
 
 def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, beta_2: float = 0.999,
