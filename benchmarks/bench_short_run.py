@@ -17,8 +17,9 @@ its dev examples once, with the recipe's defaults on both sides (max_len, batch 
 - bertkit: ``python recipes/<task>/train.py --train-file SLICE --dev-file DEV --output-dir ... --epochs 1``,
   exactly as a user types it: the wall time is the whole process (imports, reading and tokenizing, building,
   tracing the train step, the epoch, the dev evaluation that picks the kept epoch, the report on that evaluation's
-  dev predictions, plots). Its 63-67 steps keep Keras's plain-op AdamW updates
-  (``bertkit.optim.XLA_UPDATES_MIN_STEPS``): no kernel compiles;
+  dev predictions, plots). Its 63 steps (batches grouped by length, as the peer's with ``--peer-group-by-length``)
+  keep the plain-op AdamW updates (``bertkit.optim.XLA_UPDATES_MIN_STEPS``; each weight's one fused
+  ``ResourceApplyAdam``): no kernel compiles;
 - the peer: ``peer_torch.py --short-run --task <task>`` in the peer venv (``requirements-bench.txt``): fast
   tokenizer, one shuffled pass padded per batch, then the dev predictions; its wall time is also the whole process.
 
