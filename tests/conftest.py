@@ -98,3 +98,30 @@ def default_bert_dir():
     from bertkit.encoder import default_bert_dir as convert_default
 
     return convert_default()
+
+
+@pytest.fixture
+def counted_dev_predictions(monkeypatch):
+    """``counted_dev_predictions(recipe_folder, best_epoch) -> calls``: the recipe's ``predict`` records the number
+    of examples of each call in ``calls``, and its ``score`` picks the kept epoch: of the first two evaluations,
+    number ``best_epoch`` scores accuracy 0.9 and the other 0.1; any later prediction (a report's) scores 0.5. So a
+    test sees how often dev was predicted and which predictions a report used."""
+    from bertkit.recipe import load_recipe
+
+    def patch(folder, best_epoch: int) -> list:
+        module = load_recipe(folder).module
+        calls, real_predict, real_score = [], module.predict, module.score
+
+        def predict(model, tokenizer, examples, head, **kwargs):
+            calls.append(len(examples))
+            return real_predict(model, tokenizer, examples, head, **kwargs)
+
+        def score(examples, predictions, head):
+            metrics = real_score(examples, predictions, head)
+            evaluation = len(calls)
+            return {**metrics, "accuracy": (0.9 if evaluation == best_epoch else 0.1) if evaluation <= 2 else 0.5}
+
+        monkeypatch.setattr(module, "predict", predict)
+        monkeypatch.setattr(module, "score", score)
+        return calls
+    return patch

@@ -214,27 +214,13 @@ def test_an_interrupted_joint_run_resumes_to_the_end(tmp_path, tiny_bert_dir, ca
 
 @pytest.mark.parametrize("best_epoch", [2, 1])
 def test_a_dev_only_task_reports_the_kept_epochs_evaluation_without_predicting_dev_again(tmp_path, tiny_bert_dir,
-                                                                                       monkeypatch, best_epoch):
+                                                                                       counted_dev_predictions,
+                                                                                       best_epoch):
     """A task with no test file reports on dev: when the kept epoch is the last one evaluated, its dev predictions
     are the report's (dev is predicted once per epoch, no more); when an earlier epoch is kept, dev is predicted
     again with its weights (bertkit.recipe.EpochPredictions, shared with a recipe's own train)."""
-    from bertkit.recipe import load_recipe
-
     folder = REPO / "recipes" / "sentiment"
-    module = load_recipe(folder).module
-    calls, real_predict, real_score = [], module.predict, module.score
-
-    def predict(model, tokenizer, examples, head, **kwargs):
-        calls.append(len(examples))
-        return real_predict(model, tokenizer, examples, head, **kwargs)
-
-    def score(examples, predictions, head):  # the epoch to keep is chosen here: 1 or the last
-        metrics = real_score(examples, predictions, head)
-        evaluation = len(calls)
-        return {**metrics, "accuracy": (0.9 if evaluation == best_epoch else 0.1) if evaluation <= 2 else 0.5}
-
-    monkeypatch.setattr(module, "predict", predict)
-    monkeypatch.setattr(module, "score", score)
+    calls = counted_dev_predictions(folder, best_epoch)
     files = {f"{split}_file": _slice(datasets.file("sst2", split), tmp_path / f"{split}.jsonl", n)
              for split, n in (("train", 16), ("dev", 8))}
     config = tmp_path / "joint.json"

@@ -243,29 +243,14 @@ def test_text_pairs_train_and_predict(tiny_bert_dir, tmp_path):
 
 
 @pytest.mark.parametrize("best_epoch", [2, 1])
-def test_a_run_reporting_on_dev_reuses_the_restored_epochs_evaluation(tiny_bert_dir, tmp_path, monkeypatch,
-                                                                     best_epoch):
+def test_a_run_reporting_on_dev_reuses_the_restored_epochs_evaluation(tiny_bert_dir, tmp_path,
+                                                                     counted_dev_predictions, best_epoch):
     """No test file: the report is on dev. When the restored weights are those of the latest dev evaluation (the
     best epoch is the last), its predictions are the report's and dev is not predicted again; when an earlier epoch
     is restored, it is (its weights give other outputs)."""
-    from bertkit.recipe import load_recipe
-
-    module = load_recipe(RECIPE).module
     files = {split: write_jsonl(tmp_path / f"{split}.jsonl", head_jsonl(SST2 / f"{split}.jsonl", n))
              for split, n in (("train", 16), ("dev", 8))}
-    calls, real_predict, real_score = [], module.predict, module.score
-
-    def predict(model, tokenizer, examples, head, **kwargs):
-        calls.append(len(examples))
-        return real_predict(model, tokenizer, examples, head, **kwargs)
-
-    def score(examples, predictions, head):  # the epoch to keep is chosen here: 1 or the last
-        metrics = real_score(examples, predictions, head)
-        evaluation = len(calls)
-        return {**metrics, "accuracy": (0.9 if evaluation == best_epoch else 0.1) if evaluation <= 2 else 0.5}
-
-    monkeypatch.setattr(module, "predict", predict)
-    monkeypatch.setattr(module, "score", score)
+    calls = counted_dev_predictions(RECIPE, best_epoch)
     out = tmp_path / "run"
     assert train_main(RECIPE, ["--bert-dir", str(tiny_bert_dir), "--output-dir", str(out), "--epochs", "2",
                                "--batch-size", "8", "--train-file", str(files["train"]),
