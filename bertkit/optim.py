@@ -108,16 +108,16 @@ class AdamW(tf.keras.optimizers.AdamW):
     # A short run's first step traces and optimises about 2,000 fewer ops (benchmarks/README.md "What helped").
 
     def _internal_apply_gradients(self, grads_and_vars):
-        self._step_powers = None  # the powers of beta of this step, made by its first fused update
+        self._applying, self._step_powers = True, None  # the step's powers of beta: made by its first fused update
         try:
             return super()._internal_apply_gradients(grads_and_vars)
         finally:
-            self._step_powers = None
+            self._applying, self._step_powers = False, None
 
     def _fused_dense_update(self, gradient, variable) -> bool:
         """``ResourceApplyAdam`` for a dense float32 gradient; False (nothing done) where Keras's ops must run."""
         if (isinstance(gradient, tf.IndexedSlices) or self.amsgrad or variable.dtype != tf.float32
-                or not hasattr(variable, "handle") or getattr(self, "_step_powers", "absent") == "absent"):
+                or not hasattr(variable, "handle") or not getattr(self, "_applying", False)):
             return False
         index = self._index_dict[self._var_key(variable)]
         if self._step_powers is None:

@@ -466,9 +466,10 @@ class InterruptGuard:
     stops; inside a :meth:`deferred` block (a backup or the best weights being written) the signal waits for the
     block's end, so no file write is torn half-way. While TensorFlow traces a function (a step's first call: its
     Python runs then) the signal waits too, for :meth:`raise_pending` after the call, which the training loops
-    call after every step and evaluation: a ``KeyboardInterrupt`` raised inside a trace unwinds through
-    TensorFlow's trace contexts, which can then fail in their own way (``AssertionError: Concurrent access?``
-    seen on TF 2.21) and end the run without its backup. A watchdog thread woken by the signal itself ends the
+    call after every step and evaluation (one still pending when the guarded block ends is raised there): a
+    ``KeyboardInterrupt`` raised inside a trace unwinds through TensorFlow's trace contexts, which can then fail
+    in their own way (``AssertionError: Concurrent access?`` seen on TF 2.21) and end the run without its backup.
+    A watchdog thread woken by the signal itself ends the
     process after ``grace_seconds`` when the main thread is stuck in one long operation (an XLA compilation) and
     at once on a second signal; the last backup then stands. Does nothing outside the main thread."""
 
@@ -538,7 +539,7 @@ class InterruptGuard:
     def acknowledge(self):
         self.acknowledged.set()
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if not self.active:
             return False
         self.active = False
@@ -547,6 +548,9 @@ class InterruptGuard:
         signal.set_wakeup_fd(self._previous_fd)
         self._writer.close()
         self._reader.close()
+        if exc_type is None and self._pending:  # a signal held back is never dropped: it stops the run here
+            self._pending = False
+            raise KeyboardInterrupt
         return False
 
 
@@ -861,7 +865,6 @@ class Trainer:
             try:
                 model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
                           verbose=self.verbose)
-                guard.raise_pending()
             except KeyboardInterrupt:
                 guard.acknowledge()
                 steps_done = int(model.optimizer.iterations.numpy())

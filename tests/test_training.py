@@ -558,6 +558,10 @@ def test_a_signal_during_a_trace_is_raised_after_the_traced_call():
             guard.raise_pending()
         guard.acknowledge()
         guard.raise_pending()  # raised once only
+    with pytest.raises(KeyboardInterrupt):  # never dropped: still pending when the guarded block ends, raised there
+        with InterruptGuard(grace_seconds=10.0, message="test") as guard:
+            _signal_while_traced(body)(tf.constant(0.0))
+            guard.acknowledge()
 
 
 class _SignalOnFirstTrainTrace(tf.keras.layers.Layer):
