@@ -624,10 +624,7 @@ class JointRun:
                 split, examples, path = "test", task.test, task.args.test_file
             else:
                 split, examples, path = "dev", task.dev, task.args.dev_file
-            if examples is task.dev:
-                predictions = dev_predictions.current(task.dev, task.head, result.best_epoch)
-            else:
-                predictions = self._predict(task, model, examples, task.head)
+            predictions = dev_predictions.current(examples, task.head, result.best_epoch)
             metrics = task.recipe.score(examples, predictions, task.head)
             if task.test is not None and not task.test_labelled:
                 write_jsonl(out / PREDICTIONS_FILE, self._predict(task, model, task.test, task.head))

@@ -252,7 +252,8 @@ class EpochPredictions:
         return predictions
 
     def current(self, examples, head, restored_epoch: int | None) -> list:
-        """The predictions of the model holding ``restored_epoch``'s weights: remembered or made now."""
+        """The predictions of ``examples`` (any split) by the model holding ``restored_epoch``'s weights: the
+        remembered ones when they are that evaluation's, else made now."""
         if self._latest is not None:
             seen_examples, seen_head, epoch, predictions = self._latest
             if seen_examples is examples and seen_head is head and epoch is not None and epoch == restored_epoch:
@@ -315,8 +316,9 @@ def train(recipe, argv=None, *, args=None) -> dict:
     else:
         selected, higher_is_better = recipe.selection(args)
         trainer.fit(model, data, evaluate=evaluate_dev, headline=selected, higher_is_better=higher_is_better)
+    restored_epoch = trainer.train_stats.get("best_epoch")
     if recipe.needs_tuning(head):
-        tuned = recipe.tune(dev, dev_predictions.current(dev, head, trainer.train_stats.get("best_epoch")), head)
+        tuned = recipe.tune(dev, dev_predictions.current(dev, head, restored_epoch), head)
         if tuned != head:
             head = run_config["head"] = tuned
             if not args.eval_only:
@@ -327,8 +329,7 @@ def train(recipe, argv=None, *, args=None) -> dict:
         split_name, examples, split_path = "test", test, args.test_file
     else:
         split_name, examples, split_path = "dev", dev, args.dev_file
-    restored_epoch = trainer.train_stats.get("best_epoch")
-    predictions = dev_predictions.current(dev, head, restored_epoch) if examples is dev else predict(examples, head)
+    predictions = dev_predictions.current(examples, head, restored_epoch)
     metrics = recipe.score(examples, predictions, head)
     if test is not None and not test_labelled:
         write_jsonl(out / PREDICTIONS_FILE, predict(test, head))

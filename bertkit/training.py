@@ -469,9 +469,9 @@ class InterruptGuard:
     call after every step and evaluation (one still pending when the guarded block ends is raised there): a
     ``KeyboardInterrupt`` raised inside a trace unwinds through TensorFlow's trace contexts, which can then fail
     in their own way (``AssertionError: Concurrent access?`` seen on TF 2.21) and end the run without its backup.
-    A watchdog thread woken by the signal itself ends the
-    process after ``grace_seconds`` when the main thread is stuck in one long operation (an XLA compilation) and
-    at once on a second signal; the last backup then stands. Does nothing outside the main thread."""
+    A watchdog thread woken by the signal itself ends the process after ``grace_seconds`` when the main thread is
+    stuck in one long operation (an XLA compilation) and at once on a second signal; the last backup then stands.
+    Does nothing outside the main thread."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
