@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -77,6 +78,67 @@ def parse_args(argv=None):
     elif args.dev_examples < 1:
         parser.error("--dev-examples must be at least 1")
     return args
+
+
+# the libraries each side imports at start-up (bertkit's own package is small and compiled with the checkout)
+SIDE_LIBRARIES = {"bertkit": ("tensorflow", "keras", "keras_bert", "tensorflow_addons", "numpy"),
+                  "peer": ("torch", "transformers", "tokenizers", "numpy")}
+# Python of a side, given the names in SIDE_LIBRARIES: prints {name: [.py files, of them with cached bytecode]} and
+# whether this interpreter may write bytecode; nothing is imported (find_spec of a top-level name runs no code)
+_BYTECODE_PROBE = """
+import importlib.util, json, os, sys
+counts = {}
+for name in sys.argv[1:]:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        continue
+    total = cached = 0
+    for root in spec.submodule_search_locations:
+        for folder, _, files in os.walk(root):
+            for file in files:
+                if file.endswith(".py"):
+                    total += 1
+                    cached += os.path.exists(importlib.util.cache_from_source(os.path.join(folder, file)))
+    counts[name] = [total, cached]
+print(json.dumps({"libraries": counts, "writes_bytecode": not sys.dont_write_bytecode}))
+"""
+
+
+def bytecode_state(python, side: str) -> dict:
+    """How much of ``side``'s libraries (``SIDE_LIBRARIES``) has cached bytecode under ``python``, and whether
+    that interpreter (in this environment) writes it."""
+    import subprocess
+
+    completed = subprocess.run([str(python), "-c", _BYTECODE_PROBE, *SIDE_LIBRARIES[side]], capture_output=True,
+                               text=True, env=os.environ)
+    if completed.returncode != 0:
+        raise BenchError(f"{python}: could not inspect its libraries:\n{completed.stderr.strip()[-1500:]}")
+    state = json.loads(completed.stdout.strip().splitlines()[-1])
+    total = sum(t for t, _ in state["libraries"].values())
+    state["cached_share"] = sum(c for _, c in state["libraries"].values()) / total if total else 1.0
+    return state
+
+
+def check_bytecode(states: dict) -> None:
+    """Refuse a comparison in which a side would compile its libraries' source in every run: a venv installed with
+    ``pip install --no-compile`` run with ``PYTHONDONTWRITEBYTECODE`` set (as in some sandboxes and CI images)
+    spends its start-up compiling Python (TensorFlow's: about 6 s of every bertkit run measured on 2 cores,
+    2026-12-05), which no installed user pays. A side that lacks it but may write it caches it in its first run;
+    the driver imports its libraries once before round 1."""
+    for side, state in states.items():
+        if state["cached_share"] < 0.5 and not state["writes_bytecode"]:
+            site = f"$({state['python']} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')"
+            raise BenchError(
+                f"the {side} side's libraries have no cached bytecode ({state['cached_share']:.0%} of their modules) "
+                f"and PYTHONDONTWRITEBYTECODE is set: each of its runs would compile them from source, which "
+                f"no installed user pays. Compile them once:\n  {state['python']} -m compileall -q -j 0 {site}")
+
+
+def warm_bytecode(python, side: str) -> None:
+    """Import ``side``'s libraries once so that their bytecode is written before the first timed run."""
+    import subprocess
+
+    subprocess.run([str(python), "-c", "import " + ", ".join(SIDE_LIBRARIES[side])], capture_output=True)
 
 
 def write_slice(source: Path, target: Path, count: int) -> int:
@@ -151,6 +213,8 @@ def format_report(result: dict) -> str:
                               f"{peer['train_real_tokens']:,} real ones" if "train_padded_tokens" in peer else ""),
              f"CPU: {result['cpu']['model']} ({result['cpu']['usable_cpus']} CPUs); "
              f"{', '.join(flag for flag, present in result['cpu']['flags'].items() if present) or 'no AVX2'}",
+             "libraries' modules with cached bytecode: " + ", ".join(
+                 f"{side} {state['cached_share']:.0%}" for side, state in result.get("bytecode", {}).items()),
              f"| side | wall s, median (min-max) | training s | dev evaluation s | dev {TASKS[task]['metric']} |",
              "|---|---|---|---|---|"]
     for side, label in (("bertkit", f"bertkit (recipes/{task}/train.py)"), ("peer", "HF + torch loop")):
@@ -169,6 +233,15 @@ def drive(args) -> dict:
 
     peer_python = peer_python_path(args.peer_python)
     folder = model_folder()
+    bytecode = {}
+    for side, python in (("bertkit", sys.executable), ("peer", peer_python)):
+        bytecode[side] = {"python": str(python), **bytecode_state(python, side)}
+    check_bytecode(bytecode)
+    for side, state in bytecode.items():
+        if state["cached_share"] < 0.99 and state["writes_bytecode"]:
+            progress(f"{side}: {state['cached_share']:.0%} of its libraries' modules have cached bytecode; "
+                     "importing them once first")
+            warm_bytecode(state["python"], side)
     with tempfile.TemporaryDirectory(prefix="bench_short_run_") as tmp:
         tmp = Path(tmp)
         train_file, dev_file = tmp / "train.jsonl", tmp / "dev.jsonl"
@@ -197,7 +270,7 @@ def drive(args) -> dict:
                 progress(f"round {round_index}/{args.rounds}: {side}: {wall:.0f} s wall, training "
                          f"{figures['train_seconds']:.0f} s, dev {task['metric']} {figures['dev_metric']:.3f}")
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_facts(), "rounds": args.rounds, "task": args.task,
-            "peer_group_by_length": args.peer_group_by_length,
+            "peer_group_by_length": args.peer_group_by_length, "bytecode": bytecode,
             "train_examples": train_examples, "dev_examples": dev_examples, "runs": runs, "summary": summary(runs)}
 
 

