@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -110,7 +109,7 @@ def bytecode_state(python, side: str) -> dict:
     import subprocess
 
     completed = subprocess.run([str(python), "-c", _BYTECODE_PROBE, *SIDE_LIBRARIES[side]], capture_output=True,
-                               text=True, env=os.environ)
+                               text=True)
     if completed.returncode != 0:
         raise BenchError(f"{python}: could not inspect its libraries:\n{completed.stderr.strip()[-1500:]}")
     state = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -237,11 +236,12 @@ def drive(args) -> dict:
     for side, python in (("bertkit", sys.executable), ("peer", peer_python)):
         bytecode[side] = {"python": str(python), **bytecode_state(python, side)}
     check_bytecode(bytecode)
-    for side, state in bytecode.items():
+    for side, state in list(bytecode.items()):
         if state["cached_share"] < 0.99 and state["writes_bytecode"]:
             progress(f"{side}: {state['cached_share']:.0%} of its libraries' modules have cached bytecode; "
                      "importing them once first")
             warm_bytecode(state["python"], side)
+            bytecode[side] = {"python": state["python"], **bytecode_state(state["python"], side)}
     with tempfile.TemporaryDirectory(prefix="bench_short_run_") as tmp:
         tmp = Path(tmp)
         train_file, dev_file = tmp / "train.jsonl", tmp / "dev.jsonl"
