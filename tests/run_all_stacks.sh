@@ -14,7 +14,9 @@
 #     PYTHONDONTWRITEBYTECODE is unset for the same reason: where the environment sets it (this sandbox does), no
 #     bytecode was ever cached and every Python process the tests start (pytest's workers, ~35 places that run a
 #     recipe or a CLI in a child process) compiled TensorFlow's Python from source again: 8.5 s per `import
-#     tensorflow, keras_bert, tensorflow_addons` against 2.5 s cached (2026-12-05, Intel Xeon, 2 cores). Installing the
+#     tensorflow, keras_bert, tensorflow_addons` against 2.5 s cached (2026-12-05, Intel Xeon, 2 cores). CI's command
+#     on a clean clone there: 1,151 s with it unset (install 85, 3.11 fast 339, slow 368, 3.12 fast 356) against
+#     1,549 s and 1,590 s the same evening before (3.11 fast 432-552, slow 390-435, 3.12 fast 534-588). Installing the
 #     second stack during the first suite was tried: the two compete for the 2 cores and the suite lost more time.
 #   - The fast tests run in two worker processes (-n 2, whole test files per worker): they keep 96-97% of the two
 #     cores busy (-n 3: 363 s against 335 s for -n 2, 2026-12-04). The slow trainings run after them, one at a time:
