@@ -4,6 +4,7 @@ started by ``bench_peer.py`` once per round; prints one JSON line.
 
     .venv-bench/bin/python benchmarks/peer_torch.py --model-dir DIR [--attention-dropout 0] [workload options]
     .venv-bench/bin/python benchmarks/peer_torch.py --model-dir DIR --gemm      # torch's float32 GEMM peak
+    .venv-bench/bin/python benchmarks/peer_torch.py --model-dir DIR --profile   # its op times (profile_step.py's peer)
 
 The model is ``BertModel`` (no pooler: the head reads the [CLS] hidden state, as bertkit's ``Pooler("cls")``) under
 one ``Linear(hidden, 2)`` (Glorot-uniform, zero bias, as bench_speed.py's Dense). ``--attention-dropout`` overrides
@@ -11,6 +12,14 @@ the config's ``attention_probs_dropout_prob`` (0.1, which bertkit's encoder appl
 ``torch.optim.AdamW`` with the driver's settings, no weight decay on LayerNorm and bias weights (bertkit's rule),
 ``clip_grad_norm_`` to 1.0, cross-entropy on the logits. Inference: ``eval()`` mode
 under ``torch.inference_mode()``. Both get an all-ones attention mask and zero token types, as a real batch would.
+
+``--profile`` runs the same inference call and training step under ``torch.profiler`` (after ``--warmup`` untimed
+calls, ``--infer-steps`` / ``--train-steps`` timed calls without the profiler, then as many under it) and prints each
+aten op's self time per call, grouped as profile_step.py groups TensorFlow's: the matrix products (with their
+GFLOP/s, from the profiler's FLOP count), torch's fused attention kernel (``scaled_dot_product_attention``'s CPU
+flash kernel: the two per-head products, mask, softmax and, in training, the attention dropout in one op, so apart
+from both) and the rest. torch runs one op at a time, each on every core, so its op times add up to the wall time
+(less Python's own time between ops), like profile_step.py's ``--inter-op-threads 1``.
 """
 
 from __future__ import annotations
@@ -18,12 +27,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from bench_peer import (ADAM_EPSILON, CLIP_GLOBAL_NORM, LEARNING_RATE, NUM_LABELS, WEIGHT_DECAY, BenchError,
-                        add_workload_args, best_gemm_gflops, check_workload, emit, measure, note, training_labels)
+                        add_workload_args, best_gemm_gflops, check_workload, emit, measure, note, random_batches,
+                        training_labels)
 
 NO_DECAY = ("LayerNorm", "bias")  # Hugging Face parameter names; bertkit.optim.NO_DECAY_PATTERNS in torch's naming
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # --profile: the matrix products
+FUSED_ATTENTION_PREFIX = "aten::_scaled_dot_product_flash_attention"  # its forward and "..._backward" ops
 
 
 def parse_args(argv=None):
@@ -32,6 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--attention-dropout", type=float, default=None,
                         help="attention_probs_dropout_prob (default: the config's)")
     parser.add_argument("--gemm", action="store_true", help="measure torch's float32 GEMM peak instead")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where the inference call and the training step spend their time instead")
+    parser.add_argument("--top", type=int, default=12, help="--profile: ops listed per call (default: %(default)s)")
     short = parser.add_argument_group("--short-run (bench_short_run.py): a whole fine-tuning run on text files")
     short.add_argument("--short-run", action="store_true")
     short.add_argument("--task", choices=("sentiment", "sequence_labeling"), default="sentiment",
@@ -125,11 +141,11 @@ def build_optimizer(torch, model, lr: float = LEARNING_RATE):
                              lr=lr, betas=(0.9, 0.999), eps=ADAM_EPSILON)
 
 
-def peer_side(args) -> dict:
-    """Inference then training (the order of bertkit's side); sequences/s of each and the process's peak RSS."""
+def peer_workload(args, torch):
+    """``(figures, infer, prepare_training)``: the loaded classifier's description, ``infer(ids)`` (inference mode)
+    and ``prepare_training()``, which switches the model to training and returns ``train(ids)``, one AdamW step."""
     import transformers
 
-    torch = import_torch(args.threads)
     note("loading the encoder")
     model, config = build_classifier(torch, args.model_dir, args.attention_dropout)
     figures = {"side": "peer", "torch": torch.__version__, "transformers": transformers.__version__,
@@ -162,7 +178,84 @@ def peer_side(args) -> dict:
         return train
 
     model.eval()
+    return figures, infer, prepare_training
+
+
+def peer_side(args) -> dict:
+    """Inference then training (the order of bertkit's side); sequences/s of each and the process's peak RSS."""
+    torch = import_torch(args.threads)
+    figures, infer, prepare_training = peer_workload(args, torch)
     return {**figures, **measure(args, Path(args.model_dir) / "vocab.txt", infer, prepare_training)}
+
+
+def op_group(name: str) -> str:
+    if name in MATMUL_OPS:
+        return "matmul"
+    return "fused attention" if name.startswith(FUSED_ATTENTION_PREFIX) else "the rest"
+
+
+def profile_calls(call, batches, warmup: int, steps: int) -> dict:
+    """``call(ids)``'s wall time per call, the cores it kept busy and its aten ops' self time per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for index in range(warmup):
+        call(batches[index % len(batches)])
+    wall, cpu = time.perf_counter(), time.process_time()
+    for index in range(steps):
+        call(batches[index % len(batches)])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as profiler:
+        for index in range(steps):
+            call(batches[index % len(batches)])
+    ops = {event.key: {"seconds_per_call": event.self_cpu_time_total / 1e6 / steps,
+                       "calls_per_call": event.count / steps, "gflop_per_call": event.flops / 1e9 / steps}
+           for event in profiler.key_averages() if event.self_cpu_time_total > 0}
+    groups = {}
+    for name, op in ops.items():
+        groups[op_group(name)] = groups.get(op_group(name), 0.0) + op["seconds_per_call"]
+    matmul_gflop = sum(op["gflop_per_call"] for name, op in ops.items() if name in MATMUL_OPS)
+    return {"seconds_per_call": wall / steps, "busy_cores": cpu / wall,
+            "op_seconds_per_call": sum(groups.values()), "group_seconds_per_call": groups,
+            "matmul_gflop_per_call": matmul_gflop,
+            "matmul_gflops_of_op_time": matmul_gflop / groups["matmul"] if groups.get("matmul") else None,
+            "ops": dict(sorted(ops.items(), key=lambda item: -item[1]["seconds_per_call"]))}
+
+
+def print_profile(name: str, batch: int, figures: dict, top: int) -> None:
+    """profile_calls' figures in profile_step.py's layout, on stderr (stdout carries the JSON line)."""
+    def say(line=""):
+        print(line, file=sys.stderr)
+
+    seconds = figures["seconds_per_call"]
+    say(f"\n{name}: {seconds:.3f} s per call ({batch / seconds:.1f} seq/s), {figures['busy_cores']:.2f} cores busy; "
+        f"op self time {figures['op_seconds_per_call']:.3f} s per call")
+    for group, group_seconds in sorted(figures["group_seconds_per_call"].items(), key=lambda item: -item[1]):
+        say(f"  {group:<16}{group_seconds:7.3f} s per call {group_seconds / figures['op_seconds_per_call']:7.1%}")
+    if figures["matmul_gflops_of_op_time"]:
+        say(f"  matrix products: {figures['matmul_gflop_per_call']:.1f} GFLOP per call, "
+            f"{figures['matmul_gflops_of_op_time']:.0f} GFLOP/s of their op time")
+    say(f"  top {top} ops (self time per call, share, calls per call):")
+    for op_name, op in list(figures["ops"].items())[:top]:
+        share = op["seconds_per_call"] / figures["op_seconds_per_call"]
+        say(f"    {op_name:<52}{op['seconds_per_call']:7.3f} s {share:6.1%} {op['calls_per_call']:7.1f}  "
+            f"{op_group(op_name)}")
+
+
+def peer_profile(args) -> dict:
+    """The inference call then the training step under torch's profiler (``--profile``)."""
+    torch = import_torch(args.threads)
+    figures, infer, prepare_training = peer_workload(args, torch)
+    vocab_file = Path(args.model_dir) / "vocab.txt"
+    note(f"profiling inference {args.infer_batch}x{args.seq_len}")
+    figures["infer"] = profile_calls(infer, random_batches(vocab_file, args.infer_batch, args.seq_len),
+                                     args.warmup, args.infer_steps)
+    print_profile(f"inference {args.infer_batch} x {args.seq_len}", args.infer_batch, figures["infer"], args.top)
+    note(f"profiling training {args.train_batch}x{args.seq_len}")
+    figures["train"] = profile_calls(prepare_training(),
+                                     random_batches(vocab_file, args.train_batch, args.seq_len),
+                                     args.warmup, args.train_steps)
+    print_profile(f"training {args.train_batch} x {args.seq_len}", args.train_batch, figures["train"], args.top)
+    return figures
 
 
 def read_records(path: str, fields: tuple[str, str]) -> list[dict]:
@@ -379,6 +472,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never look anything up on the Hub
     try:
         check_workload(args)
+        if args.gemm + args.profile + args.short_run > 1:
+            raise BenchError("--gemm, --profile and --short-run each choose what to run: give one")
+        if args.top < 1:
+            raise BenchError(f"--top must be at least 1, got {args.top}")
         if args.attention_dropout is not None and not 0.0 <= args.attention_dropout < 1.0:
             raise BenchError(f"--attention-dropout must be in [0, 1), got {args.attention_dropout}")
         if args.short_run:
@@ -386,7 +483,7 @@ def main(argv=None) -> int:
                 raise BenchError("--short-run needs --train-file and --dev-file")
             emit(peer_short_run(args))
         else:
-            emit(torch_gemm(args) if args.gemm else peer_side(args))
+            emit(torch_gemm(args) if args.gemm else peer_profile(args) if args.profile else peer_side(args))
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
