@@ -448,7 +448,7 @@ def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: floa
     import keras_bert
     import tensorflow as tf
 
-    from bertkit.layers import custom_objects
+    from bertkit.layers import custom_objects, skip_autograph
 
     cfg = validate_bert_dir(bert_dir)
     n = cfg.num_hidden_layers
@@ -470,13 +470,16 @@ def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: floa
         # keras-bert's layers share unseeded initializers; their values are overwritten by the checkpoint anyway.
         warnings.filterwarnings("ignore", message="The initializer .* is unseeded", category=UserWarning)
         try:
-            model = keras_bert.load_trained_model_from_checkpoint(
+            # built with autograph off: the layers' code needs no conversion (see bertkit.layers.skip_autograph)
+            build = tf.autograph.experimental.do_not_convert(keras_bert.load_trained_model_from_checkpoint)
+            model = build(
                 str(cfg.config_path), str(cfg.checkpoint_path), training=False, trainable=True, seq_len=None,
                 dropout_rate=rate)
         except (tf.errors.OpError, ValueError, IndexError) as exc:  # IndexError: a truncated data file
             message = str(getattr(exc, "message", exc)).strip().splitlines()[0]
             raise CheckpointError(cfg.checkpoint_path, f"cannot load weights: {message}") from None
     model = tf.keras.Model(model.inputs, model.outputs, name=name)
+    skip_autograph(model.layers)  # nor in the traces of the train step and the predictions
     if trainable_layers is not None:
         first_trainable = n - trainable_layers + 1
         for layer in model.layers:

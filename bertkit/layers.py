@@ -18,6 +18,7 @@ __all__ = [
     "FirstPosition",
     "DtypeSafeMultiHeadAttention",
     "custom_objects",
+    "skip_autograph",
 ]
 
 # Large enough that softmax/exp of it is exactly 0 next to ordinary logits, small enough in magnitude that it stays
@@ -225,6 +226,38 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
         shape = tf.shape(x)
         y = tf.reshape(x, [shape[0], shape[1], shape[2] * shape[3]])
         return tf.ensure_shape(y, [None, length, self.Wo.shape[0]])
+
+
+def skip_autograph(layers) -> int:
+    """Have Keras run each of ``layers``' ``call`` as written, never through autograph; returns how many it marked.
+
+    Keras hands the ``call`` of every layer defined outside its own modules to autograph, which rewrites its Python
+    into graph code (an ``if`` on a tensor's value becomes a ``tf.cond``): when a functional model is built and again
+    in each trace of a ``tf.function`` (the train step, the prediction function). keras-bert's layers and bertkit's
+    have no such control flow (their ``if``s are on Python values and static shapes), so the rewriting only costs
+    time: converting them and tracing through the converted code took 2-3 s of a 40 s run (benchmarks/README.md).
+    ``bertkit.encoder.load_encoder`` marks the encoder's layers; call this for a layer of your own only where its
+    ``call`` reads no tensor's value in Python control flow.
+
+    Each layer gets its class's ``call`` under ``tf.autograph.experimental.do_not_convert``, bound to it as its own
+    ``call`` (an instance attribute: the class and its other instances keep autograph), with the method's signature,
+    so that Keras (``training``, ``mask``) and a SavedModel's tracing see the arguments they saw before. Marking a
+    layer twice is harmless."""
+    import inspect
+    import types
+
+    marked = 0
+    for layer in layers:
+        if getattr(layer.call, "_bertkit_skips_autograph", False):
+            continue
+        function = layer.call.__func__  # the class's call (or the function an earlier wrapper bound)
+        unconverted = tf.autograph.experimental.do_not_convert(function)
+        # as the method itself to whatever inspects it (Keras and tf.function read its arguments)
+        unconverted.__signature__ = inspect.signature(function)
+        unconverted._bertkit_skips_autograph = True
+        layer.call = types.MethodType(unconverted, layer)
+        marked += 1
+    return marked
 
 
 def custom_objects() -> dict:

@@ -904,6 +904,6 @@ def main(argv=None, *, default_folders=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
+    from bertkit.cli import exit_process
 
-    sys.exit(main())
+    exit_process(main())  # without the interpreter's teardown of TensorFlow (see there)

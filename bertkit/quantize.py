@@ -71,7 +71,6 @@ import hashlib
 import io
 import os
 import re
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -712,4 +711,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bertkit.cli import exit_process
+
+    exit_process(main())  # without the interpreter's teardown of TensorFlow (see there)

@@ -354,4 +354,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bertkit.cli import exit_process
+
+    exit_process(main())  # without the interpreter's teardown of TensorFlow (see there)

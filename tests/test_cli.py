@@ -1,6 +1,8 @@
 """The shared train.py command line: defaults, --config merging and its errors, derived paths."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,24 @@ def test_predict_parser_shared_options(tmp_path):
     args = parser.parse_args(["--run-dir", "r", "--batch-size", "0"])
     with pytest.raises(ConfigError, match="--batch-size must be at least 1, got 0"):
         check_options(args, "batch_size")
+
+
+@pytest.mark.parametrize("status, code", [("3", 3), ("None", 0), ("0", 0)])
+def test_exit_process_runs_exit_handlers_and_delivers_output(status, code):
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('handler ran', flush=True))\n"
+              "from bertkit.cli import exit_process\n"
+              "print('buffered line')\n"  # a pipe: block-buffered, still in the buffer when exit_process is called
+              "sys.stderr.write('error line')\n"
+              f"exit_process({status})\n"
+              "print('never printed')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == code
+    assert done.stdout.splitlines() == ["buffered line", "handler ran"]
+    assert done.stderr.endswith("error line")
+
+
+def test_exit_process_with_a_message_exits_as_sys_exit_does():
+    script = "from bertkit.cli import exit_process\nexit_process('error: no such file')\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr.strip()) == (1, "error: no such file")

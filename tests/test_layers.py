@@ -189,3 +189,41 @@ def test_custom_objects_keep_google_gelu_and_add_exact_gelu():
     assert objects["gelu"] is tanh_gelu
     assert objects["gelu_exact"] is layers.gelu_exact
     assert objects["MultiHeadAttention"] is layers.DtypeSafeMultiHeadAttention
+
+
+# ------------------------------------------------------------------------------------------------ skip_autograph
+class ValueBranch(tf.keras.layers.Layer):
+    """A layer whose Python ``if`` reads a tensor's value: traceable only through autograph (a ``tf.cond``)."""
+
+    def call(self, inputs, training=None, mask=None):
+        self.seen = (training, mask is not None)
+        if tf.reduce_sum(inputs) > 0:
+            return inputs * 2.0
+        return inputs
+
+
+def test_skip_autograph_runs_call_as_written_and_keeps_its_arguments():
+    plain, marked = ValueBranch(), ValueBranch()
+    assert layers.skip_autograph([marked]) == 1
+    assert layers.skip_autograph([marked]) == 0  # marked already: left as it is
+    x = tf.ones((2, 3))
+    traced = tf.function(lambda layer, training: layer(x, training=training))
+    np.testing.assert_allclose(traced(plain, True).numpy(), 2.0)  # the class keeps autograph: converted to tf.cond
+    assert plain.seen == (True, False)
+    with pytest.raises(tf.errors.OperatorNotAllowedInGraphError, match="as a Python `bool`"):  # the if sees a tensor
+        traced(marked, True)
+    assert marked.seen == (True, False)  # Keras still passes training (read from the signature at construction)
+    np.testing.assert_allclose(marked(x, training=False).numpy(), 2.0)  # eager: the same code, runs as written
+    assert marked.seen == (False, False)
+
+
+def test_encoder_layers_skip_autograph_and_compute_the_same_in_a_graph(tiny_bert_dir):
+    encoder = load_encoder(tiny_bert_dir)
+    custom = [layer for layer in encoder.layers if not type(layer).__module__.startswith("keras.")]
+    assert any(isinstance(layer, layers.DtypeSafeMultiHeadAttention) for layer in custom)
+    assert custom and all(getattr(layer.call, "_bertkit_skips_autograph", False) for layer in custom)
+    assert layers.skip_autograph(encoder.layers) == 0  # every layer marked already
+    inputs = [tf.constant([[2, 5, 6, 3, 0]]), tf.zeros((1, 5), tf.int32)]
+    eager = encoder(inputs).numpy()
+    graph = tf.function(lambda ids, segments: encoder([ids, segments]))(*inputs).numpy()
+    np.testing.assert_allclose(graph, eager, atol=1e-5)

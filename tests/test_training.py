@@ -142,6 +142,36 @@ def _run(tmp_path, name, *extra, callbacks=(), before_evaluate=None):
     return trainer, model
 
 
+@pytest.mark.parametrize("stop_after_epoch", [None, 1])
+def test_no_backup_is_written_at_the_epoch_that_ends_training(tmp_path, monkeypatch, stop_after_epoch):
+    """Backups after batches 1 and 3 of each epoch and after each epoch's evaluation, except the epoch training
+    ends with (the last, or one after which a callback stops training): Keras deletes the backup as fit returns,
+    so that one would guard nothing. The run's result is unchanged, and nothing is left in backup/."""
+    import tensorflow as tf
+
+    saved = []
+    real_backup = tf.keras.callbacks.BackupAndRestore._backup
+
+    def counted(self, epoch, batch=0):
+        saved.append((epoch, batch))
+        return real_backup(self, epoch, batch)
+
+    monkeypatch.setattr(tf.keras.callbacks.BackupAndRestore, "_backup", counted)
+
+    class StopAfter(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == stop_after_epoch:
+                self.model.stop_training = True
+
+    trainer, _ = _run(tmp_path, "run", callbacks=[StopAfter()])
+    epochs = 3 if stop_after_epoch is None else stop_after_epoch + 1
+    assert trainer.train_stats["epochs"] == epochs
+    periodic = [(epoch, batch) for epoch in range(epochs) for batch in (1, 3)]
+    epoch_ends = [(epoch, STEPS - 1) for epoch in range(epochs - 1)]
+    assert sorted(saved) == sorted(periodic + epoch_ends)
+    assert not (tmp_path / "run" / "backup").exists()
+
+
 # Backups every 2 steps, counted from each epoch's start, plus one after each epoch's evaluation. A hard crash after
 # global step 8 (epoch 2, batch 2): last backup after batch 1 -> resume at (epoch index 1, batch 2); an interrupt
 # there backs up step 8 itself -> (1, 3). Interrupt after step 10 (epoch 2's last batch, before its evaluation):

@@ -6,11 +6,11 @@
 See README.md here and ``python recipes/multitask/train.py --help``; the trainer itself is ``bertkit.multitask``.
 """
 
-import sys
 from pathlib import Path
 
+from bertkit.cli import exit_process
 from bertkit.multitask import main
 
 if __name__ == "__main__":
     beside = sorted(p.parent for p in Path(__file__).resolve().parent.parent.glob("*/task.py"))
-    sys.exit(main(default_folders=beside))
+    exit_process(main(default_folders=beside))

@@ -11,9 +11,8 @@ line, JSONL out ({"id"?, "text", "spo_list": [{"subject", "predicate", "object",
 The thresholds are the run's (run_config.json head.thresholds).
 """
 
-import sys
-
+from bertkit.cli import exit_process
 from bertkit.recipe import predict_main
 
 if __name__ == "__main__":
-    sys.exit(predict_main(__file__))
+    exit_process(predict_main(__file__))

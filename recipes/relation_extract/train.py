@@ -15,9 +15,8 @@ report.md (and export/ with --export). The steps are in task.py; bertkit.recipe 
 --test-file (no spo_list) gets OUTPUT_DIR/predictions.jsonl.
 """
 
-import sys
-
+from bertkit.cli import exit_process
 from bertkit.recipe import train_main
 
 if __name__ == "__main__":
-    sys.exit(train_main(__file__))
+    exit_process(train_main(__file__))

@@ -6,9 +6,8 @@ JSONL out ({"id"?, "label", "probabilities"}).
     python recipes/sentiment/predict.py --run-dir runs/sentiment/RUN --export runs/sentiment/RUN/export
 """
 
-import sys
-
+from bertkit.cli import exit_process
 from bertkit.recipe import predict_main
 
 if __name__ == "__main__":
-    sys.exit(predict_main(__file__))
+    exit_process(predict_main(__file__))

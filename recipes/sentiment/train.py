@@ -8,9 +8,8 @@
 The steps are in task.py; bertkit.recipe runs them. An unlabelled --test-file gets OUTPUT_DIR/predictions.jsonl.
 """
 
-import sys
-
+from bertkit.cli import exit_process
 from bertkit.recipe import train_main
 
 if __name__ == "__main__":
-    sys.exit(train_main(__file__))
+    exit_process(train_main(__file__))

@@ -12,9 +12,8 @@ Output lines: {"id"?, "text", "entities": [{"type", "start", "end", "text"}], "t
 spaces) and one tag per word.
 """
 
-import sys
-
+from bertkit.cli import exit_process
 from bertkit.recipe import predict_main
 
 if __name__ == "__main__":
-    sys.exit(predict_main(__file__))
+    exit_process(predict_main(__file__))

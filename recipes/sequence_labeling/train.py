@@ -12,9 +12,8 @@ the test set at the end. The steps are in task.py; bertkit.recipe runs them. An 
 raw "text" without tags) gets OUTPUT_DIR/predictions.jsonl.
 """
 
-import sys
-
+from bertkit.cli import exit_process
 from bertkit.recipe import train_main
 
 if __name__ == "__main__":
-    sys.exit(train_main(__file__))
+    exit_process(train_main(__file__))

@@ -12,9 +12,8 @@ when a ``--no-answer`` run abstains), ``score`` (start logit + end logit of the 
 ``null_margin``. Long contexts are windowed like in training; the best window wins.
 """
 
-import sys
-
+from bertkit.cli import exit_process
 from bertkit.recipe import predict_main
 
 if __name__ == "__main__":
-    sys.exit(predict_main(__file__))
+    exit_process(predict_main(__file__))

@@ -12,9 +12,8 @@ event-subject form ``{"id", "event_type", "text", "subject"}``). The steps are i
 them. An unlabelled --test-file (no answers) gets OUTPUT_DIR/predictions.jsonl.
 """
 
-import sys
-
+from bertkit.cli import exit_process
 from bertkit.recipe import train_main
 
 if __name__ == "__main__":
-    sys.exit(train_main(__file__))
+    exit_process(train_main(__file__))
