@@ -154,11 +154,12 @@ def exit_process(status=None) -> NoReturn:
     (logging's flush among them), then standard output and error are flushed and the process ends with ``status``
     (``None`` is 0; anything but an int takes the normal ``sys.exit`` path). Everything bertkit writes is closed
     before this (files are written atomically); only a command's last line should call it, never a library
-    function or a test."""
+    function or a test. Under a profiler, tracer or coverage tool (``python -m cProfile``, ``coverage run``: they
+    write their results as the interpreter exits) it exits as ``sys.exit`` does."""
     import atexit
     import os
 
-    if status is not None and not isinstance(status, int):
+    if status is not None and not isinstance(status, int) or _observed():
         sys.exit(status)
     atexit._run_exitfuncs()  # what a normal exit runs first; the handlers are cleared as they run
     for stream in (sys.stdout, sys.stderr):
@@ -167,6 +168,14 @@ def exit_process(status=None) -> NoReturn:
         except (OSError, ValueError):  # a closed pipe or stream: nothing left to deliver
             pass
     os._exit(status or 0)
+
+
+def _observed() -> bool:
+    """Whether a profiler, tracer or monitoring tool (Python 3.12's ``sys.monitoring``) watches this process."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(tool) for tool in range(6))
 
 
 # --- parse_args ------------------------------------------------------------------------------------------------

@@ -193,3 +193,13 @@ def test_exit_process_with_a_message_exits_as_sys_exit_does():
     script = "from bertkit.cli import exit_process\nexit_process('error: no such file')\n"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr.strip()) == (1, "error: no such file")
+
+
+def test_exit_process_under_a_profiler_exits_normally_so_the_profile_is_written(tmp_path):
+    script = tmp_path / "command.py"
+    script.write_text("from bertkit.cli import exit_process\nexit_process(4)\n", encoding="utf-8")
+    profile = tmp_path / "out.prof"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), str(script)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr  # cProfile's command line swallows SystemExit's status
+    assert profile.is_file() and profile.stat().st_size > 0  # os._exit would have ended it before the profile
