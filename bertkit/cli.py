@@ -149,7 +149,7 @@ def exit_process(status=None) -> NoReturn:
     interpreter's teardown.
 
     After a run, Python's finalization spends about a second taking TensorFlow's objects apart one by one (the
-    traced functions, the models, their kernels: 1.0-1.2 s after a 40 s training run, benchmarks/README.md), work
+    traced functions, the models, their kernels: 1.1-1.4 s after a 40 s training run, benchmarks/README.md), work
     the operating system does at once when the process ends. Here the ``atexit`` handlers run as on a normal exit
     (logging's flush among them), then standard output and error are flushed and the process ends with ``status``
     (``None`` is 0; anything but an int takes the normal ``sys.exit`` path). Everything bertkit writes is closed

@@ -235,7 +235,7 @@ def skip_autograph(layers) -> int:
     into graph code (an ``if`` on a tensor's value becomes a ``tf.cond``): when a functional model is built and again
     in each trace of a ``tf.function`` (the train step, the prediction function). keras-bert's layers and bertkit's
     have no such control flow (their ``if``s are on Python values and static shapes), so the rewriting only costs
-    time: converting them and tracing through the converted code took 2-3 s of a 40 s run (benchmarks/README.md).
+    time: about 0.6 s of each process that builds the encoder (benchmarks/README.md, "What helped", 2026-12-06).
     ``bertkit.encoder.load_encoder`` marks the encoder's layers; call this for a layer of your own only where its
     ``call`` reads no tensor's value in Python control flow.
 
