@@ -159,7 +159,7 @@ def exit_process(status=None) -> NoReturn:
     import atexit
     import os
 
-    if status is not None and not isinstance(status, int) or _observed():
+    if (status is not None and not isinstance(status, int)) or _observed():
         sys.exit(status)
     atexit._run_exitfuncs()  # what a normal exit runs first; the handlers are cleared as they run
     for stream in (sys.stdout, sys.stderr):

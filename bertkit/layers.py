@@ -248,14 +248,15 @@ def skip_autograph(layers) -> int:
 
     marked = 0
     for layer in layers:
-        if getattr(layer.call, "_bertkit_skips_autograph", False):
+        call = layer.call
+        if getattr(call, "_bertkit_skips_autograph", False):
             continue
-        function = layer.call.__func__  # the class's call (or the function an earlier wrapper bound)
+        function = getattr(call, "__func__", call)  # the class's method, or a function set on the layer itself
         unconverted = tf.autograph.experimental.do_not_convert(function)
         # as the method itself to whatever inspects it (Keras and tf.function read its arguments)
         unconverted.__signature__ = inspect.signature(function)
         unconverted._bertkit_skips_autograph = True
-        layer.call = types.MethodType(unconverted, layer)
+        layer.call = types.MethodType(unconverted, layer) if function is not call else unconverted
         marked += 1
     return marked
 

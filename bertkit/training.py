@@ -304,8 +304,8 @@ def _make_callbacks_module():
             if epoch + 1 >= self.params.get("epochs", epoch + 2) or self.model.stop_training:
                 # Training ends with this epoch (the last one, or early stopping): Keras deletes the backup when
                 # fit returns, moments from now, so writing it (the weights and both Adam slots: 270 MB for
-                # MiniLM-L6, 0.5-1 s, now and then 10 s on a busy disk) would guard nothing. The best weights
-                # are saved apart, already; an interrupt from here on finds the previous backup.
+                # MiniLM-L6, 0.8-1.0 s with the deletion, benchmarks/README.md) would guard nothing. The best
+                # weights are saved apart, already; an interrupt from here on finds the previous backup.
                 self._batches_count = 0
                 return
             self._training_state._ckpt_saved_batch.assign(self.steps_per_epoch - 1)
