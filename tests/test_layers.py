@@ -215,6 +215,10 @@ def test_skip_autograph_runs_call_as_written_and_keeps_its_arguments():
     assert marked.seen == (True, False)  # Keras still passes training (read from the signature at construction)
     np.testing.assert_allclose(marked(x, training=False).numpy(), 2.0)  # eager: the same code, runs as written
     assert marked.seen == (False, False)
+    own = ValueBranch()
+    own.call = lambda inputs, training=None: inputs * 3.0  # a function set on the instance, not the class's method
+    assert layers.skip_autograph([own]) == 1 and layers.skip_autograph([own]) == 0
+    np.testing.assert_allclose(traced(own, True).numpy(), 3.0)
 
 
 def test_encoder_layers_skip_autograph_and_compute_the_same_in_a_graph(tiny_bert_dir):
