@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 
+from bertkit.batching import without_autotune_model
 from bertkit.cli import TRAIN_STEPS, say
 from bertkit.errors import CheckpointError, ConfigError
 
@@ -842,7 +843,7 @@ class Trainer:
             from bertkit.schedules import plot_schedule
 
             plot_schedule(self.schedule, int(args.epochs) * steps_per_epoch, out / "lr_schedule.png")
-        data = train_dataset.repeat()
+        data = without_autotune_model(train_dataset.repeat())  # a user's own dataset too: no stall at fit's end
         if skip:
             data = data.skip(skip)  # replay the data order of an uninterrupted run
 

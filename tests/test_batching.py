@@ -103,6 +103,22 @@ def test_bad_features():
         make_dataset([], 2)
 
 
+@pytest.mark.parametrize("shuffle, bucket", [(True, True), (False, False)])
+def test_datasets_run_without_the_autotuning_model(shuffle, bucket):
+    """Training (shuffled, grouped by length) and prediction pipelines alike: tf.data's autotuning model is off
+    (its thread made destroying an iterator wait, bertkit.batching.without_autotune_model), and the batches are
+    the same as with it on."""
+    dataset = make_dataset(_examples(10), 4, shuffle=shuffle, bucket_by_length=bucket)
+    assert dataset.options().autotune.enabled is False
+    assert make_training_data(_examples(10), 4).dataset.options().autotune.enabled is False
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    tuned = make_dataset(_examples(10), 4, shuffle=shuffle, bucket_by_length=bucket).with_options(options)
+    for (x, y), (tx, ty) in zip(dataset, tuned):
+        np.testing.assert_array_equal(x["token_ids"].numpy(), tx["token_ids"].numpy())
+        np.testing.assert_array_equal(y.numpy(), ty.numpy())
+
+
 def test_sample_examples():
     examples = list(range(100))
     sample = sample_examples(examples, 10, seed=0)

@@ -127,7 +127,7 @@ class Crash(tf.keras.callbacks.Callback):
             raise self.error("simulated stop")
 
 
-def _run(tmp_path, name, *extra, callbacks=(), before_evaluate=None):
+def _run(tmp_path, name, *extra, callbacks=(), before_evaluate=None, dataset=None):
     args = _args(tmp_path, "--output-dir", str(tmp_path / name), "--backup-every-steps", "2",
                  "--early-stopping-patience", "0", *extra)
     trainer = Trainer(args, "toy", verbose=0)
@@ -138,7 +138,8 @@ def _run(tmp_path, name, *extra, callbacks=(), before_evaluate=None):
             before_evaluate()
         return {"acc": float(np.abs(m.get_weights()[-2]).sum())}
 
-    trainer.fit(model, _dataset(), steps_per_epoch=STEPS, evaluate=evaluate, headline="acc", callbacks=callbacks)
+    trainer.fit(model, _dataset() if dataset is None else dataset, steps_per_epoch=STEPS, evaluate=evaluate,
+                headline="acc", callbacks=callbacks)
     return trainer, model
 
 
@@ -170,6 +171,26 @@ def test_no_backup_is_written_at_the_epoch_that_ends_training(tmp_path, monkeypa
     epoch_ends = [(epoch, STEPS - 1) for epoch in range(epochs - 1)]
     assert sorted(saved) == sorted(periodic + epoch_ends)
     assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_fit_trains_on_a_dataset_without_the_autotuning_model(tmp_path, monkeypatch):
+    """Whatever dataset the caller passes (here a plain one, autotuning on), Keras's fit gets it with tf.data's
+    autotuning model off: destroying a fit-consumed iterator that runs the model's thread waited for that thread's
+    timed sleep, up to 14 s at the end of a run (bertkit.batching.without_autotune_model)."""
+    import tensorflow as tf
+
+    seen = []
+    real_fit = tf.keras.Model.fit
+
+    def recording_fit(self, x=None, *args, **kwargs):
+        seen.append(x.options().autotune.enabled)
+        return real_fit(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(tf.keras.Model, "fit", recording_fit)
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    _run(tmp_path, "run", dataset=_dataset().with_options(options))
+    assert seen == [False]
 
 
 # Backups every 2 steps, counted from each epoch's start, plus one after each epoch's evaluation. A hard crash after
