@@ -79,6 +79,7 @@ def make_dataset(features: Sequence[Mapping], batch_size: int, *,
     batches: the (shuffled) examples are cut into groups of :func:`batches_per_group` batches, each group sorted by
     length, then batched in that order. One pass still yields ``ceil(n / batch_size)`` batches (only the last one
     partial) and visits every example once; batches are padded about as little as when the whole set is sorted.
+    tf.data's autotuning model is off (:func:`without_autotune_model`).
     """
     import tensorflow as tf
 

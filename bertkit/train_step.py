@@ -170,7 +170,9 @@ def fit_step(model, batches):
         dataset = one if dataset is None else dataset.concatenate(one)
     if dataset is None:
         raise ConfigError("fit_step needs at least one batch")
-    iterator = iter(dataset.repeat())
+    from bertkit.batching import without_autotune_model
+
+    iterator = iter(without_autotune_model(dataset.repeat()))  # as fit's: no wait for a tuning thread when dropped
     train_function = model.make_train_function(force=True)
     return lambda: float(train_function(iterator)["loss"])
 
