@@ -135,14 +135,13 @@ def without_autotune_model(dataset):
     """``dataset`` with tf.data's autotuning model switched off (``Options.autotune.enabled = False``).
 
     With it on, each iterator runs a thread that re-optimizes the pipeline at doubling intervals (up to a minute),
-    and destroying an iterator that ``model.fit`` consumed inside its train function waits for that thread's
-    current interval to run out: TensorFlow 2.15's ``RootDataset::Iterator`` destructor joins it, and the thread is
-    not woken (caught by gdb in a stalled recipe run: the main thread in the destructor, the thread in
-    ``Model::OptimizeLoop``'s timed wait). Every run then stalled for 0 to 14 s at the end of ``fit``, by where the
-    epoch's end fell in that thread's schedule (benchmarks/README.md, 2026-12-06). bertkit's pipelines are a
-    gather, a padded batch and a split per batch, microseconds against a step: ``AUTOTUNE`` maps then run on
-    as many threads as tf.data's thread pool has (the cores) and ``prefetch(AUTOTUNE)`` keeps its own buffer
-    tuning, which needs no model."""
+    and destroying the iterator waits for that thread's current interval to run out: TensorFlow 2.15's
+    ``RootDataset::Iterator`` destructor joins it, and the thread is not woken (caught by gdb in a stalled recipe
+    run: the main thread in the destructor, the thread in ``Model::OptimizeLoop``'s timed wait). A run stalled for
+    0 to 14 s at the end of ``fit``, by where it fell in that thread's schedule, and a dev evaluation took up to
+    2.4 s longer (benchmarks/README.md, 2026-12-06). bertkit's pipelines are a gather, a padded batch and a split
+    per batch, microseconds against a step: ``AUTOTUNE`` maps then run on as many threads as tf.data's thread pool
+    has (the cores) and ``prefetch(AUTOTUNE)`` keeps its own buffer tuning, which needs no model."""
     import tensorflow as tf
 
     options = tf.data.Options()

@@ -174,7 +174,7 @@ def test_no_backup_is_written_at_the_epoch_that_ends_training(tmp_path, monkeypa
 
 
 def test_fit_trains_on_a_dataset_without_the_autotuning_model(tmp_path, monkeypatch):
-    """Whatever dataset the caller passes (here a plain one, autotuning on), Keras's fit gets it with tf.data's
+    """Whatever dataset the caller passes (here one with autotuning set on), Keras's fit gets it with tf.data's
     autotuning model off: destroying a fit-consumed iterator that runs the model's thread waited for that thread's
     timed sleep, up to 14 s at the end of a run (bertkit.batching.without_autotune_model)."""
     import tensorflow as tf
