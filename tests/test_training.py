@@ -148,8 +148,6 @@ def test_no_backup_is_written_at_the_epoch_that_ends_training(tmp_path, monkeypa
     """Backups after batches 1 and 3 of each epoch and after each epoch's evaluation, except the epoch training
     ends with (the last, or one after which a callback stops training): Keras deletes the backup as fit returns,
     so that one would guard nothing. The run's result is unchanged, and nothing is left in backup/."""
-    import tensorflow as tf
-
     saved = []
     real_backup = tf.keras.callbacks.BackupAndRestore._backup
 
@@ -177,8 +175,6 @@ def test_fit_trains_on_a_dataset_without_the_autotuning_model(tmp_path, monkeypa
     """Whatever dataset the caller passes (here one with autotuning set on), Keras's fit gets it with tf.data's
     autotuning model off: destroying a fit-consumed iterator that runs the model's thread waited for that thread's
     timed sleep, up to 14 s at the end of a run (bertkit.batching.without_autotune_model)."""
-    import tensorflow as tf
-
     seen = []
     real_fit = tf.keras.Model.fit
 
