@@ -83,6 +83,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="profiled calls")
     parser.add_argument("--train-step", choices=("graph", "xla"), default="graph",
                         help="graph: the recipes' default path on this box kind; xla: the whole step compiled")
+    parser.add_argument("--optimizer-updates", choices=("xla", "plain"), default="xla",
+                        help="AdamW's updates: xla, as a run of at least bertkit.optim.XLA_UPDATES_MIN_STEPS steps "
+                             "takes them; plain: Keras's graph ops, as a shorter run does")
     parser.add_argument("--full-last-block", action="store_true",
                         help="the encoder's last block for every position (as bench_speed.py --full-last-block), "
                              "not for [CLS] alone as the sentiment recipe's classifier")
@@ -277,7 +280,7 @@ def main(argv=None) -> int:
     from bertkit.train_step import fit_step
 
     print(f"bertkit {bertkit.__version__}, TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, "
-          f"max ISA {args.max_isa}, train step {args.train_step}, last block "
+          f"max ISA {args.max_isa}, train step {args.train_step}, {args.optimizer_updates} AdamW updates, last block "
           f"{'every position' if args.full_last_block else '[CLS] only'}, inter-op threads "
           f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'}", flush=True)
     bert_dir = default_bert_dir()
@@ -298,7 +301,7 @@ def main(argv=None) -> int:
             results["infer"] = summary(f"inference {args.infer_batch} x {args.seq_len}", figures, args.steps,
                                        args.infer_batch, args.top, args.infer_batch * forward_flops)
         if args.only in ("both", "train"):
-            model.compile(optimizer=build_optimizer(2e-5, 0.01),
+            model.compile(optimizer=build_optimizer(2e-5, 0.01, jit_compile=args.optimizer_updates == "xla"),
                           loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                           jit_compile=args.train_step == "xla")
             ids, seg = token_ids(args.train_batch)

@@ -133,8 +133,8 @@ def _train_steps(jit_compile: bool, steps: int = 3, make_optimizer=None):
         scale = float(step + 1)
         grads = [tf.constant(np.cos(np.arange(12, dtype=np.float32) * scale).reshape(3, 4)),
                  tf.constant(np.sin(np.arange(4, dtype=np.float32) + scale)),
-                 tf.IndexedSlices(tf.constant(np.full((2, 4), scale, np.float32)), tf.constant([1, 3]),
-                                  tf.constant([5, 4]))]
+                 tf.IndexedSlices(tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4) * scale),
+                                  tf.constant([1, 3, 1]), tf.constant([5, 4]))]  # row 1 twice (a repeated token)
         optimizer.apply_gradients(zip(grads, (kernel, bias, table)))
     return optimizer, [v.numpy() for v in (kernel, bias, table)]
 
@@ -160,9 +160,9 @@ def test_adamw_updates_xla_compiled_on_cpu_too_and_same_as_plain_ops():
 
 
 def test_plain_updates_are_one_fused_adam_op_per_dense_weight_with_keras_arithmetic():
-    """Short runs' plain-op updates: each dense weight's Adam step is TensorFlow's fused ResourceApplyAdam (one op
-    instead of about 20; the powers of beta made once per step) and the weights equal Keras's own AdamW's to float
-    rounding, sparse embedding rows (Keras's ops) included."""
+    """Short runs' plain-op updates: each weight's Adam step is TensorFlow's fused ResourceApplyAdam (one op
+    instead of about 20; the powers of beta made once per step), an embedding's too (its sparse gradient placed in
+    a dense tensor: no scatter into m and v), and the weights equal Keras's own AdamW's to float rounding."""
     _, ours = _train_steps(False)
     keras_optimizer, theirs = _train_steps(False, make_optimizer=_keras_adamw)
     assert keras_optimizer.jit_compile is False
@@ -173,18 +173,21 @@ def test_plain_updates_are_one_fused_adam_op_per_dense_weight_with_keras_arithme
     def op_types(optimizer):
         kernel = tf.Variable(tf.ones((3, 4)), name="dense/kernel")
         bias = tf.Variable(tf.ones((4,)), name="dense/bias")
-        optimizer.build([kernel, bias])
+        table = tf.Variable(tf.ones((5, 4)), name="Embedding-Token/embeddings")
+        optimizer.build([kernel, bias, table])
 
         @tf.function
-        def step():
-            optimizer.apply_gradients([(tf.ones((3, 4)), kernel), (tf.ones((4,)), bias)])
-        return [op.type for op in step.get_concrete_function().graph.get_operations()]
+        def step(rows):
+            optimizer.apply_gradients([(tf.ones((3, 4)), kernel), (tf.ones((4,)), bias),
+                                       (tf.IndexedSlices(tf.ones((3, 4)), rows, tf.constant([5, 4])), table)])
+        return [op.type for op in step.get_concrete_function(tf.TensorSpec([None], tf.int32)).graph.get_operations()]
 
     fused = op_types(build_optimizer(WarmupLinearDecay(0.1, 10, 1), 0.01, jit_compile=False))
     plain = op_types(_keras_adamw(False))
-    assert fused.count("ResourceApplyAdam") == 2 and plain.count("ResourceApplyAdam") == 0
-    assert fused.count("Pow") == 2 and plain.count("Pow") == 4  # the powers of beta once per step, not per weight
-    assert len(fused) < len(plain) - 20, (len(fused), len(plain))
+    assert fused.count("ResourceApplyAdam") == 3 and plain.count("ResourceApplyAdam") == 0
+    assert "ResourceScatterAdd" not in fused and plain.count("ResourceScatterAdd") == 2  # Keras's m and v scatters
+    assert fused.count("Pow") == 2 and plain.count("Pow") == 6  # the powers of beta once per step, not per weight
+    assert len(fused) < len(plain) - 30, (len(fused), len(plain))
 
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
