@@ -147,16 +147,15 @@ class AdamW(tf.keras.optimizers.AdamW):
                 or not hasattr(variable, "handle") or not getattr(self, "_applying", False)):
             return False
         index = self._index_dict[self._var_key(variable)]
-        if self._step_powers is None:
+        if self._step_powers is None:  # the step's scalars, made once for every weight's update (not 4 ops each)
             local_step = tf.cast(self.iterations + 1, tf.float32)
-            self._step_powers = (tf.pow(tf.constant(self.beta_1, tf.float32), local_step),
-                                 tf.pow(tf.constant(self.beta_2, tf.float32), local_step))
-        beta_1_power, beta_2_power = self._step_powers
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            beta1_power=beta_1_power, beta2_power=beta_2_power, lr=tf.cast(self.learning_rate, tf.float32),
-            beta1=tf.constant(self.beta_1, tf.float32), beta2=tf.constant(self.beta_2, tf.float32),
-            epsilon=tf.constant(self.epsilon, tf.float32), grad=gradient)
+            beta_1, beta_2 = tf.constant(self.beta_1, tf.float32), tf.constant(self.beta_2, tf.float32)
+            self._step_powers = {
+                "beta1_power": tf.pow(beta_1, local_step), "beta2_power": tf.pow(beta_2, local_step),
+                "lr": tf.cast(self.learning_rate, tf.float32),  # this step's rate: Keras set it before the updates
+                "beta1": beta_1, "beta2": beta_2, "epsilon": tf.constant(self.epsilon, tf.float32)}
+        tf.raw_ops.ResourceApplyAdam(var=variable.handle, m=self._momentums[index].handle,
+                                     v=self._velocities[index].handle, grad=gradient, **self._step_powers)
         return True
 
     def update_step(self, gradient, variable):
