@@ -44,7 +44,9 @@ class AdamW(tf.keras.optimizers.AdamW):
     ("Shape mismatch in the collective instance"). Dense gradients all-reduce fine. Off on a single replica.
 
     With ``jit_compile`` (bertkit's default, see :func:`build_optimizer`) the global-norm clipping and the decoupled
-    weight decay run as XLA work too, with Keras's arithmetic in Keras's order.
+    weight decay run as XLA work too, with Keras's arithmetic in Keras's order. Without it (plain-op updates) every
+    float32 weight's Adam step is TensorFlow's fused kernel, an embedding's too: its sparse gradient is densified
+    after Keras's clipping and deduplication, which ``dense_gradients`` (before the cross-replica sum) precedes.
     """
 
     def __init__(self, *args, dense_gradients: bool = False, **kwargs):
