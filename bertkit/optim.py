@@ -137,7 +137,7 @@ class AdamW(tf.keras.optimizers.AdamW):
         densified = []
         for gradient, variable in grads_and_vars:
             if (isinstance(gradient, tf.IndexedSlices) and variable.dtype == tf.float32
-                    and variable.shape.is_fully_defined()):
+                    and gradient.values.dtype == tf.float32 and variable.shape.is_fully_defined()):
                 # the indices are unique (Keras deduplicated them): each row is placed, nothing summed
                 gradient = tf.math.unsorted_segment_sum(gradient.values, gradient.indices, variable.shape[0])
             densified.append((gradient, variable))
