@@ -110,11 +110,11 @@ class AdamW(tf.keras.optimizers.AdamW):
     # A short run's first step traces and optimises about 2,000 fewer ops (benchmarks/README.md "What helped").
 
     def _internal_apply_gradients(self, grads_and_vars):
-        self._applying, self._step_powers = True, None  # the step's powers of beta: made by its first fused update
+        self._applying, self._step_scalars = True, None  # the step's scalars: made by its first fused update
         try:
             return super()._internal_apply_gradients(self._densified_row_gradients(grads_and_vars))
         finally:
-            self._applying, self._step_powers = False, None
+            self._applying, self._step_scalars = False, None
 
     # Plain-op updates of an embedding: its gradient is ``IndexedSlices`` (the rows the batch looked up, clipped
     # and deduplicated by Keras before this point), and Keras's sparse Adam step adds them to m and v with
@@ -149,15 +149,15 @@ class AdamW(tf.keras.optimizers.AdamW):
                 or not hasattr(variable, "handle") or not getattr(self, "_applying", False)):
             return False
         index = self._index_dict[self._var_key(variable)]
-        if self._step_powers is None:  # the step's scalars, made once for every weight's update (not 4 ops each)
+        if self._step_scalars is None:  # the step's scalars, made once for every weight's update (not 4 ops each)
             local_step = tf.cast(self.iterations + 1, tf.float32)
             beta_1, beta_2 = tf.constant(self.beta_1, tf.float32), tf.constant(self.beta_2, tf.float32)
-            self._step_powers = {
+            self._step_scalars = {
                 "beta1_power": tf.pow(beta_1, local_step), "beta2_power": tf.pow(beta_2, local_step),
                 "lr": tf.cast(self.learning_rate, tf.float32),  # this step's rate: Keras set it before the updates
                 "beta1": beta_1, "beta2": beta_2, "epsilon": tf.constant(self.epsilon, tf.float32)}
         tf.raw_ops.ResourceApplyAdam(var=variable.handle, m=self._momentums[index].handle,
-                                     v=self._velocities[index].handle, grad=gradient, **self._step_powers)
+                                     v=self._velocities[index].handle, grad=gradient, **self._step_scalars)
         return True
 
     def update_step(self, gradient, variable):
