@@ -400,22 +400,25 @@ _BUILD_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _dtype_safe_attention(attention_dropout: float = 0.0):
+def _bertkit_layers(attention_dropout: float = 0.0):
     """While keras-bert builds, make keras-transformer create bertkit's ``DtypeSafeMultiHeadAttention`` (same weights
     and outputs, works under mixed precision, with ``attention_dropout`` on the attention probabilities) instead of
-    keras-multi-head's; restored on exit."""
+    keras-multi-head's, and keras-bert its embeddings with bertkit's ``LookupTokenEmbedding`` (the lookup without
+    the table as a second output); restored on exit."""
+    import keras_bert.layers.embedding as embedding
     import keras_transformer.transformer as transformer
 
-    from bertkit.layers import DtypeSafeMultiHeadAttention
+    from bertkit.layers import DtypeSafeMultiHeadAttention, LookupTokenEmbedding
 
     with _BUILD_LOCK:
-        original = transformer.MultiHeadAttention
+        original = transformer.MultiHeadAttention, embedding.TokenEmbedding
         transformer.MultiHeadAttention = functools.partial(DtypeSafeMultiHeadAttention,
                                                            attention_dropout=attention_dropout)
+        embedding.TokenEmbedding = LookupTokenEmbedding
         try:
             yield
         finally:
-            transformer.MultiHeadAttention = original
+            transformer.MultiHeadAttention, embedding.TokenEmbedding = original
 
 
 def encoder_layer_index(layer_name: str) -> int | None:
@@ -465,7 +468,7 @@ def load_encoder(bert_dir, *, trainable_layers: int | None = None, dropout: floa
         source = (f"attention_dropout {attention_dropout!r}" if attention_dropout is not None
                   else f"{cfg.config_path}: attention_probs_dropout_prob {attention_rate!r}")
         raise ConfigError(f"{source}: must be in [0, 1)")
-    with (tf.keras.utils.custom_object_scope(custom_objects()), _dtype_safe_attention(attention_rate),
+    with (tf.keras.utils.custom_object_scope(custom_objects()), _bertkit_layers(attention_rate),
           warnings.catch_warnings()):
         # keras-bert's layers share unseeded initializers; their values are overwritten by the checkpoint anyway.
         warnings.filterwarnings("ignore", message="The initializer .* is unseeded", category=UserWarning)

@@ -17,6 +17,7 @@ __all__ = [
     "Pooler",
     "FirstPosition",
     "DtypeSafeMultiHeadAttention",
+    "LookupTokenEmbedding",
     "custom_objects",
     "skip_autograph",
 ]
@@ -228,6 +229,36 @@ class DtypeSafeMultiHeadAttention(_multi_head_base()):
         return tf.ensure_shape(y, [None, length, self.Wo.shape[0]])
 
 
+def _token_embedding_base():
+    from keras_bert.layers import TokenEmbedding
+
+    return TokenEmbedding
+
+
+class LookupTokenEmbedding(_token_embedding_base()):
+    """keras-bert's ``TokenEmbedding`` (same weights, config, lookup and mask) without computing its second output.
+
+    keras-bert's layer returns ``[lookup, table + 0]``: the whole table, for a masked-LM head that shares it. bertkit
+    builds no such head (``load_trained_model_from_checkpoint(training=False)``), yet the ``+ 0`` ran in every train
+    step and prediction call: a read of the 30,522 x 384 word embeddings (a copy, once the lookup has put the variable
+    in TensorFlow's copy-on-read mode) and an add over it, about 6-8 ms of a 64 x 24 inference call of MiniLM-L6 on 2
+    cores (150 against 144 ms; benchmarks/README.md, "What helped"). Here the second output is an empty
+    ``(0, output_dim)`` tensor, which nothing reads. The bertkit encoder is always built with this class (see
+    ``bertkit.encoder.load_encoder``); :func:`custom_objects` holds it for saved models, and keeps keras-bert's
+    ``TokenEmbedding`` for a saved keras-bert model whose masked-LM head does read the table.
+    """
+
+    # Both methods go to Keras's Embedding, past keras-bert's, which name their class through a module global that
+    # bertkit.encoder points at this class while keras-bert builds (so that ``super`` there would come back here).
+
+    def call(self, inputs):
+        lookup = super(LookupTokenEmbedding.__base__, self).call(inputs)
+        return [lookup, tf.zeros((0, self.output_dim), dtype=lookup.dtype)]
+
+    def compute_mask(self, inputs, mask=None):
+        return [super(LookupTokenEmbedding.__base__, self).compute_mask(inputs, mask), None]
+
+
 def skip_autograph(layers) -> int:
     """Have Keras run each of ``layers``' ``call`` as written, never through autograph; returns how many it marked.
 
@@ -275,6 +306,7 @@ def custom_objects() -> dict:
             "gelu_exact": gelu_exact,
             "MultiHeadAttention": DtypeSafeMultiHeadAttention,
             "DtypeSafeMultiHeadAttention": DtypeSafeMultiHeadAttention,
+            "LookupTokenEmbedding": LookupTokenEmbedding,  # keras-bert's own "TokenEmbedding" kept for its MLM head
             "MaskedLogits": MaskedLogits,
             "Pooler": Pooler,
             "FirstPosition": FirstPosition,

@@ -284,12 +284,42 @@ def test_mixed_precision_matches_float32(tiny_bert_dir, mixed_policy):
     np.testing.assert_allclose(np.asarray(bf16, np.float32), full, atol=1e-1)
 
 
-def test_build_leaves_keras_transformer_untouched(tiny_bert_dir):
+def test_build_leaves_keras_transformer_and_keras_bert_untouched(tiny_bert_dir):
+    import keras_bert.layers
+    import keras_bert.layers.embedding as embedding
     import keras_multi_head
     import keras_transformer.transformer as transformer
 
     load_encoder(tiny_bert_dir)
     assert transformer.MultiHeadAttention is keras_multi_head.MultiHeadAttention
+    assert embedding.TokenEmbedding is keras_bert.layers.TokenEmbedding
+
+
+def test_token_embedding_computes_no_pass_over_the_whole_table(tiny_bert_dir):
+    """keras-bert's TokenEmbedding also returns its table plus 0, for a masked-LM head bertkit never builds: a read
+    and an add over the whole vocabulary in every step and prediction. bertkit's layer looks up and masks alike."""
+    import keras_bert.layers
+
+    from bertkit.layers import LookupTokenEmbedding
+
+    encoder = load_encoder(tiny_bert_dir)
+    layer = encoder.get_layer("Embedding-Token")
+    assert isinstance(layer, LookupTokenEmbedding) and isinstance(layer, keras_bert.layers.TokenEmbedding)
+    table = layer.embeddings.shape.as_list()
+    predict = tf.function(lambda ids, segments: encoder([ids, segments], training=False))
+    graph = predict.get_concrete_function(tf.TensorSpec([None, None], tf.int32),
+                                          tf.TensorSpec([None, None], tf.int32)).graph
+    whole_table = [op.type for op in graph.get_operations() if op.type != "ReadVariableOp"
+                   and any(output.shape.as_list() == table for output in op.outputs)]
+    assert whole_table == [], whole_table  # the ResourceGather's output is (batch, length, hidden)
+    # The lookup and the mask are keras-bert's layer's, on the same weights.
+    original = keras_bert.layers.TokenEmbedding(input_dim=table[0], output_dim=table[1], mask_zero=True)
+    original.build((None, None))
+    original.set_weights(layer.get_weights())
+    ids = tf.constant(TOKEN_IDS)
+    np.testing.assert_array_equal(layer(ids)[0].numpy(), original(ids)[0].numpy())
+    np.testing.assert_array_equal(layer.compute_mask(ids)[0].numpy(), original.compute_mask(ids)[0].numpy())
+    assert layer.compute_mask(ids)[1] is None
 
 
 # ------------------------------------------------------------------------------------------------ default encoder
