@@ -241,8 +241,8 @@ class LookupTokenEmbedding(_token_embedding_base()):
     keras-bert's layer returns ``[lookup, table + 0]``: the whole table, for a masked-LM head that shares it. bertkit
     builds no such head (``load_trained_model_from_checkpoint(training=False)``), yet the ``+ 0`` ran in every train
     step and prediction call: a read of the 30,522 x 384 word embeddings (a copy, once the lookup has put the variable
-    in TensorFlow's copy-on-read mode) and an add over it, about 6-8 ms of a 64 x 24 inference call of MiniLM-L6 on 2
-    cores (150 against 144 ms; benchmarks/README.md, "What helped"). Here the second output is an empty
+    in TensorFlow's copy-on-read mode) and an add over it, about 7 ms of a 64 x 24 inference call of MiniLM-L6 on 2
+    cores (159.6 against 152.9 ms; benchmarks/README.md, "What helped"). Here the second output is an empty
     ``(0, output_dim)`` tensor, which nothing reads. The bertkit encoder is always built with this class (see
     ``bertkit.encoder.load_encoder``); :func:`custom_objects` holds it for saved models, and keeps keras-bert's
     ``TokenEmbedding`` for a saved keras-bert model whose masked-LM head does read the table.
