@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # whether a graph is traced for XLA (Keras asks it too)
 
 from bertkit.errors import ConfigError
 from bertkit.schedules import schedule_from_config, schedule_to_config
@@ -30,6 +31,10 @@ NO_DECAY_PATTERNS = (
 # roughly 26-260 steps. The 63-step short run of benchmarks/bench_short_run.py trained 1-3 s slower with them
 # (benchmarks/README.md). The bound --train-step auto already uses for the whole XLA step.
 XLA_UPDATES_MIN_STEPS = PROBE_MIN_STEPS
+
+# The fewest rows an embedding's gradient is padded to for the XLA updates (see AdamW._row_gradients_in_row_buckets):
+# batches with fewer distinct tokens than this share one compiled update.
+ROW_BUCKET_MIN = 64
 
 _DEFAULTS = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-6, "global_clipnorm": 1.0, "clipnorm": None,
              "dense_gradients": False}
@@ -112,9 +117,41 @@ class AdamW(tf.keras.optimizers.AdamW):
     def _internal_apply_gradients(self, grads_and_vars):
         self._applying, self._step_scalars = True, None  # the step's scalars: made by its first fused update
         try:
-            return super()._internal_apply_gradients(self._densified_row_gradients(grads_and_vars))
+            if self.jit_compile and not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+                grads_and_vars = self._row_gradients_in_row_buckets(grads_and_vars)
+            else:
+                grads_and_vars = self._densified_row_gradients(grads_and_vars)
+            return super()._internal_apply_gradients(grads_and_vars)
         finally:
             self._applying, self._step_scalars = False, None
+
+    # XLA updates of an embedding: Keras's XLA kernel for a weight's update (``_update_step_xla``) is compiled for
+    # the shapes of its inputs, and an embedding's gradient has one row per distinct token of the batch (Keras
+    # deduplicated them), a count that changes from batch to batch: every new count compiled the word embeddings'
+    # update again (about 0.05 s for MiniLM's; the MiniLM train step at 32 x 24 over new counts took 0.32 s
+    # against 0.275 once compiled: benchmarks/README.md "What helped"). The rows are padded up to the next power of
+    # two (at least ROW_BUCKET_MIN) with zero rows at index 0: a dozen shapes at most, each compiled once. A zero
+    # row added to m and v leaves them as they were (x + 0 == x): the weights are those of the unpadded update, to
+    # the bit (tests/test_schedules.py; MiniLM after six steps, all 103 weights). A table of at most ROW_BUCKET_MIN
+    # rows (the segment embeddings) has few counts to meet and is left as it is: XLA rounds a scatter of one row
+    # otherwise than one of 64 (padding the segments' single row moved the weights by an ulp).
+    # Inside a train step XLA-compiled as a whole (--train-step xla) there is nothing to pad: that step is compiled
+    # for each padded batch length, its row counts bounded by XLA itself.
+
+    def _row_gradients_in_row_buckets(self, grads_and_vars):
+        """``grads_and_vars`` with each ``IndexedSlices`` gradient's rows padded to a power of two (see above)."""
+        bucketed = []
+        for gradient, variable in grads_and_vars:
+            if isinstance(gradient, tf.IndexedSlices) and variable.shape[0] is not None \
+                    and variable.shape[0] > ROW_BUCKET_MIN:
+                rows = tf.shape(gradient.indices, out_type=tf.int32)[0]
+                padding = _next_power_of_two(tf.maximum(rows, ROW_BUCKET_MIN)) - rows
+                values = tf.concat([gradient.values, tf.zeros(tf.concat(
+                    [[padding], tf.shape(gradient.values, out_type=tf.int32)[1:]], 0), gradient.values.dtype)], 0)
+                indices = tf.concat([gradient.indices, tf.zeros([padding], gradient.indices.dtype)], 0)
+                gradient = tf.IndexedSlices(values, indices, gradient.dense_shape)
+            bucketed.append((gradient, variable))
+        return bucketed
 
     # Plain-op updates of an embedding: its gradient is ``IndexedSlices`` (the rows the batch looked up, clipped
     # and deduplicated by Keras before this point), and Keras's sparse Adam step adds them to m and v with
@@ -130,8 +167,8 @@ class AdamW(tf.keras.optimizers.AdamW):
 
     def _densified_row_gradients(self, grads_and_vars):
         """``grads_and_vars`` with each float32 ``IndexedSlices`` gradient placed in a dense tensor of its variable's
-        shape, for the fused plain-op update; unchanged with XLA updates (their weights stay what they were, to
-        the bit: Keras's sparse ops in each XLA kernel)."""
+        shape, for the fused plain-op update (the XLA updates keep Keras's sparse ops: see
+        :meth:`_row_gradients_in_row_buckets`)."""
         if self.jit_compile or self.amsgrad:
             return grads_and_vars
         densified = []
@@ -167,6 +204,15 @@ class AdamW(tf.keras.optimizers.AdamW):
             variable.assign_sub(variable * wd * lr)
         if self.jit_compile or not self._fused_dense_update(gradient, variable):
             super().update_step(gradient, variable)
+
+
+def _next_power_of_two(n):
+    """The least power of two >= ``n`` (an int32 tensor, 1 <= n <= 2**30), exactly: the bits below n - 1's highest
+    bit set, plus one."""
+    n = n - 1
+    for shift in (1, 2, 4, 8, 16):
+        n = tf.bitwise.bitwise_or(n, tf.bitwise.right_shift(n, shift))
+    return n + 1
 
 
 def build_optimizer(lr_schedule, weight_decay: float, *, beta_1: float = 0.9, beta_2: float = 0.999,

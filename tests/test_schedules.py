@@ -190,6 +190,49 @@ def test_plain_updates_are_one_fused_adam_op_per_dense_weight_with_keras_arithme
     assert len(fused) < len(plain) - 30, (len(fused), len(plain))
 
 
+def _sparse_steps(bucketed: bool, row_counts):
+    """XLA AdamW steps of a 200-row table and a 2-row (segment) table, each step's gradient over ``row_counts[i]``
+    distinct rows of the big one (deduplicated, as Keras gives them to the update) and row 0 of the small one;
+    ``bucketed=False`` passes the rows to the update as they are."""
+    table = tf.Variable(np.linspace(-2, 2, 800, dtype=np.float32).reshape(200, 4), name="Embedding-Token/embeddings")
+    segments = tf.Variable(np.ones((2, 4), np.float32), name="Embedding-Segment/embeddings")
+    optimizer = build_optimizer(WarmupLinearDecay(0.1, 10, 1), 0.01, jit_compile=True)
+    if not bucketed:
+        optimizer._row_gradients_in_row_buckets = lambda grads_and_vars: grads_and_vars
+    shapes = []
+    real_update = optimizer._update_step_xla
+    optimizer._update_step_xla = lambda gradient, variable, key: (
+        shapes.append((variable.name, tuple(gradient.values.shape))), real_update(gradient, variable, key))[1]
+    rng = np.random.default_rng(0)
+    for step, rows in enumerate(row_counts):
+        indices = np.sort(rng.choice(200, size=rows, replace=False)).astype(np.int32)
+        values = np.cos(np.arange(rows * 4, dtype=np.float32) + step).reshape(rows, 4)
+        optimizer.apply_gradients([(tf.IndexedSlices(tf.constant(values), tf.constant(indices), tf.constant([200, 4])),
+                                    table),
+                                   (tf.IndexedSlices(tf.ones((1, 4)), tf.constant([0]), tf.constant([2, 4])),
+                                    segments)])
+    return real_update.experimental_get_tracing_count(), shapes, table.numpy(), segments.numpy()
+
+
+def test_xla_updates_compile_an_embeddings_update_once_per_power_of_two_rows():
+    """An embedding's gradient has one row per distinct token of the batch: a count that changes with every batch,
+    and Keras's XLA update kernel is compiled for each count it meets. bertkit pads the rows to the next power of
+    two (at least 64) with zero rows: the update of the 200-row table below meets 7 counts and 2 shapes; a table of
+    at most 64 rows (segments) is left as it is. The weights are those of the unpadded update, to the bit."""
+    counts = [5, 17, 40, 63, 64, 70, 100, 40]
+    traces, shapes, table, segments = _sparse_steps(True, counts)
+    table_shapes = [shape for name, shape in shapes if name.startswith("Embedding-Token")]
+    assert table_shapes == [(64, 4)] * 5 + [(128, 4)] * 2 + [(64, 4)]
+    assert {shape for name, shape in shapes if name.startswith("Embedding-Segment")} == {(1, 4)}
+    assert traces == 3  # one trace (one XLA compilation) per weight and shape: 2 for the table, 1 for the segments
+    unpadded_traces, unpadded_shapes, unpadded_table, unpadded_segments = _sparse_steps(False, counts)
+    assert unpadded_traces == 8  # 7 for the table
+    np.testing.assert_array_equal(table, unpadded_table)
+    np.testing.assert_array_equal(segments, unpadded_segments)
+    _, _, before, _ = _sparse_steps(True, [])
+    assert not np.array_equal(table, before)  # (the steps did move the table)
+
+
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
 def test_xla_clipping_turns_a_non_finite_norm_into_nan_like_keras(bad):
     """tf.clip_by_global_norm makes every gradient NaN when the norm is not finite; the XLA clipping keeps that
