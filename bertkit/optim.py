@@ -117,10 +117,10 @@ class AdamW(tf.keras.optimizers.AdamW):
     def _internal_apply_gradients(self, grads_and_vars):
         self._applying, self._step_scalars = True, None  # the step's scalars: made by its first fused update
         try:
-            if self.jit_compile and not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-                grads_and_vars = self._row_gradients_in_row_buckets(grads_and_vars)
-            else:
+            if not self.jit_compile:
                 grads_and_vars = self._densified_row_gradients(grads_and_vars)
+            elif not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+                grads_and_vars = self._row_gradients_in_row_buckets(grads_and_vars)
             return super()._internal_apply_gradients(grads_and_vars)
         finally:
             self._applying, self._step_scalars = False, None
@@ -135,8 +135,8 @@ class AdamW(tf.keras.optimizers.AdamW):
     # the bit (tests/test_schedules.py; MiniLM after six steps, all 103 weights). A table of at most ROW_BUCKET_MIN
     # rows (the segment embeddings) has few counts to meet and is left as it is: XLA rounds a scatter of one row
     # otherwise than one of 64 (padding the segments' single row moved the weights by an ulp).
-    # Inside a train step XLA-compiled as a whole (--train-step xla) there is nothing to pad: that step is compiled
-    # for each padded batch length, its row counts bounded by XLA itself.
+    # Inside a train step XLA-compiled as a whole (--train-step xla) the rows are left as they are: there the row
+    # count is a dynamic dimension of the one step XLA compiles per padded batch length, not a compilation of its own.
 
     def _row_gradients_in_row_buckets(self, grads_and_vars):
         """``grads_and_vars`` with each ``IndexedSlices`` gradient's rows padded to a power of two (see above)."""
@@ -169,7 +169,7 @@ class AdamW(tf.keras.optimizers.AdamW):
         """``grads_and_vars`` with each float32 ``IndexedSlices`` gradient placed in a dense tensor of its variable's
         shape, for the fused plain-op update (the XLA updates keep Keras's sparse ops: see
         :meth:`_row_gradients_in_row_buckets`)."""
-        if self.jit_compile or self.amsgrad:
+        if self.amsgrad:
             return grads_and_vars
         densified = []
         for gradient, variable in grads_and_vars:
