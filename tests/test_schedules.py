@@ -226,6 +226,7 @@ def test_xla_updates_compile_an_embeddings_update_once_per_power_of_two_rows():
     assert {shape for name, shape in shapes if name.startswith("Embedding-Segment")} == {(1, 4)}
     assert traces == 3  # one trace (one XLA compilation) per weight and shape: 2 for the table, 1 for the segments
     unpadded_traces, unpadded_shapes, unpadded_table, unpadded_segments = _sparse_steps(False, counts)
+    assert [shape for name, shape in unpadded_shapes if name.startswith("Embedding-Token")] == [(c, 4) for c in counts]
     assert unpadded_traces == 8  # 7 for the table
     np.testing.assert_array_equal(table, unpadded_table)
     np.testing.assert_array_equal(segments, unpadded_segments)
